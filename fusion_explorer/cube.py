@@ -1,0 +1,176 @@
+"""The cube model: hyperspectral and multispectral images as labelled arrays.
+
+A cube is an :class:`xarray.DataArray` with dims ``("band", "y", "x")``, a ``wavelength``
+coordinate (nm) on ``band`` where known, and provenance in ``attrs`` (sensor, source file,
+SRF, ratio, method, ...). Tensors appear only inside the engine: :func:`to_tensor` and
+:func:`from_tensor` convert at the boundary, on any device.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .errors import CubeError
+
+DIMS = ("band", "y", "x")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or ``None``) picks CUDA, then MPS, then CPU; anything else is passed to torch."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise CubeError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CubeError(f"device {device!r} asked for but CUDA is not available here; use 'auto' or 'cpu'")
+    return dev
+
+
+def make_cube(
+    data: Any,
+    wavelength: Any = None,
+    *,
+    attrs: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    dtype: Any = np.float32,
+) -> xr.DataArray:
+    """Wrap an array of shape ``(band, y, x)`` as a cube.
+
+    ``wavelength`` (nm), if given, must have one value per band. ``attrs`` are copied
+    (provenance: ``sensor``, ``source``, ...). Values are converted to ``dtype``.
+    """
+    if isinstance(data, torch.Tensor):
+        data = data.detach().cpu().numpy()
+    arr = np.asarray(data)
+    if arr.ndim != 3:
+        raise CubeError(f"a cube needs 3 dims (band, y, x); got an array of shape {arr.shape}")
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    coords = {}
+    if wavelength is not None:
+        wl = np.asarray(wavelength, dtype=np.float64).ravel()
+        if wl.size != arr.shape[0]:
+            raise CubeError(
+                f"{wl.size} wavelengths given for a cube of {arr.shape[0]} bands; give one per band"
+            )
+        coords["wavelength"] = ("band", wl, {"units": "nm", "long_name": "band centre wavelength"})
+    cube = xr.DataArray(arr, dims=DIMS, coords=coords, name=name, attrs=dict(attrs or {}))
+    return cube
+
+
+def wavelengths(cube: xr.DataArray) -> np.ndarray | None:
+    """The band centres in nm, or ``None`` when the cube has no ``wavelength`` coordinate."""
+    if "wavelength" in cube.coords:
+        return np.asarray(cube.coords["wavelength"].values, dtype=np.float64)
+    return None
+
+
+def validate_cube(
+    cube: Any,
+    *,
+    what: str = "cube",
+    allow_negative: bool = False,
+    need_wavelength: bool = False,
+) -> xr.DataArray:
+    """Check that ``cube`` is a finite, non-negative ``(band, y, x)`` DataArray; return it.
+
+    Raises :class:`~fusion_explorer.errors.CubeError` naming ``what`` and the first problem found.
+    """
+    if not isinstance(cube, xr.DataArray):
+        raise CubeError(f"{what} must be an xarray.DataArray with dims {DIMS}; got {type(cube).__name__}")
+    if tuple(cube.dims) != DIMS:
+        raise CubeError(f"{what} must have dims {DIMS}; got {tuple(cube.dims)}")
+    if min(cube.shape) < 1:
+        raise CubeError(f"{what} is empty: shape {dict(zip(cube.dims, cube.shape))}")
+    if not np.issubdtype(cube.dtype, np.number) or np.issubdtype(cube.dtype, np.complexfloating):
+        raise CubeError(f"{what} must hold real numbers; got dtype {cube.dtype}")
+    values = np.asarray(cube.values)
+    finite = np.isfinite(values)
+    if not finite.all():
+        bad = np.argwhere(~finite)[0]
+        n_bad = int((~finite).sum())
+        raise CubeError(
+            f"{what} has {n_bad} non-finite values (NaN or Inf), first at band {bad[0]}, y {bad[1]}, x {bad[2]}"
+        )
+    if not allow_negative:
+        vmin = float(values.min())
+        if vmin < 0:
+            n_neg = int((values < 0).sum())
+            raise CubeError(
+                f"{what} has {n_neg} negative values (min {vmin:.4g}); reflectance/radiance must be >= 0 "
+                "(clip or offset the data first)"
+            )
+    wl = wavelengths(cube)
+    if need_wavelength and wl is None:
+        raise CubeError(f"{what} has no 'wavelength' coordinate (nm) on its band dim")
+    if wl is not None and wl.size > 1 and not (np.all(np.diff(wl) > 0)):
+        raise CubeError(f"{what}: wavelengths must increase strictly along 'band'")
+    return cube
+
+
+def check_ratio(hr_shape: tuple[int, int], ratio: int, what: str = "HR image") -> None:
+    """Raise unless ``ratio`` is a positive integer that divides both HR sizes."""
+    if isinstance(ratio, bool) or int(ratio) != ratio or ratio < 1:
+        raise CubeError(f"ratio must be a positive integer; got {ratio!r}")
+    ratio = int(ratio)
+    h, w = hr_shape
+    if h % ratio or w % ratio:
+        raise CubeError(
+            f"ratio {ratio} does not divide the {what} size {h}x{w}; crop to a multiple of {ratio} "
+            f"(e.g. {h - h % ratio}x{w - w % ratio})"
+        )
+
+
+def to_tensor(
+    cube: xr.DataArray | np.ndarray,
+    device: str | torch.device | None = "auto",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """The cube's values as a ``(band, y, x)`` tensor on ``device``."""
+    values = cube.values if isinstance(cube, xr.DataArray) else np.asarray(cube)
+    return torch.as_tensor(np.ascontiguousarray(values), dtype=dtype, device=resolve_device(device))
+
+
+def from_tensor(
+    tensor: torch.Tensor,
+    like: xr.DataArray | None = None,
+    *,
+    wavelength: Any = None,
+    attrs: Mapping[str, Any] | None = None,
+    name: str | None = None,
+) -> xr.DataArray:
+    """A ``(band, y, x)`` tensor (a leading batch dim of 1 is dropped) back to a cube.
+
+    Wavelengths come from ``wavelength``, else from ``like`` (when its band count matches);
+    attrs are ``like.attrs`` updated with ``attrs``.
+    """
+    t = tensor.detach()
+    if t.ndim == 4 and t.shape[0] == 1:
+        t = t[0]
+    arr = t.to("cpu", torch.float32).numpy()
+    if wavelength is None and like is not None and like.sizes.get("band") == arr.shape[0]:
+        wavelength = wavelengths(like)
+    merged = dict(like.attrs) if like is not None else {}
+    merged.update(attrs or {})
+    return make_cube(arr, wavelength, attrs=merged, name=name if name is not None else getattr(like, "name", None))
+
+
+def crop(cube: xr.DataArray, y: slice | tuple[int, int], x: slice | tuple[int, int]) -> xr.DataArray:
+    """Spatial crop by index ranges, recording it in ``attrs['crop']``."""
+    ys = y if isinstance(y, slice) else slice(*y)
+    xs = x if isinstance(x, slice) else slice(*x)
+    out = cube.isel(y=ys, x=xs)
+    out.attrs = dict(cube.attrs)
+    out.attrs["crop"] = f"y {ys.start}:{ys.stop}, x {xs.start}:{xs.stop}"
+    return out

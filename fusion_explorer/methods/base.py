@@ -1,0 +1,220 @@
+"""The method interface: a :class:`FusionProblem` goes in, a :class:`FusionResult` comes out.
+
+A method is one function registered by name with :func:`register`; it appears in the CLI, the
+benchmark and the app without touching them::
+
+    @register("bicubic", "spatial upsampling of the LR-HSI")
+    def bicubic(problem: FusionProblem, *, device, progress, seed, **options) -> FusionResult: ...
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol as _Protocol
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ..cube import check_ratio, resolve_device, to_tensor, validate_cube, wavelengths
+from ..errors import ProblemError
+
+#: ``progress(done, total, info)``: called by long methods; ``info`` may carry e.g. the objective.
+ProgressCallback = Callable[[int, int, dict], None]
+
+
+@dataclass
+class FusionProblem:
+    """The inputs of a fusion: LR-HSI ``(band, y, x)`` and HR-MSI ``(msi_band, Y, X)``.
+
+    ``srf`` (:class:`~fusion_explorer.srf.SRF`) and ``psf`` (2-D kernel) are the known sensor
+    responses, or ``None`` when a method must estimate them. ``ratio`` is inferred from the sizes
+    when not given; ``offset`` is the sampling phase of the LR grid on the HR grid (``None``:
+    unknown). ``truth`` is the HR-HSI when known: it is for scoring only and methods never read it.
+    """
+
+    lr_hsi: xr.DataArray
+    hr_msi: xr.DataArray
+    srf: Any = None
+    ratio: int | None = None
+    psf: np.ndarray | None = None
+    offset: int | None = None
+    border: str = "reflect"
+    truth: xr.DataArray | None = None
+    name: str = ""
+    protocol: Any = None
+
+    def __post_init__(self) -> None:
+        validate_cube(self.lr_hsi, what="LR-HSI")
+        validate_cube(self.hr_msi, what="HR-MSI")
+        (h, w), (big_h, big_w) = self.lr_size, self.hr_size
+        if self.ratio is None:
+            if big_h % h or big_w % w or big_h // h != big_w // w:
+                raise ProblemError(
+                    f"the HR-MSI ({big_h}x{big_w}) is not an integer multiple of the LR-HSI ({h}x{w}) "
+                    "with one ratio for both axes"
+                )
+            self.ratio = big_h // h
+        check_ratio((big_h, big_w), self.ratio, what="HR-MSI")
+        if (big_h // self.ratio, big_w // self.ratio) != (h, w):
+            raise ProblemError(
+                f"LR-HSI is {h}x{w} but the HR-MSI {big_h}x{big_w} at ratio {self.ratio} needs "
+                f"{big_h // self.ratio}x{big_w // self.ratio}"
+            )
+        if self.srf is not None:
+            if self.srf.hsi_bands != self.hsi_bands or self.srf.msi_bands != self.msi_bands:
+                raise ProblemError(
+                    f"SRF {self.srf.name!r} maps {self.srf.hsi_bands} to {self.srf.msi_bands} bands, but the "
+                    f"LR-HSI has {self.hsi_bands} bands and the HR-MSI {self.msi_bands}"
+                )
+            self.srf.check_cube(self.lr_hsi)
+        if self.psf is not None:
+            self.psf = np.asarray(self.psf, dtype=np.float64)
+        if self.truth is not None:
+            validate_cube(self.truth, what="ground truth")
+            if self.truth.shape != (self.hsi_bands, big_h, big_w):
+                raise ProblemError(f"ground truth has shape {self.truth.shape}; expected {(self.hsi_bands, big_h, big_w)}")
+
+    @property
+    def lr_size(self) -> tuple[int, int]:
+        return self.lr_hsi.sizes["y"], self.lr_hsi.sizes["x"]
+
+    @property
+    def hr_size(self) -> tuple[int, int]:
+        return self.hr_msi.sizes["y"], self.hr_msi.sizes["x"]
+
+    @property
+    def hsi_bands(self) -> int:
+        return self.lr_hsi.sizes["band"]
+
+    @property
+    def msi_bands(self) -> int:
+        return self.hr_msi.sizes["band"]
+
+    @property
+    def wavelength(self) -> np.ndarray | None:
+        return wavelengths(self.lr_hsi)
+
+    def tensors(self, device: Any = "auto", dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(Y_h, Y_m)`` as tensors ``(band, y, x)`` and ``(msi_band, Y, X)`` on ``device``."""
+        return to_tensor(self.lr_hsi, device, dtype), to_tensor(self.hr_msi, device, dtype)
+
+    def spatial_operator(self):
+        """The known spatial degradation (PSF + decimation), or ``None`` if the PSF is unknown."""
+        from ..physics import SpatialDegradation
+
+        if self.psf is None:
+            return None
+        offset = self.offset if self.offset is not None else (self.ratio - 1) // 2
+        return SpatialDegradation(self.psf, self.ratio, offset, self.border)
+
+
+@dataclass
+class FusionResult:
+    """The fused HR-HSI ``(band, y, x)`` and what the method can show of its work.
+
+    ``trace``: recorded iterates, one dict per recorded iteration/layer (method-specific keys,
+    e.g. ``iteration``, ``endmembers``, ``abundances``, ``objective``). ``endmembers``
+    ``(bands, p)`` and ``abundances`` ``(p, y, x)`` for unmixing methods; ``srf``/``psf`` the
+    estimated responses for blind methods; ``extras`` anything else.
+    """
+
+    fused: xr.DataArray
+    method: str
+    params: dict = field(default_factory=dict)
+    seconds: float = float("nan")
+    device: str = "cpu"
+    trace: list[dict] = field(default_factory=list)
+    endmembers: np.ndarray | None = None
+    abundances: np.ndarray | None = None
+    srf: Any = None
+    psf: np.ndarray | None = None
+    extras: dict = field(default_factory=dict)
+
+
+class Method(_Protocol):
+    def __call__(
+        self,
+        problem: FusionProblem,
+        *,
+        device: torch.device,
+        progress: ProgressCallback | None,
+        seed: int,
+        **options: Any,
+    ) -> FusionResult: ...
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    function: Method
+    description: str
+    iterative: bool = False
+
+
+_REGISTRY: dict[str, MethodInfo] = {}
+
+
+def register(name: str, description: str = "", *, iterative: bool = False) -> Callable[[Method], Method]:
+    """Decorator: make a method available by ``name`` everywhere (CLI, benchmark, app)."""
+
+    def deco(fn: Method) -> Method:
+        _REGISTRY[name] = MethodInfo(name, fn, description or (fn.__doc__ or "").strip().split("\n")[0], iterative)
+        return fn
+
+    return deco
+
+
+def available_methods() -> dict[str, MethodInfo]:
+    """Registered methods by name."""
+    return dict(_REGISTRY)
+
+
+def get_method(name: str) -> MethodInfo:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ProblemError(f"unknown method {name!r}; available: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def fuse(
+    problem: FusionProblem,
+    method: str = "bicubic",
+    *,
+    device: Any = "auto",
+    progress: ProgressCallback | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> FusionResult:
+    """Run a registered method on ``problem``; time it and stamp provenance on the fused cube."""
+    info = get_method(method)
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    result = info.function(problem, device=dev, progress=progress, seed=seed, **options)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    result.seconds = time.perf_counter() - start
+    result.device = str(dev)
+    fused = result.fused
+    values = np.asarray(fused.values)
+    if not np.isfinite(values).all():
+        raise ProblemError(f"method {method!r} produced non-finite values on {problem.name or 'this problem'}")
+    if fused.shape != (problem.hsi_bands, *problem.hr_size):
+        raise ProblemError(f"method {method!r} returned shape {fused.shape}; expected {(problem.hsi_bands, *problem.hr_size)}")
+    attrs = {k: v for k, v in problem.lr_hsi.attrs.items() if k not in ("kind",)}
+    attrs.update(
+        kind="fused HR-HSI",
+        method=method,
+        method_params=repr(result.params),
+        seconds=round(result.seconds, 4),
+        device=result.device,
+        ratio=problem.ratio,
+        srf=problem.srf.name if problem.srf is not None else "estimated",
+    )
+    fused.attrs = attrs
+    if "wavelength" not in fused.coords and problem.wavelength is not None:
+        fused = fused.assign_coords(wavelength=("band", problem.wavelength, {"units": "nm"}))
+        result.fused = fused
+    return result

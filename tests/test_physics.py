@@ -1,0 +1,148 @@
+"""Degradation physics against independent computations (scipy.ndimage, the reference code's inputs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from scipy import ndimage
+
+from fusion_explorer.cube import make_cube
+from fusion_explorer.errors import CubeError, ProblemError
+from fusion_explorer.physics import (
+    PROTOCOLS,
+    Blur,
+    Decimate,
+    SpatialDegradation,
+    SpectralResponse,
+    add_noise,
+    gaussian_kernel,
+    get_protocol,
+    make_protocol,
+    simulate,
+)
+
+from ._cave import load_cave_yxb
+
+WL = np.arange(400, 701, 10.0)
+
+
+def scipy_degrade(x_yxb: np.ndarray, size: int, sigma: float, ratio: int, offset: int) -> np.ndarray:
+    """Independent: separable correlate1d with mirror (= reflect-101) borders, then sampling."""
+    i = np.arange(size) - (size - 1) / 2
+    g = np.exp(-(i**2) / (2 * sigma**2))
+    g /= g.sum()
+    blurred = ndimage.correlate1d(x_yxb, g, axis=0, mode="mirror")
+    blurred = ndimage.correlate1d(blurred, g, axis=1, mode="mirror")
+    return blurred[offset::ratio, offset::ratio].transpose(2, 0, 1)
+
+
+@pytest.fixture(scope="module")
+def balloons(cave_dir):
+    return load_cave_yxb(str(cave_dir / "balloons_ms"))
+
+
+@pytest.mark.parametrize("name", ["mossfuse-cave-x32", "gaussian-x8"])
+def test_protocol_matches_scipy_on_real_scene(balloons, name):
+    p = get_protocol(name)
+    x = torch.from_numpy(balloons.transpose(2, 0, 1).copy())
+    ours = p.spatial()(x).numpy()
+    ref = scipy_degrade(balloons, p.kernel_size, p.sigma, p.ratio, p.offset)
+    assert ours.shape == ref.shape == (31, 512 // p.ratio, 512 // p.ratio)
+    np.testing.assert_allclose(ours, ref, atol=1e-6, rtol=0)
+    assert np.abs(ours - ref).max() < 1e-12  # float64 throughout: agreement to rounding
+
+
+def test_simulate_reproduces_reference_inputs(balloons, reference_dir, srf_dir):
+    """The MossFuse reference code's own LR-HSI and MSI (cv2 blur on a crop) are reproduced."""
+    ref = np.load(reference_dir / "mossfuse" / "mossfuse_ref_balloons_crop256.npz")
+    crop = balloons[192:448, 192:448]
+    truth = make_cube(crop.transpose(2, 0, 1), WL, attrs={"scene": "balloons_ms"}, dtype=np.float64)
+    problem = simulate(truth, "mossfuse-cave-x32")
+    np.testing.assert_allclose(problem.lr_hsi.values, ref["LR_HSI"][0], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(problem.hr_msi.values, ref["MSI"][0], atol=1e-6, rtol=0)
+    resp = scipy.io.loadmat(srf_dir / "mossfuse_resp_nikon_d700_3x31.mat")["resp"]
+    np.testing.assert_allclose(problem.srf.matrix, resp, atol=1e-12)
+    assert problem.ratio == 32 and problem.lr_hsi.attrs["protocol"] == "mossfuse-cave-x32"
+    assert problem.psf.shape == (31, 31) and abs(problem.psf.sum() - 1) < 1e-12
+
+
+def test_gaussian_x8_lr_size_and_sampling(balloons):
+    crop = balloons[:128, :64]
+    truth = make_cube(crop.transpose(2, 0, 1), WL, dtype=np.float64)
+    problem = simulate(truth, "gaussian-x8")
+    assert problem.lr_hsi.shape == (31, 16, 8)
+    assert list(problem.lr_hsi.x.values) == list(range(3, 64, 8))
+    ref = scipy_degrade(crop, 15, 2.0, 8, 3)
+    np.testing.assert_allclose(problem.lr_hsi.values, ref, atol=1e-6)
+
+
+def test_any_kernel_and_borders_match_scipy(balloons):
+    rng = np.random.default_rng(0)
+    k = rng.random((5, 7))  # not separable, not symmetric
+    x = balloons[:40, :48, :4]
+    scipy_modes = {"reflect": "mirror", "replicate": "nearest", "circular": "wrap", "zeros": "constant"}
+    for border, mode in scipy_modes.items():
+        op = SpatialDegradation(k, ratio=4, offset=1, border=border)
+        ours = op(torch.from_numpy(x.transpose(2, 0, 1).copy())).numpy()
+        ref = np.stack([ndimage.correlate(x[..., b], k, mode=mode) for b in range(4)])[:, 1::4, 1::4]
+        np.testing.assert_allclose(ours, ref, atol=1e-12, err_msg=border)
+
+
+@pytest.mark.parametrize("border", ["reflect", "zeros", "circular", "replicate"])
+def test_adjoints_pass_dot_product_test(border):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 6, 32, 32, generator=gen, dtype=torch.float64)
+    srf = torch.rand(3, 6, generator=gen, dtype=torch.float64)
+    spatial = SpatialDegradation(gaussian_kernel(9, 1.5), ratio=4, offset=2, border=border)
+    for op in (spatial, Decimate(4, 1), Blur(gaussian_kernel(5, 1.0), border), SpectralResponse(srf), SpectralResponse(srf) @ spatial):
+        y = torch.rand(op(x).shape, generator=gen, dtype=torch.float64)
+        lhs = (op(x) * y).sum()
+        rhs = (x * op.adjoint(y)).sum()
+        assert abs(lhs - rhs) < 1e-10 * abs(lhs), (op, border)
+
+
+def test_composition_order_and_device_dtype_follow_input():
+    x = torch.rand(1, 31, 64, 64)
+    srf = torch.full((3, 31), 1 / 31)
+    op = SpectralResponse(srf) @ PROTOCOLS["gaussian-x8"].spatial()
+    y = op(x)
+    assert y.shape == (1, 3, 8, 8) and y.dtype == torch.float32
+    assert torch.allclose(y, PROTOCOLS["gaussian-x8"].spatial()(SpectralResponse(srf)(x)), atol=1e-6)
+    if torch.cuda.is_available():  # pragma: no cover - exercised on the GPU machine
+        assert op(x.cuda()).device.type == "cuda"
+
+
+def test_noise_hits_requested_snr():
+    x = torch.rand(4, 128, 128, dtype=torch.float64) + 0.5
+    noisy = add_noise(x, 30.0, torch.Generator().manual_seed(0))
+    snr = 10 * torch.log10(x.pow(2).mean((1, 2)) / (noisy - x).pow(2).mean((1, 2)))
+    assert torch.allclose(snr, torch.full((4,), 30.0, dtype=torch.float64), atol=0.1)
+    again = add_noise(x, 30.0, torch.Generator().manual_seed(0))
+    assert torch.equal(noisy, again)
+    assert add_noise(x, None) is x
+
+
+def test_make_protocol_defaults():
+    p = make_protocol(8)
+    assert (p.kernel_size, p.offset, p.sigma) == (13, 3, 2.0)
+    assert make_protocol(32).offset == 15
+    with pytest.raises(ProblemError, match="unknown protocol"):
+        get_protocol("nope")
+
+
+def test_bad_inputs_raise_clear_errors(balloons):
+    good = make_cube(balloons[:64, :64].transpose(2, 0, 1), WL)
+    with pytest.raises(CubeError, match="ratio 32 does not divide"):
+        simulate(good.isel(y=slice(0, 60)), "mossfuse-cave-x32")
+    bad = good.copy()
+    bad.values[3, 4, 5] = np.nan
+    with pytest.raises(CubeError, match="non-finite"):
+        simulate(bad, "gaussian-x8")
+    with pytest.raises(CubeError, match="negative"):
+        simulate(good - 0.5, "gaussian-x8")
+    with pytest.raises(ProblemError, match="odd sizes"):
+        SpatialDegradation(np.ones((4, 4)))
+    with pytest.raises(CubeError, match="dims"):
+        simulate(good.transpose("y", "x", "band"), "gaussian-x8")

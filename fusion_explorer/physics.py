@@ -108,7 +108,7 @@ class Compose(Operator):
 
 
 def _as_kernel(kernel: Any) -> torch.Tensor:
-    k = torch.as_tensor(np.asarray(kernel) if not isinstance(kernel, torch.Tensor) else kernel)
+    k = torch.as_tensor(np.array(kernel, dtype=np.float64) if not isinstance(kernel, torch.Tensor) else kernel)
     k = k.detach().to(torch.float64)
     if k.ndim != 2 or k.shape[0] % 2 == 0 or k.shape[1] % 2 == 0:
         raise ProblemError(f"a PSF must be a 2-D kernel with odd sizes; got shape {tuple(k.shape)}")
@@ -218,7 +218,7 @@ class SpectralResponse(Operator):
     """``Y_m[m] = sum_b R[m, b] X[b]`` with ``R`` = SRF matrix ``(msi_bands, hsi_bands)``."""
 
     def __init__(self, matrix: Any):
-        m = torch.as_tensor(np.asarray(matrix) if not isinstance(matrix, torch.Tensor) else matrix)
+        m = torch.as_tensor(np.array(matrix, dtype=np.float64) if not isinstance(matrix, torch.Tensor) else matrix)
         if m.ndim != 2:
             raise ProblemError(f"an SRF matrix must be 2-D (msi_bands, hsi_bands); got shape {tuple(m.shape)}")
         self.matrix = m.detach().to(torch.float64)

@@ -1,0 +1,239 @@
+"""``fusion-explorer``: inspect files, simulate sensor pairs, fuse, score and benchmark.
+
+Bad arguments or files exit with code 2 and one line saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import FusionExplorerError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _progress(desc: str):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=desc, leave=False, file=sys.stderr)
+
+    def update(done: int, total: int, info: dict) -> None:
+        bar.total = total
+        bar.n = done
+        if info:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in info.items() if isinstance(v, (int, float))})
+        bar.refresh()
+
+    update.close = bar.close  # type: ignore[attr-defined]
+    return update
+
+
+def _parse_options(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or ():
+        if "=" not in item:
+            raise FusionExplorerError(f"--option expects KEY=VALUE; got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .io import describe
+
+    info = describe(args.path)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        if isinstance(value, float):
+            value = f"{value:.6g}"
+        elif isinstance(value, (list, tuple)) and value and isinstance(value[0], float):
+            value = " – ".join(f"{v:.1f}" for v in value) + " nm"
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _load_truth(args: argparse.Namespace):
+    from .bench import center_crop, load_scene
+
+    cube = load_scene(args.scene)
+    if args.clip_negative:
+        cube = cube.clip(min=0)
+    return center_crop(cube, args.crop, 1) if args.crop else cube
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .io import write_netcdf
+    from .physics import get_protocol, make_protocol, simulate
+    from .srf import srf_from_name_or_path
+
+    truth = _load_truth(args)
+    if args.ratio:
+        proto = make_protocol(args.ratio, args.sigma, snr_db=args.snr)
+    else:
+        proto = get_protocol(args.protocol)
+        if args.snr is not None:
+            proto = proto.with_(snr_db=args.snr)
+    srf = srf_from_name_or_path(args.srf, truth) if args.srf else None
+    problem = simulate(truth, proto, srf=srf, seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_netcdf(problem.lr_hsi, out / "lr_hsi.nc")
+    write_netcdf(problem.hr_msi, out / "hr_msi.nc")
+    srf_da = problem.srf.to_dataarray()
+    srf_da.to_netcdf(out / "srf.nc", engine="h5netcdf")
+    if args.save_truth:
+        write_netcdf(truth, out / "hr_hsi.nc")
+    print(
+        f"{problem.name}: LR-HSI {problem.lr_hsi.shape}, HR-MSI {problem.hr_msi.shape}, SRF {problem.srf.name} "
+        f"({problem.msi_bands}x{problem.hsi_bands}) -> {out}"
+    )
+    return 0
+
+
+def cmd_fuse(args: argparse.Namespace) -> int:
+    from .io import open_cube, write_netcdf
+    from .methods import FusionProblem, fuse
+    from .physics import gaussian_kernel, get_protocol
+    from .srf import srf_from_name_or_path
+
+    lr = open_cube(args.lr_hsi)
+    msi = open_cube(args.hr_msi)
+    srf = srf_from_name_or_path(args.srf, lr) if args.srf else None
+    psf, offset = None, args.offset
+    if args.protocol:
+        proto = get_protocol(args.protocol)
+        psf, offset = proto.psf().numpy(), proto.offset if offset is None else offset
+    elif args.psf_sigma:
+        size = args.psf_size or 2 * int(3 * args.psf_sigma + 0.999) + 1
+        psf = gaussian_kernel(size, args.psf_sigma).numpy()
+    problem = FusionProblem(lr, msi, srf=srf, ratio=args.ratio, psf=psf, offset=offset)
+    options = _parse_options(args.option)
+    if args.checkpoint:
+        options["checkpoint"] = args.checkpoint
+    bar = _progress(args.method) if not args.quiet else None
+    try:
+        result = fuse(problem, args.method, device=args.device, progress=bar, seed=args.seed, **options)
+    finally:
+        if bar is not None:
+            bar.close()
+    write_netcdf(result.fused, args.out)
+    print(f"{args.method}: {result.fused.shape} in {result.seconds:.2f} s on {result.device} -> {args.out}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .io import open_cube
+    from .metrics import evaluate
+
+    truth, est = open_cube(args.truth), open_cube(args.estimate)
+    scores = evaluate(truth, est, args.ratio)
+    print(json.dumps({k: round(v, 6) for k, v in scores.items()}) if args.json else
+          "  ".join(f"{k.upper()} {v:.4f}" for k, v in scores.items()))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import cave_scenes, format_table, run_benchmark, write_results
+
+    scenes = args.scenes or cave_scenes(args.data_dir)
+    rows = run_benchmark(
+        args.methods.split(","), scenes, args.protocols.split(","), crop=args.crop, device=args.device, seed=args.seed
+    )
+    print(format_table(rows))
+    if args.out:
+        print(f"results -> {write_results(rows, args.out)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = _Parser(prog="fusion-explorer", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("info", help="what a file or scene holds (dims, bands, wavelengths, values)")
+    s.add_argument("path")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("simulate", help="make LR-HSI, HR-MSI and SRF of a scene under a protocol")
+    s.add_argument("scene", help="a scene path (CAVE folder, .mat, ENVI, .nc, .zarr) or 'default'")
+    s.add_argument("--protocol", default="mossfuse-cave-x32", help="mossfuse-cave-x32 | gaussian-x8")
+    s.add_argument("--ratio", type=int, help="custom protocol: ratio (with --sigma)")
+    s.add_argument("--sigma", type=float, default=2.0, help="custom protocol: PSF sigma in HR pixels")
+    s.add_argument("--srf", help="SRF: built-in name or table file (default: the protocol's)")
+    s.add_argument("--snr", type=float, help="add Gaussian noise at this SNR (dB)")
+    s.add_argument("--crop", type=int, help="central crop size (rounded to the ratio)")
+    s.add_argument("--clip-negative", action="store_true", help="clip negative values of the scene to 0")
+    s.add_argument("--save-truth", action="store_true", help="also write hr_hsi.nc (the ground truth)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("fuse", help="fuse an LR-HSI and an HR-MSI with a method")
+    s.add_argument("--lr-hsi", required=True)
+    s.add_argument("--hr-msi", required=True)
+    s.add_argument("--srf", help="NetCDF (msi_band, band), table file or built-in name; omit to estimate")
+    s.add_argument("--ratio", type=int, help="default: inferred from the sizes")
+    s.add_argument("--method", default="bicubic")
+    s.add_argument("--protocol", help="take the known PSF and offset from this protocol")
+    s.add_argument("--psf-sigma", type=float, help="known Gaussian PSF sigma (HR pixels)")
+    s.add_argument("--psf-size", type=int)
+    s.add_argument("--offset", type=int, help="sampling offset of the LR grid")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--checkpoint")
+    s.add_argument("--option", action="append", metavar="KEY=VALUE", help="method option (repeatable)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_fuse)
+
+    s = sub.add_parser("score", help="metrics of an estimate against the truth")
+    s.add_argument("truth")
+    s.add_argument("estimate")
+    s.add_argument("--ratio", type=float, required=True)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_score)
+
+    s = sub.add_parser("bench", help="methods x scenes x protocols table")
+    s.add_argument("--methods", default="bicubic")
+    s.add_argument("--scenes", nargs="*", help="scene paths or 'default' (default: CAVE scenes in the data dir)")
+    s.add_argument("--data-dir")
+    s.add_argument("--protocols", default="mossfuse-cave-x32,gaussian-x8")
+    s.add_argument("--crop", type=int)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="write rows to .csv or .json")
+    s.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except FusionExplorerError as exc:
+        print(f"fusion-explorer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        print(f"fusion-explorer {args.command}: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import xarray as xr
 
@@ -122,8 +123,15 @@ def run_benchmark(
                 result = fuse(problem, method, device=device, seed=seed, **(options or {}).get(method, {}))
                 scores = evaluate(truth, result.fused, proto.ratio)
                 rows.append(
-                    BenchRow(method, name, proto.name, f"{truth.sizes['y']}x{truth.sizes['x']}x{truth.sizes['band']}",
-                             result.device, result.seconds, scores)
+                    BenchRow(
+                        method,
+                        name,
+                        proto.name,
+                        f"{truth.sizes['y']}x{truth.sizes['x']}x{truth.sizes['band']}",
+                        result.device,
+                        result.seconds,
+                        scores,
+                    )
                 )
                 bar.update(1)
     bar.close()
@@ -140,8 +148,21 @@ def format_table(rows: Sequence[BenchRow], columns: Sequence[str] = METRIC_COLUM
         return "inf" if math.isinf(v) else f"{v:.4f}" if abs(v) < 10 else f"{v:.3f}"
 
     for r in rows:
-        lines.append("| " + " | ".join([r.method, r.scene, r.protocol, r.size, *[fmt(r.metrics[c]) for c in cols],
-                                        f"{r.seconds:.2f}", r.device]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r.method,
+                    r.scene,
+                    r.protocol,
+                    r.size,
+                    *[fmt(r.metrics[c]) for c in cols],
+                    f"{r.seconds:.2f}",
+                    r.device,
+                ]
+            )
+            + " |"
+        )
     groups: dict[tuple[str, str], list[BenchRow]] = {}
     for r in rows:
         groups.setdefault((r.method, r.protocol), []).append(r)
@@ -149,8 +170,13 @@ def format_table(rows: Sequence[BenchRow], columns: Sequence[str] = METRIC_COLUM
         for (method, proto), g in groups.items():
             means = [sum(r.metrics[c] for r in g) / len(g) for c in cols]
             secs = sum(r.seconds for r in g) / len(g)
-            lines.append("| " + " | ".join([f"**{method}**", f"mean of {len(g)}", proto, "", *map(fmt, means),
-                                            f"{secs:.2f}", g[0].device]) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    [f"**{method}**", f"mean of {len(g)}", proto, "", *map(fmt, means), f"{secs:.2f}", g[0].device]
+                )
+                + " |"
+            )
     return "\n".join(lines)
 
 

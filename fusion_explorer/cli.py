@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import FusionExplorerError
 
@@ -140,8 +141,11 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     truth, est = open_cube(args.truth), open_cube(args.estimate)
     scores = evaluate(truth, est, args.ratio)
-    print(json.dumps({k: round(v, 6) for k, v in scores.items()}) if args.json else
-          "  ".join(f"{k.upper()} {v:.4f}" for k, v in scores.items()))
+    print(
+        json.dumps({k: round(v, 6) for k, v in scores.items()})
+        if args.json
+        else "  ".join(f"{k.upper()} {v:.4f}" for k, v in scores.items())
+    )
     return 0
 
 

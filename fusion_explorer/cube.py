@@ -8,7 +8,8 @@ SRF, ratio, method, ...). Tensors appear only inside the engine: :func:`to_tenso
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,9 +62,7 @@ def make_cube(
     if wavelength is not None:
         wl = np.asarray(wavelength, dtype=np.float64).ravel()
         if wl.size != arr.shape[0]:
-            raise CubeError(
-                f"{wl.size} wavelengths given for a cube of {arr.shape[0]} bands; give one per band"
-            )
+            raise CubeError(f"{wl.size} wavelengths given for a cube of {arr.shape[0]} bands; give one per band")
         coords["wavelength"] = ("band", wl, {"units": "nm", "long_name": "band centre wavelength"})
     cube = xr.DataArray(arr, dims=DIMS, coords=coords, name=name, attrs=dict(attrs or {}))
     return cube
@@ -92,7 +91,7 @@ def validate_cube(
     if tuple(cube.dims) != DIMS:
         raise CubeError(f"{what} must have dims {DIMS}; got {tuple(cube.dims)}")
     if min(cube.shape) < 1:
-        raise CubeError(f"{what} is empty: shape {dict(zip(cube.dims, cube.shape))}")
+        raise CubeError(f"{what} is empty: shape {dict(zip(cube.dims, cube.shape, strict=True))}")
     if not np.issubdtype(cube.dtype, np.number) or np.issubdtype(cube.dtype, np.complexfloating):
         raise CubeError(f"{what} must hold real numbers; got dtype {cube.dtype}")
     values = np.asarray(cube.values)

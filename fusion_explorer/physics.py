@@ -397,8 +397,10 @@ def simulate(
     base = {k: v for k, v in truth.attrs.items() if k in ("scene", "source", "sensor", "format", "crop")}
     base.update(proto.as_attrs(), srf=the_srf.name)
     lr_hsi = from_tensor(lr, truth, attrs={**base, "kind": "LR-HSI"})
-    lr_hsi = lr_hsi.assign_coords(y=np.arange(proto.offset, truth.sizes["y"], proto.ratio),
-                                  x=np.arange(proto.offset, truth.sizes["x"], proto.ratio))
+    lr_hsi = lr_hsi.assign_coords(
+        y=np.arange(proto.offset, truth.sizes["y"], proto.ratio),
+        x=np.arange(proto.offset, truth.sizes["x"], proto.ratio),
+    )
     hr_msi = from_tensor(msi, attrs={**base, "kind": "HR-MSI"})
     hr_msi = hr_msi.assign_coords(band_name=("band", list(the_srf.band_names)))
     return FusionProblem(

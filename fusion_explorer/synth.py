@@ -36,7 +36,12 @@ def reflectance_library(wavelength: tuple[float, ...]) -> np.ndarray:
 
 
 def dead_leaves_labels(
-    size: int, rng: np.random.Generator, *, alpha: float = 3.0, r_min: float = 2.0, r_max: float | None = None,
+    size: int,
+    rng: np.random.Generator,
+    *,
+    alpha: float = 3.0,
+    r_min: float = 2.0,
+    r_max: float | None = None,
     max_leaves: int = 4000,
 ) -> np.ndarray:
     """A ``(size, size)`` map of leaf indices; discs fall front to back until the plane is covered."""

@@ -16,8 +16,9 @@ from ._cave import load_cave_yxb
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fusion_explorer.cli", *args], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "fusion_explorer.cli", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_info_on_real_files(cave_dir, remote_dir, capsys):
@@ -45,8 +46,21 @@ def test_simulate_fuse_score_matches_independent_computation(cave_dir, tmp_path)
     np.testing.assert_allclose(lr.values, ref.transpose(2, 0, 1), atol=1e-6)
 
     fused = tmp_path / "fused.nc"
-    r = run("fuse", "--lr-hsi", str(out / "lr_hsi.nc"), "--hr-msi", str(out / "hr_msi.nc"), "--srf",
-            str(out / "srf.nc"), "--ratio", "8", "--method", "bicubic", "--out", str(fused))
+    r = run(
+        "fuse",
+        "--lr-hsi",
+        str(out / "lr_hsi.nc"),
+        "--hr-msi",
+        str(out / "hr_msi.nc"),
+        "--srf",
+        str(out / "srf.nc"),
+        "--ratio",
+        "8",
+        "--method",
+        "bicubic",
+        "--out",
+        str(fused),
+    )
     assert r.returncode == 0, r.stderr
     z = xr.open_dataarray(fused, engine="h5netcdf")
     assert z.dims == ("band", "y", "x") and z.shape == (31, 256, 256)
@@ -81,8 +95,17 @@ def test_broken_file_is_one_line(tmp_path):
 
 
 def test_bench_prints_table(cave_dir, capsys, tmp_path):
-    code = main(["bench", "--scenes", str(cave_dir / "balloons_ms"), "--protocols", "gaussian-x8",
-                 "--out", str(tmp_path / "r.json")])
+    code = main(
+        [
+            "bench",
+            "--scenes",
+            str(cave_dir / "balloons_ms"),
+            "--protocols",
+            "gaussian-x8",
+            "--out",
+            str(tmp_path / "r.json"),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "| bicubic | balloons_ms | gaussian-x8 | 512x512x31 | 34.511" in out

@@ -96,7 +96,13 @@ def test_adjoints_pass_dot_product_test(border):
     x = torch.rand(2, 6, 32, 32, generator=gen, dtype=torch.float64)
     srf = torch.rand(3, 6, generator=gen, dtype=torch.float64)
     spatial = SpatialDegradation(gaussian_kernel(9, 1.5), ratio=4, offset=2, border=border)
-    for op in (spatial, Decimate(4, 1), Blur(gaussian_kernel(5, 1.0), border), SpectralResponse(srf), SpectralResponse(srf) @ spatial):
+    for op in (
+        spatial,
+        Decimate(4, 1),
+        Blur(gaussian_kernel(5, 1.0), border),
+        SpectralResponse(srf),
+        SpectralResponse(srf) @ spatial,
+    ):
         y = torch.rand(op(x).shape, generator=gen, dtype=torch.float64)
         lhs = (op(x) * y).sum()
         rhs = (x * op.adjoint(y)).sum()

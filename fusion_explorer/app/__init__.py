@@ -43,8 +43,8 @@ class AppState:
 
 def build_app(scene: xr.DataArray | None = None, protocol: str = "gaussian-x8") -> W.VBox:
     """Construct the dashboard widget tree on ``scene`` (default: the embedded synthetic scene)."""
-    from ..metrics import evaluate
     from ..methods import fuse
+    from ..metrics import evaluate
     from ..synth import default_scene
 
     state = AppState(scene if scene is not None else default_scene(), protocol)
@@ -56,14 +56,25 @@ def build_app(scene: xr.DataArray | None = None, protocol: str = "gaussian-x8") 
         f"&middot; LR-HSI {problem.lr_hsi.shape[1]}x{problem.lr_hsi.shape[2]}x{problem.hsi_bands}, "
         f"HR-MSI {problem.hr_size[0]}x{problem.hr_size[1]}x{problem.msi_bands} ({problem.srf.name})</div>"
     )
-    views = W.HBox([
-        W.VBox([W.HTML("<b>HR truth (true colour)</b>"), _image(state.truth)]),
-        W.VBox([W.HTML("<b>LR-HSI (true colour)</b>"), _image(problem.lr_hsi)]),
-        W.VBox([W.HTML("<b>HR-MSI (RGB)</b>"), W.Image(value=png_bytes(_msi_rgb(problem.hr_msi)), format="png",
-                                                     layout=W.Layout(width="256px", height="256px"))]),
-    ])
-    band = W.IntSlider(value=len(wl) // 2, min=0, max=len(wl) - 1, description="band",
-                       readout_format="d", continuous_update=False)
+    views = W.HBox(
+        [
+            W.VBox([W.HTML("<b>HR truth (true colour)</b>"), _image(state.truth)]),
+            W.VBox([W.HTML("<b>LR-HSI (true colour)</b>"), _image(problem.lr_hsi)]),
+            W.VBox(
+                [
+                    W.HTML("<b>HR-MSI (RGB)</b>"),
+                    W.Image(
+                        value=png_bytes(_msi_rgb(problem.hr_msi)),
+                        format="png",
+                        layout=W.Layout(width="256px", height="256px"),
+                    ),
+                ]
+            ),
+        ]
+    )
+    band = W.IntSlider(
+        value=len(wl) // 2, min=0, max=len(wl) - 1, description="band", readout_format="d", continuous_update=False
+    )
     band_label = W.Label()
     band_img = W.Image(format="png", layout=W.Layout(width="256px", height="256px"))
 
@@ -80,13 +91,18 @@ def build_app(scene: xr.DataArray | None = None, protocol: str = "gaussian-x8") 
         result = fuse(problem, "bicubic")
         state.runs["bicubic"] = result
         s = evaluate(state.truth, result.fused, problem.ratio)
-        out.value = ("<table><tr>" + "".join(f"<th style='padding:0 8px'>{k.upper()}</th>" for k in s)
-                     + "<th>seconds</th></tr><tr>" + "".join(f"<td style='padding:0 8px'>{v:.4f}</td>" for v in s.values())
-                     + f"<td>{result.seconds:.3f}</td></tr></table>")
+        out.value = (
+            "<table><tr>"
+            + "".join(f"<th style='padding:0 8px'>{k.upper()}</th>" for k in s)
+            + "<th>seconds</th></tr><tr>"
+            + "".join(f"<td style='padding:0 8px'>{v:.4f}</td>" for v in s.values())
+            + f"<td>{result.seconds:.3f}</td></tr></table>"
+        )
 
     run.on_click(on_run)
-    return W.VBox([title, views, W.HBox([band, band_label]), band_img, W.HBox([run]), out],
-                  layout=W.Layout(padding="8px"))
+    return W.VBox(
+        [title, views, W.HBox([band, band_label]), band_img, W.HBox([run]), out], layout=W.Layout(padding="8px")
+    )
 
 
 def _msi_rgb(msi: xr.DataArray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Fusion methods, found by name: ``fuse(problem, "bicubic")``; ``available_methods()``."""
 
+from . import bicubic  # noqa: F401  (registers the method)
 from .base import (
     FusionProblem,
     FusionResult,
@@ -10,7 +11,6 @@ from .base import (
     get_method,
     register,
 )
-from . import bicubic  # noqa: F401  (registers the method)
 
 __all__ = [
     "FusionProblem",

@@ -10,8 +10,10 @@ benchmark and the app without touching them::
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol as _Protocol
+from typing import Any
+from typing import Protocol as _Protocol
 
 import numpy as np
 import torch
@@ -74,7 +76,9 @@ class FusionProblem:
         if self.truth is not None:
             validate_cube(self.truth, what="ground truth")
             if self.truth.shape != (self.hsi_bands, big_h, big_w):
-                raise ProblemError(f"ground truth has shape {self.truth.shape}; expected {(self.hsi_bands, big_h, big_w)}")
+                raise ProblemError(
+                    f"ground truth has shape {self.truth.shape}; expected {(self.hsi_bands, big_h, big_w)}"
+                )
 
     @property
     def lr_size(self) -> tuple[int, int]:
@@ -202,7 +206,9 @@ def fuse(
     if not np.isfinite(values).all():
         raise ProblemError(f"method {method!r} produced non-finite values on {problem.name or 'this problem'}")
     if fused.shape != (problem.hsi_bands, *problem.hr_size):
-        raise ProblemError(f"method {method!r} returned shape {fused.shape}; expected {(problem.hsi_bands, *problem.hr_size)}")
+        raise ProblemError(
+            f"method {method!r} returned shape {fused.shape}; expected {(problem.hsi_bands, *problem.hr_size)}"
+        )
     attrs = {k: v for k, v in problem.lr_hsi.attrs.items() if k not in ("kind",)}
     attrs.update(
         kind="fused HR-HSI",

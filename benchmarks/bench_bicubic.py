@@ -29,14 +29,16 @@ def main() -> None:
     ap.add_argument("--data-dir")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
-    rows = run_benchmark(["bicubic"], cave_scenes(args.data_dir), ["mossfuse-cave-x32", "gaussian-x8"],
-                         device=args.device)
+    rows = run_benchmark(
+        ["bicubic"], cave_scenes(args.data_dir), ["mossfuse-cave-x32", "gaussian-x8"], device=args.device
+    )
     print(format_table(rows))
     print("\n| scene | protocol | dPSNR vs reference | dSAM vs reference |\n|---|---|---|---|")
     for r in rows:
         ref = REFERENCE.get((r.scene, r.protocol))
         if ref:
-            print(f"| {r.scene} | {r.protocol} | {r.metrics['psnr'] - ref[0]:+.4f} | {r.metrics['sam'] - ref[1]:+.4f} |")
+            d_psnr, d_sam = r.metrics["psnr"] - ref[0], r.metrics["sam"] - ref[1]
+            print(f"| {r.scene} | {r.protocol} | {d_psnr:+.4f} | {d_sam:+.4f} |")
     out = write_results(rows, Path(__file__).parent / "results" / "bicubic.json")
     print(f"\nresults -> {out}")
 

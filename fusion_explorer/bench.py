@@ -55,7 +55,9 @@ def cave_scenes(data_dir: str | Path | None = None) -> list[Path]:
     if root is None:
         raise FusionExplorerError("no data directory: set FUSION_EXPLORER_DATA or pass --scenes")
     base = root / "cave" if (root / "cave").is_dir() else root
-    scenes = sorted(p for p in base.iterdir() if p.is_dir() and any(p.glob("*_01.png")) or any(p.glob("*/*_01.png")))
+    from .io.cave import is_cave_scene
+
+    scenes = sorted(p for p in base.iterdir() if is_cave_scene(p))
     if not scenes:
         raise FusionExplorerError(f"{base}: no CAVE scene folders found")
     return scenes
@@ -142,15 +144,17 @@ def format_table(rows: Sequence[BenchRow], columns: Sequence[str] = METRIC_COLUM
     """A plain-text (Markdown) table of the rows plus per method/protocol means."""
     cols = [c for c in columns if rows and c in rows[0].metrics]
     head = ["method", "scene", "protocol", "size", *[c.upper() for c in cols], "seconds", "device"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def fmt(v: float) -> str:
         return "inf" if math.isinf(v) else f"{v:.4f}" if abs(v) < 10 else f"{v:.3f}"
 
+    def row(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    lines = [row(head), "|" + "---|" * len(head)]
     for r in rows:
         lines.append(
-            "| "
-            + " | ".join(
+            row(
                 [
                     r.method,
                     r.scene,
@@ -161,7 +165,6 @@ def format_table(rows: Sequence[BenchRow], columns: Sequence[str] = METRIC_COLUM
                     r.device,
                 ]
             )
-            + " |"
         )
     groups: dict[tuple[str, str], list[BenchRow]] = {}
     for r in rows:
@@ -171,11 +174,7 @@ def format_table(rows: Sequence[BenchRow], columns: Sequence[str] = METRIC_COLUM
             means = [sum(r.metrics[c] for r in g) / len(g) for c in cols]
             secs = sum(r.seconds for r in g) / len(g)
             lines.append(
-                "| "
-                + " | ".join(
-                    [f"**{method}**", f"mean of {len(g)}", proto, "", *map(fmt, means), f"{secs:.2f}", g[0].device]
-                )
-                + " |"
+                row([f"**{method}**", f"mean of {len(g)}", proto, "", *map(fmt, means), f"{secs:.2f}", g[0].device])
             )
     return "\n".join(lines)
 

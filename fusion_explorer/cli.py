@@ -107,7 +107,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_fuse(args: argparse.Namespace) -> int:
     from .io import open_cube, write_netcdf
     from .methods import FusionProblem, fuse
-    from .physics import gaussian_kernel, get_protocol
+    from .physics import default_kernel_size, gaussian_kernel, get_protocol
     from .srf import srf_from_name_or_path
 
     lr = open_cube(args.lr_hsi)
@@ -118,7 +118,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         proto = get_protocol(args.protocol)
         psf, offset = proto.psf().numpy(), proto.offset if offset is None else offset
     elif args.psf_sigma:
-        size = args.psf_size or 2 * int(3 * args.psf_sigma + 0.999) + 1
+        size = args.psf_size or default_kernel_size(args.psf_sigma, ratio=1)
         psf = gaussian_kernel(size, args.psf_sigma).numpy()
     problem = FusionProblem(lr, msi, srf=srf, ratio=args.ratio, psf=psf, offset=offset)
     options = _parse_options(args.option)

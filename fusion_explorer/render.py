@@ -40,8 +40,14 @@ def true_colour(cube: xr.DataArray, *, exposure: float | None = None) -> np.ndar
     else:
         n = values.shape[0]
         rgb = values[[5 * n // 6, n // 2, n // 6]].transpose(1, 2, 0)
-        rgb = (rgb / max(np.percentile(rgb, 99), 1e-6)) ** (1 / 2.2)
+        rgb = stretch(rgb, 99, gamma=2.2)
     return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def stretch(values: np.ndarray, percentile: float = 99.0, gamma: float = 1.0) -> np.ndarray:
+    """``clip(values / p, 0, 1) ** (1 / gamma)`` with ``p`` the given percentile: a display stretch."""
+    v = np.asarray(values, dtype=np.float64)
+    return np.clip(v / max(np.percentile(v, percentile), 1e-6), 0, 1) ** (1 / gamma)
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

@@ -13,7 +13,7 @@ import ipywidgets as W
 import numpy as np
 import xarray as xr
 
-from ..render import png_bytes, true_colour
+from ..render import png_bytes, stretch, true_colour
 
 
 def _image(cube: xr.DataArray, size: int = 256) -> W.Image:
@@ -22,8 +22,7 @@ def _image(cube: xr.DataArray, size: int = 256) -> W.Image:
 
 
 def _band_image(cube: xr.DataArray, band: int) -> bytes:
-    v = np.asarray(cube.isel(band=band).values, dtype=np.float64)
-    v = np.clip(v / max(np.percentile(v, 99.5), 1e-6), 0, 1)
+    v = stretch(cube.isel(band=band).values, 99.5)
     return png_bytes((v * 255).astype(np.uint8))
 
 
@@ -114,5 +113,5 @@ def _msi_rgb(msi: xr.DataArray) -> np.ndarray:
             v = v[::-1]
     else:
         v = np.repeat(v[:1], 3, 0)
-    v = (v / max(np.percentile(v, 99), 1e-6)).clip(0, 1) ** (1 / 2.2)
+    v = stretch(v, 99, gamma=2.2)
     return (v.transpose(1, 2, 0) * 255).astype(np.uint8)

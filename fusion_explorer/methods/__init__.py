@@ -10,6 +10,7 @@ from .base import (
     fuse,
     get_method,
     register,
+    trace_fused,
 )
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "fuse",
     "get_method",
     "register",
+    "trace_fused",
 ]

@@ -118,8 +118,16 @@ class FusionProblem:
 class FusionResult:
     """The fused HR-HSI ``(band, y, x)`` and what the method can show of its work.
 
-    ``trace``: recorded iterates, one dict per recorded iteration/layer (method-specific keys,
-    e.g. ``iteration``, ``endmembers``, ``abundances``, ``objective``). ``endmembers``
+    ``trace``: recorded iterates, one dict per recorded iteration/layer, with these keys (all
+    optional except ``iteration`` and ``label``):
+
+    - ``iteration`` (int, cumulative update/layer count; 0 = initialisation), ``label`` (str),
+    - ``endmembers`` ``(bands, p)`` and ``abundances`` ``(p, Y, X)`` (HR) for unmixing methods,
+      ``abundances_lr`` ``(p, y, x)``; the fused cube is then ``endmembers @ abundances``,
+    - ``fused`` ``(bands, Y, X)`` for methods that are not unmixings (snapshots),
+    - ``objective``, ``residual_hsi``, ``residual_msi`` (floats).
+
+    :func:`trace_fused` rebuilds the fused cube of one step either way. ``endmembers``
     ``(bands, p)`` and ``abundances`` ``(p, y, x)`` for unmixing methods; ``srf``/``psf`` the
     estimated responses for blind methods; ``extras`` anything else.
     """
@@ -135,6 +143,17 @@ class FusionResult:
     srf: Any = None
     psf: np.ndarray | None = None
     extras: dict = field(default_factory=dict)
+
+
+def trace_fused(step: dict) -> np.ndarray:
+    """The fused cube ``(bands, Y, X)`` (float32) at one recorded ``trace`` step."""
+    if "fused" in step:
+        return np.asarray(step["fused"], dtype=np.float32)
+    if "endmembers" in step and "abundances" in step:
+        w = np.asarray(step["endmembers"], dtype=np.float32)
+        h = np.asarray(step["abundances"], dtype=np.float32)
+        return np.einsum("bp,pyx->byx", w, h, optimize=True)
+    raise ProblemError(f"trace step {step.get('label', '?')!r} holds neither 'fused' nor endmembers and abundances")
 
 
 class Method(_Protocol):

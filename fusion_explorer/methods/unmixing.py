@@ -1,0 +1,247 @@
+"""The coupled non-negative unmixing step shared by CNMF and SCALMU, and its initialisers.
+
+Linear mixing: the LR-HSI ``Y_h ≈ W H_h`` and the HR-MSI ``Y_m ≈ W_m H_m`` with endmembers
+``W`` ``(L, p)``, ``W_m = R W`` ``(l, p)`` through the SRF ``R`` ``(l, L)``, abundances
+``H_m`` ``(p, N)`` at high resolution and ``H_h = S(H_m)`` ``(p, n)`` through the spatial
+degradation ``S`` (PSF blur + decimation). Every tensor here is batched: ``(batch, rows, cols)``.
+
+Multiplicative updates (Lee & Seung) for ``min ||Y - W H||²`` with the soft sum-to-one term
+``δ² ||1ᵀH - 1ᵀ||²`` (Yokoya et al. 2012 append a row ``δ`` to ``Y`` and ``W``)::
+
+    H ← H ⊙ (Wᵀ Y + δ²) ⊘ (Wᵀ W H + δ² 1 1ᵀ H)        W ← W ⊙ (Y Hᵀ) ⊘ (W H Hᵀ)
+
+Both factors only ever get multiplied by non-negative ratios, so non-negativity is kept for
+free. :func:`abundance_terms` / :func:`endmember_terms` return the numerator and denominator
+separately, so that SCALMU can re-weight them with learned non-negative matrices (``hook``)
+before the same multiplicative step: the unrolled network *is* this step plus learned parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from scipy.special import erfinv
+
+from ..errors import ProblemError
+
+#: ``hook(which, num, den, state) -> (num, den)``; ``which`` is one of "endmembers",
+#: "abundances_lr", "abundances", "msi_endmembers". Identity (``None``) = plain CNMF.
+Hook = Callable[[str, torch.Tensor, torch.Tensor, "CoupledState"], tuple[torch.Tensor, torch.Tensor]]
+
+
+def tiny(dtype: torch.dtype) -> float:
+    """Smallest safe denominator for ``dtype`` (avoids 0/0 when a factor column dies)."""
+    return 1e-30 if dtype == torch.float64 else 1e-20
+
+
+def multiplicative(x: torch.Tensor, num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``x ⊙ num ⊘ den`` with the denominator floored at a tiny positive number."""
+    return x * num / den.clamp_min(tiny(den.dtype))
+
+
+def abundance_terms(
+    y: torch.Tensor, w: torch.Tensor, h: torch.Tensor, delta: float = 0.0, num: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Numerator ``Wᵀ Y + δ²`` and denominator ``(Wᵀ W + δ² 1 1ᵀ) H`` of the abundance update.
+
+    ``y`` ``(B, L, n)``, ``w`` ``(B, L, p)``, ``h`` ``(B, p, n)``; ``num``: the numerator when the
+    caller has it cached (it is constant while ``W`` is).
+    """
+    d2 = delta * delta
+    if num is None:
+        num = w.transpose(-1, -2) @ y
+        num = num + d2 if delta else num
+    if delta:  # the appended sum-to-one row
+        w = torch.cat([w, w.new_full((*w.shape[:-2], 1, w.shape[-1]), delta)], dim=-2)
+    wt = w.transpose(-1, -2)
+    if w.shape[-2] < w.shape[-1]:
+        # fewer rows than endmembers (an RGB MSI): Wᵀ W has rank <= rows, so Wᵀ (W H) costs
+        # 2 rows·p·n instead of p²·n — 4x fewer operations for 3 bands and 30 endmembers
+        return num, wt @ (w @ h)
+    return num, (wt @ w) @ h
+
+
+def endmember_terms(y: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Numerator ``Y Hᵀ`` and denominator ``W (H Hᵀ)`` of the endmember update."""
+    ht = h.transpose(-1, -2)
+    return y @ ht, w @ (h @ ht)
+
+
+def squared_residual(y: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``||Y - W H||²_F`` per batch item ``(B,)``."""
+    return (y - w @ h).square().sum(dim=(-1, -2))
+
+
+@dataclass
+class CoupledData:
+    """What the coupled step reads and never changes.
+
+    ``lr_hsi`` ``(B, L, n)``, ``hr_msi`` ``(B, l, N)``, ``srf`` ``(B or 1, l, L)``;
+    ``degrade`` maps HR abundances ``(B, p, N)`` to LR ones ``(B, p, n)`` (the PSF + decimation
+    of the physics, applied to abundance maps); ``delta`` the sum-to-one weight.
+    """
+
+    lr_hsi: torch.Tensor
+    hr_msi: torch.Tensor
+    srf: torch.Tensor
+    degrade: Callable[[torch.Tensor], torch.Tensor]
+    delta: float = 0.0
+
+
+@dataclass
+class CoupledState:
+    """The iterate: ``endmembers`` ``W`` ``(B, L, p)``, ``abundances_lr`` ``H_h`` ``(B, p, n)``,
+    ``abundances`` ``H_m`` ``(B, p, N)``, ``msi_endmembers`` ``W_m`` ``(B, l, p)``."""
+
+    endmembers: torch.Tensor
+    abundances_lr: torch.Tensor
+    abundances: torch.Tensor
+    msi_endmembers: torch.Tensor
+
+    def fused(self) -> torch.Tensor:
+        """``Z = W H_m`` ``(B, L, N)``."""
+        return self.endmembers @ self.abundances
+
+
+def _apply(which: str, x, num, den, state, hook: Hook | None) -> torch.Tensor:
+    if hook is not None:
+        num, den = hook(which, num, den, state)
+    return multiplicative(x, num, den)
+
+
+def update_endmembers(state: CoupledState, data: CoupledData, hook: Hook | None = None) -> CoupledState:
+    """One MU of ``W`` on the HSI side, ``H_h`` fixed."""
+    num, den = endmember_terms(data.lr_hsi, state.endmembers, state.abundances_lr)
+    return replace(state, endmembers=_apply("endmembers", state.endmembers, num, den, state, hook))
+
+
+def update_abundances_lr(state: CoupledState, data: CoupledData, hook: Hook | None = None) -> CoupledState:
+    """One MU of ``H_h`` on the HSI side, ``W`` fixed."""
+    num, den = abundance_terms(data.lr_hsi, state.endmembers, state.abundances_lr, data.delta)
+    return replace(state, abundances_lr=_apply("abundances_lr", state.abundances_lr, num, den, state, hook))
+
+
+def update_msi_endmembers(state: CoupledState, data: CoupledData, hook: Hook | None = None) -> CoupledState:
+    """One MU of ``W_m`` on the MSI side, ``H_m`` fixed."""
+    num, den = endmember_terms(data.hr_msi, state.msi_endmembers, state.abundances)
+    return replace(state, msi_endmembers=_apply("msi_endmembers", state.msi_endmembers, num, den, state, hook))
+
+
+def update_abundances(
+    state: CoupledState, data: CoupledData, hook: Hook | None = None, wty: torch.Tensor | None = None
+) -> CoupledState:
+    """One MU of the HR abundances ``H_m`` on the MSI side, ``W_m`` fixed."""
+    num, den = abundance_terms(data.hr_msi, state.msi_endmembers, state.abundances, data.delta, wty)
+    return replace(state, abundances=_apply("abundances", state.abundances, num, den, state, hook))
+
+
+def couple_to_hsi(state: CoupledState, data: CoupledData) -> CoupledState:
+    """``H_h ← S(H_m)``: the LR abundances are the degraded HR ones."""
+    return replace(state, abundances_lr=data.degrade(state.abundances).clamp_min(0))
+
+
+def couple_to_msi(state: CoupledState, data: CoupledData) -> CoupledState:
+    """``W_m ← R W``: the MSI endmembers are the HSI ones seen through the SRF."""
+    return replace(state, msi_endmembers=data.srf @ state.endmembers)
+
+
+def coupled_step(
+    state: CoupledState,
+    data: CoupledData,
+    hook: Hook | None = None,
+    *,
+    update_lr_abundances: bool = False,
+    update_msi_side_endmembers: bool = False,
+) -> CoupledState:
+    """One coupled iteration: ``H_h ← S H_m``; MU of ``W`` (and ``H_h``) on ``Y_h``;
+    ``W_m ← R W``; MU of ``H_m`` (and ``W_m``) on ``Y_m``. SCALMU's layer is this plus ``hook``."""
+    state = couple_to_hsi(state, data)
+    if update_lr_abundances:
+        state = update_abundances_lr(state, data, hook)
+    state = update_endmembers(state, data, hook)
+    state = couple_to_msi(state, data)
+    if update_msi_side_endmembers:
+        state = update_msi_endmembers(state, data, hook)
+    return update_abundances(state, data, hook)
+
+
+# ----------------------------------------------------------------------------------------------
+# Initialisers (plain numpy/scipy on the small LR-HSI)
+
+
+def virtual_dimensionality(y: np.ndarray, false_alarm: float = 5e-2) -> int:
+    """Number of distinct signal sources in ``y`` ``(bands, pixels)`` by the Harsanyi–Farrand–Chang
+    test (Chang & Du 2004): count eigenvalue pairs where the correlation matrix's exceeds the
+    covariance matrix's by more than the Neyman–Pearson threshold at ``false_alarm``."""
+    y = np.asarray(y, dtype=np.float64)
+    n = y.shape[1]
+    corr = y @ y.T / n
+    centred = y - y.mean(axis=1, keepdims=True)
+    cov = centred @ centred.T / n
+    lam_r = np.sort(np.linalg.eigvalsh(corr))[::-1]
+    lam_k = np.sort(np.linalg.eigvalsh(cov))[::-1]
+    sigma = np.sqrt(2 * (lam_r**2 + lam_k**2) / n)
+    tau = np.sqrt(2) * sigma * erfinv(1 - 2 * false_alarm)
+    return int(np.sum(lam_r - lam_k > tau))
+
+
+def vca(y: np.ndarray, p: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Vertex component analysis (Nascimento & Bioucas-Dias, IEEE TGRS 2005).
+
+    ``y`` ``(bands, pixels)``; returns ``(endmembers (bands, p), pixel indices (p,))``. The data
+    are projected on a ``p``-dimensional subspace (projective projection when the estimated SNR is
+    high, PCA plus a constant otherwise); ``p`` times, the pixel with the largest projection on a
+    random direction orthogonal to the vertices found so far becomes a vertex. Unlike the paper's
+    code we return the *measured* spectra of those pixels, not their noise-reduced projections,
+    so that endmembers are non-negative as multiplicative updates need.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    bands, n = y.shape
+    if not 1 <= p <= min(bands, n):
+        raise ProblemError(f"VCA needs 1 <= p <= min(bands, pixels) = {min(bands, n)}; got p = {p}")
+    rng = np.random.default_rng(seed)
+    mean = y.mean(axis=1, keepdims=True)
+    centred = y - mean
+    u_c = np.linalg.svd(centred @ centred.T / n)[0][:, :p]
+    proj = u_c.T @ centred
+    power_y = np.sum(y**2) / n
+    power_x = np.sum(proj**2) / n + float(np.sum(mean**2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = 10 * np.log10((power_x - p / bands * power_y) / (power_y - power_x))
+    if np.isfinite(snr) and snr > 15 + 10 * np.log10(p):
+        u = np.linalg.svd(y @ y.T / n)[0][:, :p]
+        x = u.T @ y
+        scale = np.mean(x, axis=1, keepdims=True).T @ x
+        scale[np.abs(scale) < 1e-12] = 1e-12
+        z = x / scale
+    else:
+        x = proj[: p - 1]
+        c = np.sqrt(np.max(np.sum(x**2, axis=0))) if p > 1 else 1.0
+        z = np.vstack([x, np.full((1, n), c)])
+    vertices = np.zeros((p, p))
+    vertices[-1, 0] = 1.0
+    idx = np.zeros(p, dtype=np.int64)
+    for i in range(p):
+        f = rng.standard_normal(p)
+        f = f - vertices @ (np.linalg.pinv(vertices) @ f)
+        f /= max(np.linalg.norm(f), 1e-300)
+        idx[i] = int(np.argmax(np.abs(f @ z)))
+        vertices[:, i] = z[:, idx[i]]
+    return y[:, idx].copy(), idx
+
+
+def estimate_srf(lr_hsi: np.ndarray, lr_msi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Relative SRF by non-negative least squares, as in Yokoya's CNMF.
+
+    ``lr_hsi`` ``(L, n)`` and ``lr_msi`` ``(l, n)`` (the MSI degraded to the HSI's grid) →
+    ``(R (l, L), offset (l,))`` with ``lr_msi[b] ≈ R[b] @ lr_hsi + offset[b]``, ``R, offset >= 0``.
+    """
+    from scipy.optimize import nnls
+
+    a = np.vstack([np.asarray(lr_hsi, np.float64), np.ones((1, lr_hsi.shape[1]))]).T
+    rows = [nnls(a, np.asarray(band, np.float64), maxiter=50 * a.shape[1])[0] for band in lr_msi]
+    r = np.asarray(rows)
+    return r[:, :-1], r[:, -1]

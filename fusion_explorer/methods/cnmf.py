@@ -75,11 +75,13 @@ class _Trace:
     only while the budget lasts; stage ends are always recorded (room for them is reserved).
     """
 
-    def __init__(self, budget_bytes: float, snapshot_bytes: int, stage_length: int, reserved: int, shape):
+    def __init__(self, budget_bytes: float, shape, p: int, stage_length: int, n_forced: int):
+        (big_h, big_w), (h, w) = shape
         self.points = set(np.unique(np.round(np.geomspace(1, max(stage_length, 1), 24)).astype(int)).tolist())
         self.budget = budget_bytes
-        self.snapshot_bytes = snapshot_bytes
-        self.reserved = reserved * snapshot_bytes
+        self.snapshot_bytes = p * big_h * big_w * 4  # HR abundances, float32
+        self.small_bytes = 0  # endmembers + LR abundances, set on the first record
+        self.n_forced = n_forced  # forced records still to come (each may need a snapshot)
         self.used = 0
         self.steps: list[dict] = []
         self.shape = shape  # (Y, X), (y, x)
@@ -91,15 +93,18 @@ class _Trace:
 
     def record(self, iteration: int, label: str, state: CoupledState, h_version: int, info, force: bool) -> None:
         (big_h, big_w), (h, w) = self.shape
-        if h_version != self._last_h_version:
-            room = self.budget - self.used - (0 if force else self.reserved)
-            if self.snapshot_bytes > room:
-                return
-            if force:
-                self.reserved = max(self.reserved - self.snapshot_bytes, 0)
+        self.small_bytes = (state.endmembers[0].numel() + state.abundances_lr[0].numel()) * 4
+        new_h = h_version != self._last_h_version
+        cost = self.small_bytes + (self.snapshot_bytes if new_h else 0)
+        if force:
+            self.n_forced = max(self.n_forced - 1, 0)
+        reserve = self.n_forced * (self.snapshot_bytes + self.small_bytes)
+        if self.used + cost + reserve > self.budget:
+            return
+        self.used += cost
+        if new_h:
             self._last_h = state.abundances[0].float().cpu().numpy().reshape(-1, big_h, big_w)
             self._last_h_version = h_version
-            self.used += self.snapshot_bytes
         self.steps.append(
             {
                 "iteration": iteration,
@@ -224,8 +229,8 @@ def cnmf(
 
     # --- bookkeeping: progress, trace ----------------------------------------------------------
     max_iterations = (3 * inner + inner) + 2 * inner + outer * 4 * inner
-    msi_stage_ends = 2 + (outer if final_msi_stage else outer - 1)  # forced records with new H_m
-    trace = _Trace(trace_budget_mb * 2**20, p * big_n * 4, 3 * inner, msi_stage_ends, ((big_h, big_w), (h, w)))
+    n_forced = 2 + 2 * outer  # records at stage ends and after the H_m initialisation
+    trace = _Trace(trace_budget_mb * 2**20, ((big_h, big_w), (h, w)), p, 3 * inner, n_forced)
     counter = {"iteration": 0, "h_version": 0}
     yy_h = float(y_h.double().square().sum())
     yy_m = float(y_m.double().square().sum())

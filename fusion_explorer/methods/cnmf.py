@@ -39,6 +39,7 @@ from .unmixing import (
     couple_to_hsi,
     couple_to_msi,
     endmember_terms,
+    estimate_gaussian_psf,
     estimate_srf,
     multiplicative,
     tiny,
@@ -134,6 +135,7 @@ def cnmf(
     dtype: str = "float32",
     trace_budget_mb: float = 256.0,
     final_msi_stage: bool = False,
+    psf: str = "estimate",
 ) -> FusionResult:
     """Fuse by coupled NMF.
 
@@ -149,7 +151,10 @@ def cnmf(
     - The SRF is the problem's when known; with none, or ``estimate_srf_from_data=True``, it is
       estimated by NNLS of the spatially degraded MSI on the HSI bands plus an offset (which is
       then subtracted from the MSI), as in the released code.
-    - The PSF is the problem's when known; otherwise the paper's Gaussian of FWHM = ``ratio``.
+    - The PSF is the problem's when known. Otherwise ``psf="estimate"`` (default) fits a Gaussian
+      (sigma and sampling offset) to the data (:func:`.unmixing.estimate_gaussian_psf`), and
+      ``psf="paper"`` takes the paper's Gaussian of FWHM = ``ratio``. The estimate matters: on the
+      CAVE x32 protocol (sigma 2) the paper's FWHM-32 Gaussian costs about 13 dB.
     - ``dtype``: ``"float32"`` (default) or ``"float64"``; ``seed`` drives VCA.
     - ``trace_budget_mb``: memory for the recorded iterates (HR abundances dominate).
     - ``final_msi_stage``: whether the last outer round ends with an MSI unmixing stage. The
@@ -160,6 +165,8 @@ def cnmf(
 
     ``progress(done, total, info)`` is called every few iterations; raising from it cancels.
     """
+    if psf not in ("estimate", "paper"):
+        raise ProblemError(f"psf must be 'estimate' or 'paper' (used when the problem has no PSF); got {psf!r}")
     if dtype not in ("float32", "float64"):
         raise ProblemError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
     tdtype = torch.float32 if dtype == "float32" else torch.float64
@@ -180,7 +187,17 @@ def cnmf(
     if float((y_h - y_h.mean(dim=-1, keepdim=True)).abs().amax()) <= 1e-6 * float(y_h.amax()):
         raise ProblemError("the LR-HSI is spatially constant: there is nothing to unmix (CNMF needs >= 2 spectra)")
 
-    spatial = problem.spatial_operator() or default_spatial_operator(problem.ratio)
+    spatial = problem.spatial_operator()
+    psf_note = "known"
+    if spatial is None and psf == "estimate":
+        sigma, offset, misfit = estimate_gaussian_psf(problem.lr_hsi.values, problem.hr_msi.values, problem.ratio)
+        spatial = SpatialDegradation(
+            gaussian_kernel(default_kernel_size(sigma, problem.ratio), sigma), problem.ratio, offset, "reflect"
+        )
+        psf_note = f"estimated Gaussian, sigma {sigma:.3f}, offset {offset} (relative misfit {misfit:.2e})"
+    elif spatial is None:
+        spatial = default_spatial_operator(problem.ratio)
+        psf_note = "Gaussian, FWHM = ratio (paper default)"
 
     def degrade(x: torch.Tensor) -> torch.Tensor:
         b, c, _ = x.shape
@@ -353,7 +370,7 @@ def cnmf(
         "threshold": threshold,
         "sum_to_one": delta,
         "srf": "estimated (NNLS)" if srf_estimated else problem.srf.name,
-        "psf": "known" if problem.psf is not None else "Gaussian, FWHM = ratio (paper default)",
+        "psf": psf_note,
         "dtype": dtype,
         "seed": seed,
     }
@@ -366,6 +383,7 @@ def cnmf(
         from_tensor(z, problem.lr_hsi),
         "cnmf",
         params=params,
+        psf=spatial.kernel.numpy() if psf_note != "known" else None,
         trace=trace.steps,
         endmembers=endmembers,
         abundances=abundances,

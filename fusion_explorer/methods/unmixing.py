@@ -18,6 +18,7 @@ before the same multiplicative step: the unrolled network *is* this step plus le
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -245,3 +246,42 @@ def estimate_srf(lr_hsi: np.ndarray, lr_msi: np.ndarray) -> tuple[np.ndarray, np
     rows = [nnls(a, np.asarray(band, np.float64), maxiter=50 * a.shape[1])[0] for band in lr_msi]
     r = np.asarray(rows)
     return r[:, :-1], r[:, -1]
+
+
+def estimate_gaussian_psf(
+    lr_hsi: np.ndarray, hr_msi: np.ndarray, ratio: int, sigmas: np.ndarray | None = None
+) -> tuple[float, int, float]:
+    """Blind Gaussian PSF: the ``(sigma, offset)`` whose degradation of the HR-MSI best matches
+    the LR-HSI seen through an NNLS-fitted SRF, i.e. ``min ||S(Y_m) - R Y_h - c||`` over a grid.
+
+    Both images share the spatial degradation up to the SRF (``S(R X) = R S(X)``), so the right
+    PSF makes the relation exactly linear. ``lr_hsi`` ``(L, h, w)``, ``hr_msi`` ``(l, H, W)``;
+    returns ``(sigma, offset, relative residual)``. Searches offsets with a mid sigma first, then
+    sigma on a log grid at the best offset.
+    """
+    from ..physics import SpatialDegradation, default_kernel_size, gaussian_kernel
+
+    bands, h, w = lr_hsi.shape
+    a = lr_hsi.reshape(bands, -1)
+    msi = torch.as_tensor(np.asarray(hr_msi, dtype=np.float64))
+    norm = float(np.sum(msi.numpy() ** 2)) / ratio**2
+
+    def misfit(sigma: float, offset: int) -> float:
+        op = SpatialDegradation(gaussian_kernel(default_kernel_size(sigma, ratio), sigma), ratio, offset, "reflect")
+        try:
+            lr_msi = op(msi).numpy().reshape(msi.shape[0], -1)
+        except ProblemError:  # a kernel wider than a small image: not a candidate
+            return math.inf
+        r, c = estimate_srf(a, lr_msi)
+        return float(np.sum((lr_msi - r @ a - c[:, None]) ** 2))
+
+    sigmas = np.geomspace(0.25, max(ratio, 2.0), 25) if sigmas is None else np.asarray(sigmas)
+    mid = float(np.sqrt(sigmas[0] * sigmas[-1]))
+    offset = min(range(ratio), key=lambda o: misfit(mid, o))
+    errors = [misfit(float(s), offset) for s in sigmas]
+    best = int(np.argmin(errors))
+    # refine between the neighbours of the best grid point
+    fine = np.geomspace(sigmas[max(best - 1, 0)], sigmas[min(best + 1, len(sigmas) - 1)], 9)
+    fine_errors = [misfit(float(s), offset) for s in fine]
+    k = int(np.argmin(fine_errors))
+    return float(fine[k]), offset, float(np.sqrt(fine_errors[k] / max(norm, 1e-300)))

@@ -32,7 +32,7 @@ install-test: $(TEST_STAMP)
 	  || echo "warning: could not install chromium; browser tests will fail"; }
 
 app: install
-	$(VENV)/bin/voila app.ipynb --port=$(PORT) --no-browser --Voila.ip=0.0.0.0
+	$(VENV)/bin/voila app.ipynb --port=$(PORT) --no-browser --Voila.ip=0.0.0.0 --preheat_kernel=True --pool_size=1
 
 test: install-test
 	$(PY) -m pytest -q

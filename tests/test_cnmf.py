@@ -327,3 +327,16 @@ def make_protocol_small():
     from fusion_explorer.physics import make_protocol
 
     return make_protocol(ratio=4, sigma=1.0)
+
+
+@pytest.mark.parametrize(("protocol", "offset"), [("gaussian-x8", 3), ("mossfuse-cave-x32", 15)])
+def test_blind_gaussian_psf_estimate_finds_the_protocol(cave_dir, protocol, offset):
+    """Both protocols blur with sigma 2; the estimate sees only the two images."""
+    from fusion_explorer.methods.unmixing import estimate_gaussian_psf
+
+    truth = center_crop(load_scene(cave_dir / "thread_spools_ms"), 256)
+    problem = simulate(truth, protocol)
+    sigma, found_offset, misfit = estimate_gaussian_psf(problem.lr_hsi.values, problem.hr_msi.values, problem.ratio)
+    print(f"\n{protocol}: sigma {sigma:.3f} (true 2), offset {found_offset} (true {offset}), misfit {misfit:.2e}")
+    assert abs(sigma - 2.0) < 0.2
+    assert found_offset == offset

@@ -1,7 +1,14 @@
-"""The dashboard served by voila, opened in Debian's headless Chromium (Playwright)."""
+"""The dashboard served by voila, opened in Debian's headless Chromium (Playwright).
+
+Every interaction asserts that the plot's data *in the page* changed (the plotly div's ``data``
+and the ``data-revision`` the figure widget stamps after drawing), across several fresh sessions
+and a viewport resize: the FigureWidget trap this dashboard was built to avoid (see
+``fusion_explorer/app/figure.py``). Screenshots go to ``test-artifacts/``.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -13,6 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -22,6 +30,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+pytestmark = pytest.mark.browser
 
 
 def _free_port() -> int:
@@ -56,20 +65,194 @@ def voila_url():
     proc.wait(timeout=20)
 
 
-@pytest.mark.browser
-def test_dashboard_serves_and_runs_bicubic(voila_url):
+@pytest.fixture(scope="module")
+def browser():
     from playwright.sync_api import sync_playwright
 
-    if not Path("/usr/bin/chromium").exists():
-        pytest.fail("Debian chromium missing at /usr/bin/chromium (make test installs it)")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Debian chromium missing at {CHROMIUM} (make test installs it)")
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1100, "height": 900})
-        page.goto(voila_url, timeout=90_000)
-        page.wait_for_selector("text=Run bicubic", timeout=90_000)
-        assert page.locator("text=550 nm").count() == 1
-        page.click("text=Run bicubic")
-        page.wait_for_selector("text=PSNR", timeout=60_000)
-        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
-        browser.close()
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+# ---------------------------------------------------------------------------- page helpers
+def plot_state(page, cls: str) -> dict:
+    """What the page shows in figure ``.cls``: its revision and a fingerprint of its traces."""
+    return page.evaluate(
+        """(cls) => {
+            const d = document.querySelector('.' + cls + ' .fe-plot');
+            if (!d || !d.data) return {revision: null, data: null};
+            const data = d.data.map(t => ({name: t.name || '', type: t.type,
+                y: t.y ? Array.from(t.y).slice(0, 40) : null,
+                source: t.source ? t.source.length + ':' + t.source.slice(-64) : null,
+                width: t.line ? t.line.width : null}));
+            return {revision: d.dataset.revision, data: JSON.stringify(data)};
+        }""",
+        cls,
+    )
+
+
+def wait_changed(page, cls: str, before: dict, timeout: float = 15.0) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        now = plot_state(page, cls)
+        if now["data"] != before["data"] and now["revision"] != before["revision"]:
+            return now
+        time.sleep(0.03)
+    raise AssertionError(f"{cls}: the plot's data in the page did not change within {timeout} s")
+
+
+def open_app(browser, url: str, width: int = 1360, height: int = 1000):
+    page = browser.new_page(viewport={"width": width, "height": height})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"{e} {e.stack}"[:600]))
+    t0 = time.time()
+    page.goto(url, timeout=120_000)
+    page.wait_for_selector(".fe-fused .fe-plot .nsewdrag", timeout=120_000)
+    page.wait_for_function("() => document.querySelector('.fe-spectrum .fe-plot') && "
+                           "document.querySelector('.fe-spectrum .fe-plot').dataset.revision", timeout=60_000)
+    page.errors = errors
+    page.ready_s = time.time() - t0
+    return page
+
+
+def own_errors(page) -> list[str]:
+    """Page errors, less those thrown inside ipywidgets' own manager on a resize (not the app's code)."""
+    return [e for e in page.errors if "jupyter-widgets/jupyterlab-manager" not in e]
+
+
+def click_image(page, cls: str, fx: float, fy: float) -> None:
+    target = page.locator(f".{cls} .fe-plot .nsewdrag").first
+    target.scroll_into_view_if_needed()
+    box = target.bounding_box()
+    x, y = box["x"] + fx * box["width"], box["y"] + fy * box["height"]
+    hit = page.evaluate(
+        "([cls, x, y]) => { const e = document.elementFromPoint(x, y); const p = e && e.closest('.' + cls);"
+        " return p ? 'ok' : (e ? (e.className.baseVal || e.className || e.tagName) : 'nothing'); }",
+        [cls, x, y],
+    )
+    assert hit == "ok", f"the click at ({fx}, {fy}) of .{cls} lands on {hit!r}: a widget overlaps the image"
+    # plotly reports the point under its last (throttled, 50 ms) hover: move there first, as a hand does
+    page.mouse.move(x, y, steps=2)
+    page.wait_for_timeout(120)
+    page.mouse.click(x, y)
+
+
+def click_and_check(page, cls: str, fx: float, fy: float) -> dict:
+    before = plot_state(page, "fe-spectrum")
+    click_image(page, cls, fx, fy)
+    return wait_changed(page, "fe-spectrum", before)
+
+
+def set_text(page, selector: str, value: str) -> None:
+    field = page.locator(f"{selector} input").first
+    field.fill(value)
+    field.press("Enter")
+
+
+def full_screenshot(page, name: str) -> None:
+    """The whole dashboard (voila scrolls an inner element, so grow the viewport to its height)."""
+    size = page.viewport_size
+    height = page.evaluate("() => Math.max(...Array.from(document.querySelectorAll('body, body *'))"
+                           ".slice(0, 400).map(e => e.scrollHeight))")
+    page.set_viewport_size({"width": size["width"], "height": min(int(height) + 40, 6000)})
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(ARTIFACTS / name))
+    page.set_viewport_size(size)
+    page.wait_for_timeout(300)
+
+
+def set_step(page, step: int) -> None:
+    readout = page.locator(".fe-step .widget-readout")
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(str(step))
+    page.keyboard.press("Enter")
+
+
+def select_option(page, cls: str, label: str) -> None:
+    page.locator(f".{cls} select").first.select_option(label=label)
+
+
+# ---------------------------------------------------------------------------- tests
+def test_fresh_sessions_stay_live_after_resize(browser, voila_url):
+    """Several fresh sessions: clicks before and after a resize (and a screenshot) each change the plot."""
+    for session, (w0, w1) in enumerate(((1360, 1000), (1000, 800), (1600, 1100))):
+        page = open_app(browser, voila_url, w0, 900)
+        print(f"session {session}: page ready in {page.ready_s:.1f} s")
+        positions = [(0.2, 0.3), (0.6, 0.4), (0.45, 0.8), (0.8, 0.15)]
+        for fx, fy in positions:
+            click_and_check(page, "fe-fused", fx, fy)
+        page.set_viewport_size({"width": w1, "height": 700})
+        page.screenshot(path=str(ARTIFACTS / f"session{session}-resized.png"), full_page=session == 0)
+        page.wait_for_timeout(500)  # let the re-layout settle; then every click must still update the page
+        for fx, fy in ((0.15, 0.7), (0.35, 0.55), (0.65, 0.65), (0.9, 0.9)):
+            click_and_check(page, "fe-fused", fx, fy)
+        click_and_check(page, "fe-truth", 0.3, 0.6)  # the data panel's views are clickable too
+        click_and_check(page, "fe-lr", 0.7, 0.2)
+        assert own_errors(page) == [], own_errors(page)
+        page.close()
+
+
+def test_run_click_step_upload(browser, voila_url):
+    page = open_app(browser, voila_url)
+    ARTIFACTS.mkdir(exist_ok=True)
+    full_screenshot(page, "01-start.png")
+    # a small scene keeps the runs short
+    truth_before = plot_state(page, "fe-truth")
+    select_option(page, "fe-crop", "64")
+    page.click(".fe-load button, button.fe-load")
+    wait_changed(page, "fe-truth", truth_before, 60)
+
+    from fusion_explorer.methods import available_methods
+
+    iterative = [n for n, info in available_methods().items() if info.iterative]
+    assert "cnmf" in iterative, f"cnmf is not registered (iterative methods: {iterative})"
+    methods = page.locator(".fe-methods select")
+    methods.select_option(["bicubic", "cnmf"])
+    set_text(page, ".fe-opt-cnmf-inner_iterations", "40")
+    fused_before = plot_state(page, "fe-fused")
+    page.click("button.fe-run")
+    page.wait_for_function("() => document.querySelector('.fe-compare') && "
+                           "document.querySelector('.fe-compare').innerText.includes('cnmf')", timeout=120_000)
+    wait_changed(page, "fe-fused", fused_before, 30)
+    table = page.locator(".fe-compare").inner_text()
+    for column in ("PSNR", "SSIM", "SAM", "ERGAS", "RMSE", "seconds", "device", "bicubic", "cnmf"):
+        assert column in table
+
+    # pixel spectra: every click changes the spectrum plot in the page; pins get markers
+    for fx, fy in ((0.25, 0.25), (0.7, 0.3), (0.5, 0.75)):
+        spectrum = click_and_check(page, "fe-spectrum".replace("spectrum", "fused"), fx, fy)
+    names = [t["name"] for t in json.loads(spectrum["data"])]
+    assert names[0] == "truth" and names[1] == "LR-HSI" and any(n.startswith("bicubic") for n in names)
+    assert any(n.startswith("cnmf") for n in names)
+    page.click("button.fe-pin")
+    click_and_check(page, "fe-sam", 0.3, 0.6)
+    page.click("button.fe-pin")
+    page.wait_for_function("() => document.querySelectorAll('.fe-fused .fe-plot .annotation').length >= 2")
+    click_and_check(page, "fe-error", 0.8, 0.8)
+
+    # iteration stepper: the fused image, the spectrum and the endmember plot all change
+    handle = page.locator(".fe-step .noUi-handle").first
+    first, last = (int(float(handle.get_attribute(f"aria-value{m}"))) for m in ("min", "max"))
+    for step, plots in ((first, ("fe-fused", "fe-spectrum", "fe-endmembers")), (last, ("fe-fused", "fe-endmembers"))):
+        before = {c: plot_state(page, c) for c in plots}
+        set_step(page, step)
+        for c, b in before.items():
+            wait_changed(page, c, b)
+    full_screenshot(page, "02-after-runs.png")
+
+    # a broken upload gives a readable error
+    with page.expect_file_chooser() as chooser:
+        page.click(".fe-upload")
+    chooser.value.set_files(
+        files=[{"name": "broken.nc", "mimeType": "application/octet-stream", "buffer": b"not a netcdf file"}]
+    )
+    page.wait_for_selector(".fe-data-message >> text=could not read broken.nc", timeout=30_000)
+    page.locator(".fe-data-message").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "03-upload-error.png"))
+    assert own_errors(page) == [], own_errors(page)
+    page.close()

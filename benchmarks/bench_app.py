@@ -1,0 +1,145 @@
+"""Responsiveness of the dashboard, measured in the real page (voila + headless Chromium).
+
+Figures (medians): first page ready (navigation to the first drawn plot; also with voila's
+``--preheat_kernel=True``), click-to-spectrum (a click
+on the fused image until the spectrum plot in the page shows the new data) and iteration-step
+update (slider set until the fused image in the page is redrawn), on a 512x512x31 CAVE scene when
+``../shared/data`` holds one, else the default scene at 256. Writes ``benchmarks/results/app.json``.
+
+    python benchmarks/bench_app.py [--clicks 15] [--steps 8] [--inner 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.test_dashboard_browser import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    _free_port,
+    click_image,
+    open_app,
+    plot_state,
+    set_step,
+)
+
+
+def wait_revision(page, cls: str, before: str | None, timeout: float = 30.0) -> float:
+    t0 = time.perf_counter()
+    page.wait_for_function(
+        "([cls, rev]) => { const d = document.querySelector('.' + cls + ' .fe-plot');"
+        " return d && d.dataset.revision && d.dataset.revision !== rev; }",
+        arg=[cls, before],
+        timeout=timeout * 1000,
+        polling="raf",
+    )
+    return time.perf_counter() - t0
+
+
+def preheated_ready(browser, warm_s: float) -> float:
+    """First page ready with ``voila --preheat_kernel=True --pool_size=1`` (the notebook runs before anyone asks)."""
+    port = _free_port()
+    voila = Path(sys.executable).with_name("voila")
+    proc = subprocess.Popen([str(voila), "app.ipynb", f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1",
+                             "--preheat_kernel=True", "--pool_size=1"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(warm_s)
+        page = open_app(browser, f"http://127.0.0.1:{port}/")
+        ready = page.ready_s
+        page.close()
+        return ready
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clicks", type=int, default=15)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--inner", type=int, default=30, help="cnmf inner_iterations")
+    ap.add_argument("--preheat-wait", type=float, default=45.0,
+                    help="seconds to let a preheated voila fill its kernel pool (0: skip that measurement)")
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    voila = Path(sys.executable).with_name("voila")
+    proc = subprocess.Popen([str(voila), "app.ipynb", f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(6)
+    out: dict = {"machine": platform.platform(), "cpu_count": __import__("os").cpu_count()}
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = open_app(browser, f"http://127.0.0.1:{port}/")
+            out["first_page_ready_s"] = round(page.ready_s, 2)
+            options = page.locator(".fe-scene select option").all_inner_texts()
+            cave = [o for o in options if o.startswith("cave/") and "balloons" in o] or [
+                o for o in options if o.startswith("cave/")]
+            truth_before = plot_state(page, "fe-truth")["revision"]
+            if cave:
+                page.locator(".fe-scene select").select_option(label=cave[0])
+                page.locator(".fe-crop select").select_option(label="full")
+                page.click("button.fe-load")
+                wait_revision(page, "fe-truth", truth_before, 120)
+            out["scene"] = cave[0] if cave else "default 256x256x31"
+            page.locator(".fe-methods select").select_option(["cnmf"])
+            field = page.locator(".fe-opt-cnmf-inner_iterations input").first
+            field.fill(str(args.inner))
+            field.press("Enter")
+            t0 = time.perf_counter()
+            page.click("button.fe-run")
+            page.wait_for_function("() => document.querySelector('.fe-compare').innerText.includes('cnmf')",
+                                   timeout=900_000)
+            out["cnmf_run_and_score_s"] = round(time.perf_counter() - t0, 1)
+            page.wait_for_timeout(1500)
+            clicks = []
+            for i in range(args.clicks):
+                fx, fy = 0.1 + 0.8 * ((i * 0.37) % 1), 0.1 + 0.8 * ((i * 0.61) % 1)
+                before = plot_state(page, "fe-spectrum")["revision"]
+                t_click = time.perf_counter()
+                click_image(page, "fe-fused", fx, fy)  # includes a 120 ms hover dwell before the click
+                t_click_done = time.perf_counter()
+                wait_revision(page, "fe-spectrum", before)
+                clicks.append(time.perf_counter() - t_click_done + 0 * t_click)
+            handle = page.locator(".fe-step .noUi-handle").first
+            first, last = (int(float(handle.get_attribute(f"aria-value{m}"))) for m in ("min", "max"))
+            steps = []
+            for i in range(args.steps):
+                step = first + (i * 7) % (last - first + 1)
+                before = plot_state(page, "fe-fused")["revision"]
+                t0 = time.perf_counter()
+                set_step(page, step)
+                wait_revision(page, "fe-fused", before)
+                steps.append(time.perf_counter() - t0)
+            page.close()
+            if args.preheat_wait > 0:
+                out["first_page_ready_preheated_s"] = round(preheated_ready(browser, args.preheat_wait), 2)
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    out["click_to_spectrum_ms"] = {"median": round(1000 * statistics.median(clicks), 1),
+                                   "all": [round(1000 * c, 1) for c in clicks]}
+    out["iteration_step_update_ms"] = {"median": round(1000 * statistics.median(steps), 1),
+                                       "all": [round(1000 * s, 1) for s in steps]}
+    out["targets"] = {"click_to_spectrum_ms": 150, "iteration_step_update_ms": 250, "first_page_ready_s": 10}
+    path = ROOT / "benchmarks" / "results" / "app.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Compare and export: a metrics table of every run; export a run as NetCDF with provenance attrs."""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+
+import ipywidgets as W
+
+from .state import AppState
+
+_COLUMNS = (("psnr", "PSNR (dB)", ".2f"), ("ssim", "SSIM", ".4f"), ("sam", "SAM (°)", ".3f"),
+            ("ergas", "ERGAS", ".3f"), ("rmse", "RMSE", ".4f"))
+_LINK_LIMIT = 64 * 2**20
+
+
+class ComparePanel:
+    def __init__(self, state: AppState):
+        self.state = state
+        self.table = W.HTML("<i>no runs yet</i>")
+        self.export_run = W.Dropdown(description="export", layout=W.Layout(width="300px"))
+        self.export_button = W.Button(description="Export NetCDF", icon="download", layout=W.Layout(width="140px"))
+        self.export_msg = W.HTML()
+        self.table.add_class("fe-compare")
+        self.export_button.on_click(lambda _: self.export())
+        state.observe(lambda _: self.draw(), ["runs", "selected"])
+        self.widget = W.VBox([self.table, W.HBox([self.export_run, self.export_button]), self.export_msg])
+
+    def draw(self) -> None:
+        runs = self.state.runs
+        self.export_run.options = list(runs)
+        if runs and self.state.selected in runs:
+            self.export_run.value = self.state.selected
+        if not runs:
+            self.table.value = "<i>no runs yet</i>"
+            return
+        best = {}
+        for key, _, _ in _COLUMNS:
+            vals = [r.metrics[key] for r in runs.values() if key in r.metrics]
+            if vals:
+                best[key] = max(vals) if key in ("psnr", "ssim") else min(vals)
+        head = "".join(f"<th>{h}</th>" for _, h, _ in _COLUMNS)
+        rows = []
+        for name, r in runs.items():
+            cells = []
+            for key, _, fmt in _COLUMNS:
+                v = r.metrics.get(key)
+                txt = "—" if v is None else format(v, fmt)
+                cells.append(f"<td><b>{txt}</b></td>" if v is not None and v == best.get(key) else f"<td>{txt}</td>")
+            sel = " style='background:#eef5ff'" if name == self.state.selected else ""
+            rows.append(f"<tr{sel}><td style='text-align:left'>{html.escape(name)}</td>{''.join(cells)}"
+                        f"<td>{r.result.seconds:.2f}</td><td>{html.escape(r.result.device)}</td></tr>")
+        self.table.value = (
+            "<style>.fe-table td,.fe-table th{padding:3px 10px;text-align:right;border-bottom:1px solid #ddd}"
+            ".fe-table th{background:#f4f4f4}</style>"
+            f"<table class='fe-table'><tr><th style='text-align:left'>run</th>{head}<th>seconds</th><th>device</th>"
+            f"</tr>{''.join(rows)}</table><small>best value per column in bold; metrics against the HR truth</small>")
+
+    def export(self):
+        """Write the chosen run's fused cube as NetCDF (provenance in attrs) under the session dir; offer a link."""
+        from ..io import write_netcdf
+
+        run = self.state.runs.get(self.export_run.value)
+        if run is None:
+            self.export_msg.value = "<i>nothing to export yet</i>"
+            return None
+        pb = self.state.problem
+        cube = run.result.fused.copy()
+        attrs = dict(cube.attrs)
+        attrs.update({f"metric_{k}": float(v) for k, v in run.metrics.items()})
+        attrs.update(run_name=run.name, scene=str(self.state.truth.attrs.get("scene", "")),
+                     problem=pb.name, created_by="fusion-explorer app")
+        if pb.protocol is not None:
+            attrs.update({f"protocol_{k}": v for k, v in pb.protocol.as_attrs().items()})
+        cube.attrs = {k: (v if isinstance(v, int | float | str) else repr(v)) for k, v in attrs.items()}
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run.name).strip("_") or "run"
+        out = self.state.session_dir / "exports"
+        out.mkdir(parents=True, exist_ok=True)
+        path = write_netcdf(cube, out / f"{safe}.nc")
+        size = path.stat().st_size
+        link = ""
+        if size <= _LINK_LIMIT:
+            data = base64.b64encode(path.read_bytes()).decode()
+            link = (f" <a download='{path.name}' href='data:application/x-netcdf;base64,{data}'>⬇ download "
+                    f"{path.name}</a>")
+        self.export_msg.value = f"wrote {path.name} ({size / 2**20:.1f} MB){link}"
+        return path

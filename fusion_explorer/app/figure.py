@@ -1,0 +1,178 @@
+"""Plotly figures whose every update reaches the page: a state-based anywidget around plotly.js.
+
+Why not ``plotly.graph_objects.FigureWidget``: in plotly >= 6 it is an anywidget that ships
+Python-side *deltas* (``_py2js_restyle`` set to a message and immediately back to ``None``) and
+trusts the page to apply each one exactly once. Measured with plotly 7.1.0 / anywidget 0.11.0 in
+voila: its view never resizes (the Lumino ``resize`` hook of the old DOMWidgetView is dead code
+under anywidget, so autosized plots keep plotly's 700 px default and overflow their boxes; after a
+viewport change clicks land on the neighbouring plot), its layout-delta reply is sent on a trait
+that does not exist (``_js2py_widget_layoutDelta``, so ``_layout_edit_in_process`` stays set after
+the first edit) and in some fresh sessions the restyle messages were never applied at all while
+the Python callback ran. A page that misses one delta never catches up.
+
+:class:`PlotlyFigure` instead syncs the *whole* figure (``data``, ``layout``) and the page calls
+``Plotly.react`` with the latest state on every change, in every view, after every re-render:
+there is no message to miss. A ``ResizeObserver`` keeps autosized plots inside their box. After
+each draw the plot ``div`` carries ``data-revision`` (the model's ``revision``), which the browser
+tests and the benchmark use to prove an update reached the DOM. plotly.js itself (4.8 MB) is
+shipped once per page by :class:`PlotlyLoader`.
+
+Clicks: plotly.js reports the point of its last hover, and hover is throttled (50 ms); a click
+that arrives with no mouse movement before it can report the previously hovered point. A hand
+always moves first; the browser tests dwell 120 ms on the target before clicking.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import numpy as np
+import traitlets as T
+
+_FIGURE_ESM = r"""
+function plotly() {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  return new Promise((resolve) => {
+    const t = setInterval(() => { if (window.Plotly) { clearInterval(t); resolve(window.Plotly); } }, 25);
+  });
+}
+function render({ model, el }) {
+  const div = document.createElement("div");
+  div.className = "fe-plot";
+  div.style.width = "100%";
+  el.appendChild(div);
+  let alive = true, busy = false, again = false, Plotly = null;
+  async function draw() {
+    if (!alive || !Plotly) return;
+    if (busy) { again = true; return; }
+    busy = true;
+    try {
+      const rev = model.get("revision");
+      // plotly writes computed ranges back into the objects it is given: hand it copies, never the model's state
+      const data = structuredClone(model.get("data")), layout = structuredClone(model.get("layout"));
+      await Plotly.react(div, data, layout, structuredClone(model.get("config")));
+      div.dataset.revision = String(rev);
+      el.dataset.revision = String(rev);
+    } catch (e) { console.error("fusion-explorer figure", e); }
+    busy = false;
+    if (again) { again = false; draw(); }
+  }
+  const onChange = () => draw();
+  model.on("change:revision", onChange);
+  let ro = null;
+  plotly().then((P) => {
+    Plotly = P;
+    draw().then(() => {
+      div.on("plotly_click", (ev) => {
+        if (!ev || !ev.points || !ev.points.length) return;
+        const p = ev.points[0];
+        model.send({ event: "click", x: p.x, y: p.y, curve: p.curveNumber, name: (p.data && p.data.name) || "",
+                     index: p.pointIndex === undefined ? null : p.pointIndex });
+      });
+      ro = new ResizeObserver(() => {
+        if (!alive || !div._fullLayout || model.get("layout").autosize !== true || !div.offsetWidth) return;
+        try { Promise.resolve(Plotly.Plots.resize(div)).catch(() => {}); } catch (e) { /* detached */ }
+      });
+      ro.observe(el);
+    });
+  });
+  return () => { alive = false; model.off("change:revision", onChange); if (ro) ro.disconnect();
+                 if (Plotly) Plotly.purge(div); };
+}
+export default { render };
+"""
+
+
+@lru_cache(maxsize=1)
+def _plotly_js() -> str:
+    import plotly
+
+    return (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_text(encoding="utf-8")
+
+
+class PlotlyLoader(anywidget.AnyWidget):
+    """Puts ``window.Plotly`` on the page (once); it shows nothing."""
+
+    _esm = T.Unicode("").tag(sync=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._esm = _plotly_js() + "\nexport default { render({ el }) { el.style.display = 'none'; } };\n"
+        self.layout.display = "none"
+
+
+class PlotlyFigure(anywidget.AnyWidget):
+    """A plotly figure as plain JSON state; ``update(data=..., layout=...)`` redraws it in the page.
+
+    ``data``: list of trace dicts (numpy arrays are converted), ``layout``: dict. ``on_click(fn)``
+    registers ``fn(event)`` with ``event = {"x", "y", "curve", "name", "index"}``.
+    """
+
+    _esm = _FIGURE_ESM
+    data = T.List().tag(sync=True)
+    layout = T.Dict().tag(sync=True)
+    config = T.Dict({"displaylogo": False, "responsive": False}).tag(sync=True)
+    revision = T.Int(0).tag(sync=True)
+
+    def __init__(self, data: list | None = None, layout: dict | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._click_handlers: list[Callable[[dict], None]] = []
+        self.on_msg(self._on_custom_msg)
+        self.update(data or [], layout or {})
+
+    def update(self, data: list | None = None, layout: dict | None = None) -> None:
+        """Replace the traces and/or merge into the layout; one message, one redraw."""
+        with self.hold_sync():
+            if data is not None:
+                self.data = jsonable(data)
+            if layout is not None:
+                self.layout = {**self.layout, **jsonable(layout)}
+            self.revision += 1
+
+    def on_click(self, fn: Callable[[dict], None]) -> None:
+        self._click_handlers.append(fn)
+
+    def click(self, x: float, y: float, curve: int = 0, name: str = "") -> None:
+        """What a click in the page does (for tests without a browser)."""
+        self._on_custom_msg(self, {"event": "click", "x": x, "y": y, "curve": curve, "name": name, "index": None}, [])
+
+    def _on_custom_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
+        if content.get("event") == "click":
+            for fn in self._click_handlers:
+                fn(content)
+
+
+def jsonable(obj: Any) -> Any:
+    """numpy -> JSON: 1-D arrays as lists (non-finite -> None; JSON has no NaN), 2-D arrays as plotly.js
+    typed-array specs ``{"dtype": "f4", "bdata": <base64>, "shape": "h,w"}``."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind in "fiu" and obj.ndim == 2:
+            # plotly.js typed-array spec: 4 bytes a value, no JSON number parsing (maps, abundances)
+            a = np.ascontiguousarray(obj, dtype="<f4")
+            return {"dtype": "f4", "bdata": base64.b64encode(a.tobytes()).decode("ascii"),
+                    "shape": f"{a.shape[0]},{a.shape[1]}"}
+        if obj.dtype.kind == "f":
+            a = obj.astype(np.float64)
+            if np.isfinite(a).all():
+                return a.tolist()
+            return jsonable(a.tolist())
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def png_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")

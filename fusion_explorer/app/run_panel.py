@@ -1,0 +1,225 @@
+"""Run panel: pick methods and their main options; run off the widget thread with progress and cancel."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+
+from .state import AppState, Run
+
+#: keyword options never shown (plumbing, not science)
+_HIDDEN = {"device", "progress", "seed", "dtype", "trace_budget_mb", "checkpoint"}
+_MAX_OPTIONS = 4
+
+
+class Cancelled(Exception):
+    """Raised from the progress callback when the user presses Cancel."""
+
+
+def method_options(function: Any) -> dict[str, Any]:
+    """The simple keyword options of a method (int, float, bool, str or None defaults), in signature order."""
+    out = {}
+    for name, p in inspect.signature(function).parameters.items():
+        if p.kind is not p.KEYWORD_ONLY or name in _HIDDEN or p.default is inspect.Parameter.empty:
+            continue
+        if p.default is None or isinstance(p.default, bool | int | float | str):
+            out[name] = p.default
+    return out
+
+
+def _option_widget(name: str, default: Any) -> W.Widget:
+    style = {"description_width": "130px"}
+    lay = W.Layout(width="250px")
+    if isinstance(default, bool):
+        return W.Checkbox(value=default, description=name, style=style, layout=lay, indent=False)
+    if isinstance(default, int):
+        return W.IntText(value=default, description=name, style=style, layout=lay)
+    if isinstance(default, float):
+        return W.FloatText(value=default, description=name, style=style, layout=lay)
+    return W.Text(value="" if default is None else str(default), placeholder="default", description=name,
+                  style=style, layout=lay)
+
+
+def _parse(widget: W.Widget) -> Any:
+    v = widget.value
+    if isinstance(widget, W.Text):
+        v = v.strip()
+        if not v:
+            return None
+        for cast in (int, float):
+            try:
+                return cast(v)
+            except ValueError:
+                pass
+    return v
+
+
+def score(run: Run, problem) -> None:
+    """Fill ``run.metrics`` and per-trace-step PSNR/SAM (against the truth, clipped as in ``evaluate``)."""
+    import torch
+
+    from ..metrics import evaluate
+
+    res = run.result
+    truth = None
+    if problem.truth is not None:
+        names = ("psnr", "ssim", "sam", "ergas", "rmse")
+        run.metrics = evaluate(problem.truth, res.fused, problem.ratio, metrics=names)
+        truth = torch.from_numpy(np.ascontiguousarray(problem.truth.values, dtype=np.float64))
+    steps = []
+    for i, s in enumerate(run.trace):
+        m = {"iteration": int(s.get("iteration", i)), "label": str(s.get("label", i))}
+        for k in ("objective", "residual_hsi", "residual_msi"):
+            if k in s and s[k] is not None:
+                m[k] = float(s[k])
+        if truth is not None and len(run.trace) > 1:
+            z = torch.from_numpy(run.fused(i)).to(torch.float64)
+            m.update(evaluate(truth, z, problem.ratio, metrics=("psnr", "sam")))
+        steps.append(m)
+    run.step_metrics = steps
+
+
+class RunPanel:
+    """Method picker + options, Run / Cancel, progress bar; the work runs in a thread."""
+
+    def __init__(self, state: AppState):
+        from ..methods import available_methods
+
+        self.state = state
+        self.infos = available_methods()
+        names = list(self.infos)
+        default = ["bicubic"] if "bicubic" in names else names[:1]
+        self.methods = W.SelectMultiple(options=names, value=default, rows=min(6, max(3, len(names))),
+                                        description="methods", layout=W.Layout(width="260px"))
+        self.describe = W.HTML(layout=W.Layout(width="720px"))
+        self.device = W.Dropdown(options=_devices(), value="auto", description="device", layout=W.Layout(width="200px"))
+        self.seed = W.IntText(value=0, description="seed", layout=W.Layout(width="200px"))
+        self.option_box = W.VBox()
+        self.options: dict[str, dict[str, W.Widget]] = {}
+        self.run_button = W.Button(description="Run", button_style="primary", icon="play",
+                                   layout=W.Layout(width="120px"))
+        self.cancel_button = W.Button(description="Cancel", button_style="warning", icon="stop", disabled=True,
+                                      layout=W.Layout(width="120px"))
+        self.progress = W.FloatProgress(value=0, min=0, max=1, description="", layout=W.Layout(width="340px"))
+        self.progress_label = W.HTML("idle")
+        self.log = W.HTML()
+        self._cancel = threading.Event()
+        for key, w in {"fe-methods": self.methods, "fe-run": self.run_button, "fe-cancel": self.cancel_button,
+                       "fe-progress": self.progress_label, "fe-run-log": self.log}.items():
+            w.add_class(key)
+        self.thread: threading.Thread | None = None
+        self.methods.observe(self._on_methods, "value")
+        self.run_button.on_click(lambda _: self.start())
+        self.cancel_button.on_click(lambda _: self.cancel())
+        state.observe(lambda _: self._enable(), ["problem", "busy"])
+        self._on_methods()
+        self._enable()
+        self.widget = W.VBox([
+            W.HBox([W.VBox([self.methods, self.device, self.seed]), W.VBox([self.describe, self.option_box])],
+                   layout=W.Layout(flex_flow="row wrap")),
+            W.HBox([self.run_button, self.cancel_button, self.progress, self.progress_label],
+                   layout=W.Layout(align_items="center")),
+            self.log,
+        ])
+
+    def _on_methods(self, _=None) -> None:
+        rows, desc = [], []
+        for name in self.methods.value:
+            info = self.infos[name]
+            tag = " <span style='color:#777'>(iterative)</span>" if info.iterative else ""
+            desc.append(f"<b>{name}</b>{tag}: {info.description}")
+            if name not in self.options:
+                opts = list(method_options(info.function).items())[:_MAX_OPTIONS]
+                self.options[name] = {k: _option_widget(k, v) for k, v in opts}
+                for k, w in self.options[name].items():
+                    w.add_class(f"fe-opt-{name}-{k}")
+            if self.options[name]:
+                rows.append(W.HBox([W.HTML(f"<b>{name}</b>", layout=W.Layout(width="80px")),
+                                    *self.options[name].values()], layout=W.Layout(flex_flow="row wrap")))
+        self.describe.value = "<br>".join(desc) or "<i>pick one or more methods</i>"
+        self.option_box.children = rows
+
+    def _enable(self) -> None:
+        busy = self.state.busy
+        self.run_button.disabled = busy or self.state.problem is None
+        self.cancel_button.disabled = not busy
+
+    # ------------------------------------------------------------------ running
+    def start(self, block: bool = False) -> None:
+        """Run the selected methods in a background thread (``block``: wait for it, for tests)."""
+        if self.state.busy or self.state.problem is None:
+            return
+        jobs = []
+        for n in self.methods.value:
+            defaults = method_options(self.infos[n].function)
+            opts = {k: _parse(w) for k, w in self.options.get(n, {}).items()}
+            jobs.append((n, {k: v for k, v in opts.items() if v is not None and v != defaults.get(k)}))
+        self._cancel.clear()
+        self.state.busy = True
+        self.thread = threading.Thread(target=self._work, args=(self.state.problem, jobs), daemon=True)
+        self.thread.start()
+        if block:
+            self.thread.join()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        self.progress_label.value = "cancelling…"
+
+    def _work(self, problem, jobs: list[tuple[str, dict]]) -> None:
+        from ..methods import fuse
+
+        messages = []
+        try:
+            for k, (name, options) in enumerate(jobs):
+                prefix = f"{name} ({k + 1}/{len(jobs)})"
+                last = [0.0]
+
+                def progress(done: int, total: int, info: dict, prefix: str = prefix, last: list = last) -> None:
+                    if self._cancel.is_set():
+                        raise Cancelled()
+                    now = time.perf_counter()
+                    if now - last[0] > 0.1 or done >= total:
+                        last[0] = now
+                        self.progress.value = done / max(total, 1)
+                        stage = f" · {info['stage']}" if isinstance(info, dict) and "stage" in info else ""
+                        self.progress_label.value = f"{prefix}: {done}/{total}{stage}"
+
+                self.progress.value = 0
+                self.progress_label.value = f"{prefix}: starting"
+                try:
+                    result = fuse(problem, name, device=self.device.value, progress=progress,
+                                  seed=int(self.seed.value), **options)
+                except Cancelled:
+                    messages.append(f"<span style='color:#b36b00'>{name}: cancelled</span>")
+                    break
+                except Exception as e:  # noqa: BLE001 - shown to the user
+                    messages.append(f"<span style='color:#b00020'>{name} failed: {type(e).__name__}: {e}</span>")
+                    continue
+                if problem is not self.state.problem:
+                    messages.append(f"{name}: the scene changed while running; result dropped")
+                    break
+                self.progress_label.value = f"{prefix}: scoring"
+                label = name if not options else f"{name} " + ",".join(f"{a}={b}" for a, b in options.items())
+                run = Run(label, result)
+                score(run, problem)
+                self.state.add_run(run)
+                messages.append(f"{label}: done in {result.seconds:.2f} s on {result.device}")
+        finally:
+            self.progress.value = 1 if not self._cancel.is_set() else self.progress.value
+            self.progress_label.value = "cancelled" if self._cancel.is_set() else "done"
+            self.log.value = "<br>".join(messages)
+            self.state.busy = False
+
+
+def _devices() -> list[str]:
+    import torch
+
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out.append("cuda")
+    return out

@@ -1,0 +1,180 @@
+"""The one state object every panel observes, and the runs it holds. No widgets here.
+
+``AppState`` (traitlets): ``truth`` and ``problem`` (the scene and its simulated sensor pair),
+``runs`` (name -> :class:`Run`), ``selected`` (the run the explorer shows), ``step`` (its trace
+step; -1 = the final result), ``band``, ``pins`` (pinned HR pixels ``(y, x)``), ``cursor`` (the
+last clicked pixel), ``endmember`` (highlighted endmember, -1 = none) and ``status``. Panels set
+these and observe them; they never talk to each other.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import traitlets as T
+import xarray as xr
+
+#: one colour per pin / endmember, used everywhere (plotly's D3 palette)
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
+
+
+def colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+@dataclass
+class Run:
+    """One finished fusion: the result, its scores and per-step scores of its trace."""
+
+    name: str
+    result: Any  # FusionResult
+    metrics: dict = field(default_factory=dict)
+    step_metrics: list[dict] = field(default_factory=list)
+    _cache: dict = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def trace(self) -> list[dict]:
+        return self.result.trace or []
+
+    @property
+    def iterative(self) -> bool:
+        return len(self.trace) > 1
+
+    def fused(self, step: int = -1) -> np.ndarray:
+        """The fused cube ``(bands, Y, X)`` float32 at a trace step (-1 or no trace: the final result)."""
+        from ..methods import trace_fused
+
+        if step < 0 or not self.trace:
+            key = "final"
+            if key not in self._cache:
+                self._cache[key] = np.asarray(self.result.fused.values, dtype=np.float32)
+            return self._cache[key]
+        step = min(step, len(self.trace) - 1)
+        key = ("step", step)
+        with self._lock:  # the panels' warming thread and the widget thread share this cache
+            if key not in self._cache:
+                # keep at most a few reconstructed steps: a 512x512x31 cube is 32 MB
+                for k in [k for k in self._cache if isinstance(k, tuple)][:-2]:
+                    del self._cache[k]
+                self._cache[key] = trace_fused(self.trace[step])
+            return self._cache[key]
+
+    def spectrum(self, y: int, x: int, step: int = -1) -> np.ndarray:
+        """The fused spectrum at HR pixel ``(y, x)``; unmixing steps cost only ``W @ H[:, y, x]``."""
+        if 0 <= step < len(self.trace) and ("step", min(step, len(self.trace) - 1)) not in self._cache:
+            s = self.trace[min(step, len(self.trace) - 1)]
+            if "endmembers" in s and "abundances" in s and "fused" not in s:
+                return np.asarray(s["endmembers"], np.float32) @ np.asarray(s["abundances"], np.float32)[:, y, x]
+            if "fused" in s:
+                return np.asarray(s["fused"], np.float32)[:, y, x]
+        return self.fused(step)[:, y, x]
+
+
+class AppState(T.HasTraits):
+    """What every panel observes (see the module docstring)."""
+
+    truth = T.Any(None, allow_none=True)
+    problem = T.Any(None, allow_none=True)
+    runs = T.Dict()
+    selected = T.Unicode("")
+    step = T.Int(-1)
+    band = T.Int(0)
+    pins = T.List()
+    cursor = T.Any(None, allow_none=True)
+    endmember = T.Int(-1)
+    status = T.Unicode("")
+    busy = T.Bool(False)
+
+    def __init__(self, session_dir: str | Path | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if session_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="fusion-explorer-")
+            session_dir = self._tmp.name
+        self.session_dir = Path(session_dir)
+        #: ground-truth endmembers ``(bands, p)`` of the scene when its file has them (Samson, Jasper Ridge)
+        self.reference_endmembers: np.ndarray | None = None
+        self.session_dir.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ scene and problem
+    def set_problem(self, truth: xr.DataArray, problem: Any) -> None:
+        """A new scene/degradation: forget runs, pins and selection."""
+        with self.hold_trait_notifications():
+            self.runs = {}
+            self.selected = ""
+            self.step = -1
+            self.pins = []
+            self.cursor = None
+            self.endmember = -1
+            self.truth = truth
+            self.band = min(self.band, truth.sizes["band"] - 1) if self.band else truth.sizes["band"] // 2
+            self.problem = problem
+
+    @property
+    def wavelength(self) -> np.ndarray:
+        wl = self.problem.wavelength if self.problem is not None else None
+        if wl is None:
+            return np.arange(self.truth.sizes["band"], dtype=float)
+        return np.asarray(wl, dtype=float)
+
+    @property
+    def hr_size(self) -> tuple[int, int]:
+        return self.problem.hr_size
+
+    # ------------------------------------------------------------------ runs
+    def add_run(self, run: Run) -> None:
+        runs = dict(self.runs)
+        runs[run.name] = run
+        with self.hold_trait_notifications():
+            self.runs = runs
+            self.step = -1
+            self.selected = run.name
+
+    @property
+    def run(self) -> Run | None:
+        return self.runs.get(self.selected)
+
+    def lr_pixel(self, y: int, x: int) -> tuple[int, int]:
+        """The LR pixel whose block holds HR pixel ``(y, x)``."""
+        r = self.problem.ratio
+        h, w = self.problem.lr_size
+        return min(y // r, h - 1), min(x // r, w - 1)
+
+    def spectra(self, y: int, x: int) -> dict[str, np.ndarray]:
+        """Spectra at HR pixel ``(y, x)``: truth, LR-HSI (its LR pixel), every run (the selected one at ``step``)."""
+        out: dict[str, np.ndarray] = {}
+        if self.truth is not None:
+            out["truth"] = np.asarray(self.truth.values[:, y, x], dtype=np.float32)
+        ly, lx = self.lr_pixel(y, x)
+        out["LR-HSI"] = np.asarray(self.problem.lr_hsi.values[:, ly, lx], dtype=np.float32)
+        for name, run in self.runs.items():
+            step = self.step if name == self.selected else -1
+            out[name] = run.spectrum(y, x, step)
+        return out
+
+    def spectra_csv(self) -> str:
+        """All pinned pixels' spectra as CSV: ``pin, y, x, source, <wavelength columns in nm>``."""
+        wl = self.wavelength
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["pin", "y", "x", "source", *[f"{v:g}nm" for v in wl]])
+        pixels = list(self.pins) or ([tuple(self.cursor)] if self.cursor is not None else [])
+        for i, (y, x) in enumerate(pixels):
+            for source, spec in self.spectra(int(y), int(x)).items():
+                w.writerow([i + 1, y, x, source, *[f"{v:.6g}" for v in spec]])
+        return buf.getvalue()
+
+    def toggle_pin(self, y: int, x: int) -> None:
+        pins = [tuple(p) for p in self.pins]
+        pins.remove((y, x)) if (y, x) in pins else pins.append((y, x))
+        self.pins = pins

@@ -74,9 +74,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", help="notebook file names in notebooks/ (default: all)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default docs/figures)")
+    parser.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="only copy the browser test's screenshot (test-artifacts/02-after-runs.png, written by "
+        "`pytest tests/test_dashboard_browser.py`) to docs/figures/dashboard.png, 900 px wide",
+    )
     args = parser.parse_args(argv)
-    names = args.notebooks or sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.dashboard:
+        from PIL import Image
+
+        shot = Path(__file__).resolve().parents[1] / "test-artifacts" / "02-after-runs.png"
+        if not shot.exists():
+            print(f"{shot} is missing: run `.venv/bin/python -m pytest tests/test_dashboard_browser.py` first")
+            return 1
+        image = Image.open(shot).convert("RGB")
+        image = image.resize((900, round(image.height * 900 / image.width)), Image.LANCZOS)
+        image.save(args.out / "dashboard.png", optimize=True)
+        print(f"dashboard.png <- {shot}")
+        return 0
+    names = args.notebooks or sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
     for name in names:
         start = time.perf_counter()
         written = figures_of(NOTEBOOKS / name, args.out)

@@ -173,11 +173,7 @@ class PixelPanel:
 
     # ------------------------------------------------------------------ events
     def _on_click(self, ev: dict) -> None:
-        if self.state.problem is None:
-            return
-        h, w = self.state.hr_size
-        y, x = int(round(float(ev["y"]))), int(round(float(ev["x"])))
-        self.state.cursor = (min(max(y, 0), h - 1), min(max(x, 0), w - 1))
+        self.state.click(ev)
 
     def _pin(self) -> None:
         if self.state.cursor is not None:

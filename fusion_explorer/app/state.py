@@ -144,6 +144,14 @@ class AppState(T.HasTraits):
     def run(self) -> Run | None:
         return self.runs.get(self.selected)
 
+    def click(self, event: dict) -> None:
+        """Point the cursor at a clicked HR pixel (``event`` has plot coordinates ``y``, ``x``)."""
+        if self.problem is None:
+            return
+        h, w = self.hr_size
+        y, x = int(round(float(event["y"]))), int(round(float(event["x"])))
+        self.cursor = (min(max(y, 0), h - 1), min(max(x, 0), w - 1))
+
     def lr_pixel(self, y: int, x: int) -> tuple[int, int]:
         """The LR pixel whose block holds HR pixel ``(y, x)``."""
         r = self.problem.ratio

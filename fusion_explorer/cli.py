@@ -162,6 +162,49 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- train (learned methods) ---------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .methods.scalmu.train import TrainConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {k: getattr(args, k) for k in ("epochs", "layers", "train_batches", "val_batches", "batch_size",
+                                               "size", "init_iterations", "lr", "seed", "max_log_exponent")
+                 if getattr(args, k) is not None}
+    cfg = TrainConfig(**overrides)
+    summary = train(args.out, cfg, resume=args.resume, show=not args.quiet, log=lambda m: print(m, flush=True))
+    print(f"{args.method}: {len(summary['history'])} epochs, best validation loss {summary['best_val_loss']:.4f}, "
+          f"{summary['seconds']:.0f} s -> {Path(args.out) / 'scalmu.pt'}")
+    return 0
+
+
+def _add_train_parser(sub) -> None:
+    s = sub.add_parser("train", help="train a learned method on synthetic dead leaves (never real images)")
+    s.add_argument("method", choices=["scalmu"])
+    s.add_argument("--out", required=True, help="folder for checkpoints (last.pt, best.pt, scalmu.pt) and log.jsonl")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--layers", type=int, help="K, the number of unrolled layers")
+    s.add_argument("--train-batches", type=int, help="training items (each: batch-size scenes, one sensor pair)")
+    s.add_argument("--val-batches", type=int, help="held-back validation items (another seed)")
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--size", type=int, help="scene size (pixels)")
+    s.add_argument("--init-iterations", type=int, help="CNMF start: inner iterations")
+    s.add_argument("--lr", type=float)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--max-log-exponent", type=float, help="learned MU exponents are at most exp(this)")
+    s.add_argument("--threads", type=int, help="torch CPU threads")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_train)
+
+
+# ---- end train -----------------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -223,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="write rows to .csv or .json")
     s.set_defaults(func=cmd_bench)
+
+    _add_train_parser(sub)  # train: see the "train" block above
     return p
 
 

@@ -1,0 +1,178 @@
+"""The SCALMU network: ``K`` coupled CNMF steps whose multiplicative updates are re-weighted by
+learned, adaptive, non-negative ``p x p`` matrices that live in endmember space.
+
+Layer ``k`` is :func:`~fusion_explorer.methods.unmixing.coupled_step` with a hook that, from the
+current iterate, builds ``P_k, Q_k >= 0`` ``(p, p)`` and exponents ``γ_k, η_k > 0`` ``(p,)``::
+
+    H_m ← H_m ⊙ [(P_k num_H) ⊘ (P_k den_H)]^γ_k        W ← W ⊙ [(num_W Q_kᵀ) ⊘ (den_W Q_kᵀ)]^η_k
+
+``P = I + max(0, f(pair features)) / (p - 1)`` off the diagonal, ``γ = exp(e(endmember features))``;
+the last layers of ``f`` and ``e`` start at zero, so an untrained network *is* plain unrolled CNMF.
+Features are per endmember (log mean numerator/denominator ratio, abundance share, relative norm)
+and per pair (cosines of the HSI and MSI endmembers, abundance correlation); the
+same small MLP is applied to every endmember and every pair, so the layer is permutation
+equivariant (``P(Π·) = Π P Πᵀ``), works for any ``p``, and never sees the band count or the
+sensor: one trained model serves 31-band and 224-band cubes alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..unmixing import CoupledData, CoupledState, coupled_step, tiny
+
+#: features per endmember and per pair of endmembers
+N_NODE, N_PAIR = 3, 3
+#: the hooked updates: the HR abundances (MSI side) and the endmembers (HSI side)
+HOOKED = ("abundances", "endmembers")
+
+
+def _cosines(a: torch.Tensor) -> torch.Tensor:
+    """Cosines between the columns of ``a`` ``(B, rows, p)`` -> ``(B, p, p)``."""
+    g = a.transpose(-1, -2) @ a
+    d = g.diagonal(dim1=-2, dim2=-1).clamp_min(tiny(a.dtype)).sqrt()
+    return g / (d[..., :, None] * d[..., None, :])
+
+
+def _node_features(x_rows: torch.Tensor, num: torch.Tensor, den: torch.Tensor, axis: int, w: torch.Tensor):
+    """Per-endmember features ``(B, p, 3)``: log mean-ratio of the update, log abundance share,
+    log relative endmember norm. ``axis``: the dimension of ``num``/``den`` that runs over pixels or bands."""
+    eps = tiny(num.dtype)
+    ratio = (num.mean(dim=axis) + eps).log() - (den.mean(dim=axis) + eps).log()
+    share = x_rows.mean(dim=-1)
+    share = (share * share.shape[-1] / share.sum(dim=-1, keepdim=True).clamp_min(eps) + 1e-6).log()
+    norm = w.norm(dim=-2)
+    norm = (norm / norm.mean(dim=-1, keepdim=True).clamp_min(eps) + 1e-6).log()
+    return torch.stack([ratio.clamp(-5, 5), share.clamp(-8, 8), norm.clamp(-8, 8)], dim=-1)
+
+
+def _relax(num: torch.Tensor, den: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
+    """``(num/den)^(exponent-1)`` in log space, bounded to ``e^±20`` (exactly 1 where ``exponent == 1``),
+    so that ``num * _relax / den = (num/den)^exponent`` never overflows."""
+    t = tiny(den.dtype)
+    log_ratio = num.clamp_min(t).log() - den.clamp_min(t).log()
+    return torch.exp(((exponent - 1) * log_ratio).clamp(-20, 20))
+
+
+class PairPreconditioner(nn.Module):
+    """One learned update re-weighting: ``(P (B, p, p) >= 0, exponent (B, p) > 0)`` from features."""
+
+    def __init__(self, hidden: int = 16, max_log_exponent: float = 1.5):
+        super().__init__()
+        self.max_log_exponent = float(max_log_exponent)
+        self.pair = nn.Sequential(
+            nn.Linear(N_PAIR + 2 * N_NODE, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+            nn.Linear(hidden, 1),
+        )
+        self.node = nn.Sequential(nn.Linear(N_NODE, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        # zero last layers: P = I and exponent 1 (plain MU) at initialisation. The off-diagonal is
+        # clamp_min(0) of the pair MLP, whose gradient passes at exactly 0 (relu's does not), so every
+        # pair can start mixing on its own instead of one global gate deciding for all.
+        for last in (self.pair[-1], self.node[-1]):
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    def forward(self, node: torch.Tensor, pair: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, p, _ = node.shape
+        x = torch.cat([pair, node[:, :, None, :].expand(b, p, p, N_NODE), node[:, None, :, :].expand(b, p, p, N_NODE)],
+                      dim=-1)
+        off = self.pair(x).squeeze(-1).clamp_min(0) / max(p - 1, 1)
+        eye = torch.eye(p, dtype=node.dtype, device=node.device)
+        mat = eye + off * (1 - eye)
+        exponent = self.node(node).squeeze(-1).clamp(-1.5, self.max_log_exponent).exp()
+        return mat, exponent
+
+
+class SCALMUNet(nn.Module):
+    """``layers`` learned coupled steps; ``hidden`` the MLP width; exponents in
+    ``[exp(-1.5), exp(max_log_exponent)]``. Parameters: ~1k per layer."""
+
+    def __init__(self, layers: int = 10, hidden: int = 16, max_log_exponent: float = 1.5):
+        super().__init__()
+        self.config = {"layers": int(layers), "hidden": int(hidden), "max_log_exponent": float(max_log_exponent)}
+        self.abundance_nets = nn.ModuleList(PairPreconditioner(hidden, max_log_exponent) for _ in range(layers))
+        self.endmember_nets = nn.ModuleList(PairPreconditioner(hidden, max_log_exponent) for _ in range(layers))
+
+    @property
+    def layers(self) -> int:
+        return self.config["layers"]
+
+    def hook(self, k: int, learned: bool = True) -> Callable | None:
+        """The :data:`~fusion_explorer.methods.unmixing.Hook` of layer ``k`` (``None`` = plain MU)."""
+        if not learned:
+            return None
+
+        def hook(which: str, num: torch.Tensor, den: torch.Tensor, state: CoupledState):
+            if which == "abundances":
+                h = state.abundances
+                with torch.no_grad():
+                    node = _node_features(h, num, den, -1, state.msi_endmembers)
+                    pair = torch.stack(
+                        [_cosines(state.endmembers), _cosines(state.msi_endmembers), _cosines(h.transpose(-1, -2))],
+                        dim=-1,
+                    )
+                mat, gamma = self.abundance_nets[k](node, pair)
+                num2, den2 = mat @ num, mat @ den
+                return num2 * _relax(num2, den2, gamma[..., :, None]), den2
+            if which == "endmembers":
+                h = state.abundances_lr
+                with torch.no_grad():
+                    node = _node_features(h, num, den, -2, state.endmembers)
+                    pair = torch.stack(
+                        [_cosines(state.endmembers), _cosines(state.msi_endmembers), _cosines(h.transpose(-1, -2))],
+                        dim=-1,
+                    )
+                mat, eta = self.endmember_nets[k](node, pair)
+                num2, den2 = num @ mat.transpose(-1, -2), den @ mat.transpose(-1, -2)
+                return num2 * _relax(num2, den2, eta[..., None, :]), den2
+            return num, den
+
+        return hook
+
+    def forward(
+        self,
+        state: CoupledState,
+        data: CoupledData,
+        *,
+        learned: bool = True,
+        layers: int | None = None,
+        callback: Callable[[int, CoupledState], None] | None = None,
+    ) -> CoupledState:
+        """Run the unrolled layers from ``state``; ``callback(k, state)`` after each (1-based).
+
+        ``learned=False`` runs the same number of plain coupled MU steps (the ablation);
+        ``layers`` beyond the trained count repeat the last layer.
+        """
+        for k in range(self.layers if layers is None else int(layers)):
+            state = coupled_step(state, data, self.hook(min(k, self.layers - 1), learned))
+            if callback is not None:
+                callback(k + 1, state)
+        return state
+
+
+def n_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def fused_loss(z: torch.Tensor, x: torch.Tensor, sam_weight: float = 0.1) -> torch.Tensor:
+    """Training loss of fused ``z`` vs truth ``x`` ``(B, bands, pixels)``: relative L1 plus
+    ``sam_weight`` x mean spectral angle (radians), averaged over the batch."""
+    l1 = (z - x).abs().mean(dim=(-1, -2)) / x.abs().mean(dim=(-1, -2)).clamp_min(1e-12)
+    dot = (z * x).sum(dim=-2)
+    # sqrt(sum + eps), not norm(): the gradient of a norm is 0/0 at a zero spectrum (a dead pixel)
+    nz, nx = (z.square().sum(dim=-2) + 1e-12).sqrt(), (x.square().sum(dim=-2) + 1e-12).sqrt()
+    cos = (dot / (nz * nx)).clamp(-1 + 1e-6, 1 - 1e-6)
+    angle = torch.where(nx > 1e-5, torch.acos(cos), torch.zeros_like(cos)).mean(dim=-1)
+    return (l1 + sam_weight * angle).mean()
+
+
+def psnr_db(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """PSNR (dB, peak 1, clipped estimate) per batch item ``(B,)`` of ``(B, bands, pixels)`` tensors."""
+    mse = (z.clamp(0, 1) - x).square().mean(dim=(-1, -2)).clamp_min(1e-20)
+    return -10 * torch.log10(mse)
+
+
+__all__ = ["SCALMUNet", "PairPreconditioner", "fused_loss", "psnr_db", "n_parameters", "HOOKED"]

@@ -1,0 +1,112 @@
+"""SCALMU's starting point: CNMF (VCA, then its HSI and MSI unmixing stages, possibly shortened).
+
+:func:`problem_start` turns one :class:`FusionProblem` into the batched ``(CoupledState, CoupledData)``
+of :mod:`..unmixing` (batch of 1); :func:`batch_start` does the same for a synthetic
+:class:`~fusion_explorer.synth.TrainingBatch` (one sensor pair, ``N`` scenes, one ``p``).
+Both call the registered ``cnmf`` method itself, so the start is exactly CNMF's iterate.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ...physics import SpatialDegradation
+from ..base import FusionProblem
+from ..cnmf import SUM_TO_ONE_SCALE, cnmf, default_n_endmembers, default_spatial_operator
+from ..unmixing import CoupledData, CoupledState, estimate_srf
+
+
+def _degrade_fn(spatial, big_h: int, big_w: int, n: int):
+    def degrade(x: torch.Tensor) -> torch.Tensor:
+        b, c, _ = x.shape
+        return spatial(x.reshape(b, c, big_h, big_w)).reshape(b, c, n)
+
+    return degrade
+
+
+def _cnmf_state(problem: FusionProblem, device, dtype: str, seed: int, p, iterations: int, delta):
+    result = cnmf(
+        problem, device=device, seed=seed, n_endmembers=p, inner_iterations=iterations, sum_to_one=delta,
+        dtype=dtype, trace_budget_mb=0.0,
+    )
+    return result
+
+
+def problem_start(
+    problem: FusionProblem,
+    *,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    n_endmembers=None,
+    init_iterations: int = 200,
+) -> tuple[CoupledState, CoupledData, dict]:
+    """CNMF with ``inner_iterations = init_iterations`` on ``problem``, as a batch-of-one state and data."""
+    lr, msi = problem.tensors(device, dtype)
+    bands, h, w = lr.shape
+    msi_bands, big_h, big_w = msi.shape
+    n, big_n = h * w, big_h * big_w
+    y_h = lr.reshape(1, bands, n)
+    y_m = msi.reshape(1, msi_bands, big_n)
+    spatial = problem.spatial_operator() or default_spatial_operator(problem.ratio)
+    degrade = _degrade_fn(spatial, big_h, big_w, n)
+    srf_estimated = problem.srf is None
+    if srf_estimated:  # as CNMF does: NNLS of the degraded MSI on the HSI bands plus an offset
+        r, offset = estimate_srf(y_h[0].double().cpu().numpy(), degrade(y_m)[0].double().cpu().numpy())
+        y_m = (y_m - torch.as_tensor(offset, dtype=dtype, device=device).view(1, -1, 1)).clamp_min(0)
+        srf = torch.as_tensor(r, dtype=dtype, device=device)[None]
+    else:
+        srf = torch.tensor(np.asarray(problem.srf.matrix), dtype=dtype, device=device)[None]
+    tname = "float64" if dtype == torch.float64 else "float32"
+    result = _cnmf_state(problem, device, tname, seed, n_endmembers, init_iterations, None)
+    delta = float(result.params["sum_to_one"])
+    w0 = torch.as_tensor(result.endmembers, dtype=dtype, device=device)[None]
+    p = w0.shape[-1]
+    state = CoupledState(
+        endmembers=w0,
+        abundances_lr=torch.as_tensor(result.extras["abundances_lr"], dtype=dtype, device=device).reshape(1, p, n),
+        abundances=torch.as_tensor(result.abundances, dtype=dtype, device=device).reshape(1, p, big_n),
+        msi_endmembers=srf @ w0,
+    )
+    info = {"n_endmembers": p, "sum_to_one": delta, "srf_estimated": srf_estimated,
+            "vca_pixels": result.extras.get("vca_pixels")}
+    return state, CoupledData(y_h, y_m, srf, degrade, delta), info
+
+
+def batch_delta(hr_msi: torch.Tensor) -> float:
+    """CNMF's sum-to-one weight ``2 sqrt(mean(Y_m) / 0.7455) / l^3`` from the whole batch ``(N, l, ...)``."""
+    return 2 * math.sqrt(float(hr_msi.mean()) / SUM_TO_ONE_SCALE) / hr_msi.shape[1] ** 3
+
+
+def batch_start(batch, *, init_iterations: int = 200, seed: int = 0) -> tuple[CoupledState, CoupledData, torch.Tensor]:
+    """CNMF start of every scene of a :class:`~fusion_explorer.synth.TrainingBatch` (CPU, float32), stacked.
+
+    One ``p`` (CNMF's default for the first scene) and one ``δ`` (from the batch's MSI) for all
+    scenes. Returns ``(state, data, truth (N, bands, pixels))``.
+    """
+    n_items, bands, big_h, big_w = batch.truth.shape
+    h, w = batch.lr_hsi.shape[-2:]
+    n, big_n = h * w, big_h * big_w
+    y_h = batch.lr_hsi.reshape(n_items, bands, n).float()
+    y_m = batch.hr_msi.reshape(n_items, -1, big_n).float()
+    p = default_n_endmembers(y_h[0].double().numpy())
+    delta = batch_delta(y_m)
+    states = []
+    for i in range(n_items):
+        problem = batch.sample(i).problem()
+        states.append(_cnmf_state(problem, torch.device("cpu"), "float32", seed, p, init_iterations, delta))
+    srf = batch.srf.float()[None]
+    w0 = torch.stack([torch.as_tensor(r.endmembers) for r in states]).float()
+    state = CoupledState(
+        endmembers=w0,
+        abundances_lr=torch.stack([torch.as_tensor(r.extras["abundances_lr"]) for r in states]).float().reshape(
+            n_items, p, n),
+        abundances=torch.stack([torch.as_tensor(r.abundances) for r in states]).float().reshape(n_items, p, big_n),
+        msi_endmembers=srf @ w0,
+    )
+    spatial = SpatialDegradation(batch.psf.double(), batch.ratio, batch.offset, batch.degradation.border)
+    data = CoupledData(y_h, y_m, srf, _degrade_fn(spatial, big_h, big_w, n), delta)
+    return state, data, batch.truth.reshape(n_items, bands, big_n).float()

@@ -1,0 +1,172 @@
+"""Training SCALMU on spectral dead leaves only (never real images): ``fusion-explorer train scalmu``.
+
+Each training item is a :func:`~fusion_explorer.synth.training_batch` (``batch_size`` scenes seen
+by one random sensor pair; even items on the CAVE grid, odd ones on a random grid of 31–224
+bands) with its CNMF start (:func:`.start.batch_start`), made once and kept in memory; an epoch
+runs the unrolled layers with gradients on every item in a shuffled order and minimises
+:func:`.model.fused_loss` (relative L1 + 0.1 SAM) with Adam. Validation items come from a
+different seed. Every epoch writes ``last.pt`` (resumable), ``best.pt`` (lowest validation
+loss) and a line of ``log.jsonl``; the end writes ``scalmu.pt``, the small file to ship.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .model import SCALMUNet, fused_loss, n_parameters, psnr_db
+from .start import batch_start
+
+
+@dataclass
+class TrainConfig:
+    """Defaults: about 10 min on this (shared) 2-core CPU, one thread (see benchmarks/scalmu_training.md)."""
+
+    layers: int = 10
+    hidden: int = 16
+    init_iterations: int = 200
+    epochs: int = 12
+    train_batches: int = 48
+    val_batches: int = 8
+    batch_size: int = 4
+    size: int = 64
+    lr: float = 1e-2
+    sam_weight: float = 0.1
+    seed: int = 0
+    max_log_exponent: float = 1.5
+
+    def model_config(self) -> dict[str, float]:
+        return {"layers": self.layers, "hidden": self.hidden, "max_log_exponent": self.max_log_exponent}
+
+
+def _wavelength(index: int) -> str:
+    return "cave" if index % 2 == 0 else "random"
+
+
+def make_items(seed: int, count: int, cfg: TrainConfig, desc: str, show: bool) -> list[tuple]:
+    """``count`` (state, data, truth) training items from seed ``seed`` (deterministic)."""
+    from tqdm.auto import tqdm
+
+    from ...synth import training_batch
+
+    items = []
+    for i in tqdm(range(count), desc=desc, disable=not show, leave=False):
+        batch = training_batch((seed, i), cfg.batch_size, size=cfg.size, wavelength=_wavelength(i))
+        items.append(batch_start(batch, init_iterations=cfg.init_iterations, seed=seed))
+    return items
+
+
+def evaluate(net: SCALMUNet, items: list[tuple], cfg: TrainConfig, learned: bool = True) -> dict[str, float]:
+    """Mean validation loss and PSNR (dB) of the network (or plain MU, or the CNMF start with layers=0)."""
+    losses, psnrs = [], []
+    with torch.no_grad():
+        for state, data, truth in items:
+            z = net(state, data, learned=learned).fused()
+            losses.append(float(fused_loss(z, truth, cfg.sam_weight)))
+            psnrs.extend(psnr_db(z, truth).tolist())
+    return {"loss": sum(losses) / len(losses), "psnr": sum(psnrs) / len(psnrs)}
+
+
+def _start_metrics(items: list[tuple], cfg: TrainConfig) -> dict[str, float]:
+    losses, psnrs = [], []
+    for state, _, truth in items:
+        z = state.fused()
+        losses.append(float(fused_loss(z, truth, cfg.sam_weight)))
+        psnrs.extend(psnr_db(z, truth).tolist())
+    return {"loss": sum(losses) / len(losses), "psnr": sum(psnrs) / len(psnrs)}
+
+
+def train(out: str | Path, cfg: TrainConfig | None = None, *, resume: bool = False, show: bool = True,
+          log=print) -> dict[str, Any]:
+    """Train into folder ``out``; with ``resume`` continue from ``out/last.pt`` (same config)."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    last = out / "last.pt"
+    ckpt = None
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(2, "no checkpoint to resume from", str(last))
+        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        saved = TrainConfig(**ckpt["config"]["train"])
+        if cfg is not None and cfg.epochs > saved.epochs:
+            saved.epochs = cfg.epochs  # resuming may extend the run
+        cfg = saved
+    cfg = cfg or TrainConfig()
+    torch.manual_seed(cfg.seed)
+    net = SCALMUNet(**cfg.model_config())
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    history: list[dict] = []
+    start_epoch = 0
+    best = float("inf")
+    if ckpt is not None:
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        history = ckpt["history"]
+        start_epoch = ckpt["epoch"] + 1
+        best = min((h["val_loss"] for h in history), default=float("inf"))
+        log(f"resuming from {last} at epoch {start_epoch + 1}")
+    config = {"model": cfg.model_config(), "init_iterations": cfg.init_iterations, "train": asdict(cfg)}
+
+    t0 = time.perf_counter()
+    train_items = make_items(cfg.seed, cfg.train_batches, cfg, "train scenes + CNMF start", show)
+    val_items = make_items(cfg.seed + 10_000, cfg.val_batches, cfg, "validation scenes", show)
+    prep = time.perf_counter() - t0
+    base = {"cnmf_start": _start_metrics(val_items, cfg), "plain_mu": evaluate(net.eval(), val_items, cfg, False)}
+    log(f"data + CNMF starts: {prep:.0f} s; validation: CNMF start {base['cnmf_start']['psnr']:.2f} dB, "
+        f"plain unrolled MU (K={cfg.layers}) {base['plain_mu']['psnr']:.2f} dB; {n_parameters(net)} parameters")
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(start_epoch):  # the same shuffles as an uninterrupted run
+        torch.randperm(len(train_items), generator=gen)
+    for epoch in range(start_epoch, cfg.epochs):
+        te = time.perf_counter()
+        net.train()
+        order = torch.randperm(len(train_items), generator=gen).tolist()
+        total, done, skipped = 0.0, 0, 0
+        bar = tqdm(order, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False)
+        for i in bar:
+            state, data, truth = train_items[i]
+            loss = fused_loss(net(state, data).fused(), truth, cfg.sam_weight)
+            opt.zero_grad()
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            if not (torch.isfinite(loss) and torch.isfinite(norm)):  # a degenerate scene: skip, never poison
+                opt.zero_grad()
+                skipped += 1
+                continue
+            opt.step()
+            total += float(loss.detach())
+            done += 1
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        net.eval()
+        val = evaluate(net, val_items, cfg)
+        row = {"epoch": epoch + 1, "train_loss": total / max(done, 1), "val_loss": val["loss"], "val_psnr": val["psnr"],
+               "skipped": skipped, "seconds": time.perf_counter() - te}
+        history.append(row)
+        with open(out / "log.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        log(f"epoch {epoch + 1}: train {row['train_loss']:.4f}  val {val['loss']:.4f}  val PSNR {val['psnr']:.2f} dB "
+            f"({row['seconds']:.0f} s)")
+        state_dict = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        torch.save({"config": config, "model": state_dict, "optimizer": opt.state_dict(), "epoch": epoch,
+                    "history": history, "baselines": base}, last)
+        if val["loss"] < best:
+            best = val["loss"]
+            torch.save({"config": config, "model": state_dict, "epoch": epoch, "history": history,
+                        "baselines": base}, out / "best.pt")
+    final = torch.load(out / "best.pt", map_location="cpu", weights_only=False) if (out / "best.pt").exists() else None
+    if final is not None:
+        final["history"] = history
+        torch.save(final, out / "scalmu.pt")
+    summary = {"out": str(out), "epochs": cfg.epochs, "seconds": time.perf_counter() - t0, "baselines": base,
+               "history": history, "best_val_loss": best}
+    with open(out / "summary.json", "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary

@@ -1,0 +1,145 @@
+"""SCALMU: the unrolled network on the shared CNMF step, its shipped weights, training and the CLI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from fusion_explorer.cli import main
+from fusion_explorer.methods import fuse, get_method, trace_fused
+from fusion_explorer.methods.scalmu import default_checkpoint_path, load_model
+from fusion_explorer.methods.scalmu.model import SCALMUNet
+from fusion_explorer.methods.scalmu.start import batch_start
+from fusion_explorer.methods.scalmu.train import TrainConfig, train
+from fusion_explorer.methods.unmixing import coupled_step
+from fusion_explorer.synth import random_training_problem, training_batch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def start():
+    """A small synthetic batch (2 scenes, 31 bands, 32x32) and its CNMF start."""
+    batch = training_batch(3, 2, size=32, wavelength="cave", ratios=(4,))
+    return batch_start(batch, init_iterations=20)
+
+
+def _perturbed(layers: int = 3, seed: int = 1) -> SCALMUNet:
+    """A network whose learned parts are all switched on (random weights, mixing pairs)."""
+    torch.manual_seed(seed)
+    net = SCALMUNet(layers, 8)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+        for sub in (*net.abundance_nets, *net.endmember_nets):
+            sub.pair[-1].bias.fill_(0.5)  # some pairs mix
+    return net.eval()
+
+
+def _save(net: SCALMUNet, path) -> str:
+    torch.save({"config": {"model": net.config, "init_iterations": 20}, "model": net.state_dict()}, path)
+    return str(path)
+
+
+def test_registered_as_iterative():
+    assert get_method("scalmu").iterative
+
+
+def test_identity_init_is_plain_unrolled_mu(start):
+    state, data, _ = start
+    net = SCALMUNet(4)
+    with torch.no_grad():
+        z_net = net(state, data).fused()
+        plain = state
+        for _ in range(4):
+            plain = coupled_step(plain, data)
+    torch.testing.assert_close(z_net, plain.fused(), rtol=0, atol=0)
+    assert not torch.equal(z_net, state.fused())  # the layers did something
+
+
+def test_non_negative_by_construction(start):
+    state, data, _ = start
+    with torch.no_grad():
+        out = _perturbed()(state, data)
+    for t in (out.endmembers, out.abundances, out.abundances_lr, out.msi_endmembers):
+        assert torch.isfinite(t).all() and (t >= 0).all()
+
+
+def test_permutation_equivariant(start):
+    state, data, _ = start
+    net = _perturbed()
+    p = state.endmembers.shape[-1]
+    perm = torch.randperm(p, generator=torch.Generator().manual_seed(0))
+    permuted = replace(
+        state,
+        endmembers=state.endmembers[..., perm],
+        msi_endmembers=state.msi_endmembers[..., perm],
+        abundances=state.abundances[:, perm],
+        abundances_lr=state.abundances_lr[:, perm],
+    )
+    with torch.no_grad():
+        a, b = net(state, data), net(permuted, data)
+    torch.testing.assert_close(b.endmembers, a.endmembers[..., perm], rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(b.abundances, a.abundances[:, perm], rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(b.fused(), a.fused(), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("wavelength, bands", [("cave", 31), ("rosis", 103)])
+def test_any_band_count_and_trace(tmp_path, wavelength, bands):
+    problem = random_training_problem(5, size=32, wavelength=wavelength, ratios=(4,))
+    ckpt = _save(_perturbed(3), tmp_path / "net.pt")
+    result = fuse(problem, "scalmu", device="cpu", checkpoint=ckpt)
+    assert result.fused.shape == (bands, 32, 32)
+    assert (result.fused.values >= 0).all()
+    trace = result.trace
+    assert [s["iteration"] for s in trace] == [0, 1, 2, 3]
+    p = result.endmembers.shape[1]
+    for step in trace:
+        assert step["endmembers"].shape == (bands, p)
+        assert step["abundances"].shape == (p, 32, 32)
+        assert step["abundances_lr"].shape == (p, 8, 8)
+        assert {"label", "objective", "residual_hsi", "residual_msi"} <= set(step)
+    np.testing.assert_allclose(trace_fused(trace[-1]), result.fused.values, rtol=1e-4, atol=1e-6)
+
+
+def test_shipped_weights_load_by_default():
+    assert default_checkpoint_path().is_file()
+    net, ckpt = load_model()
+    assert net.layers == ckpt["config"]["model"]["layers"] >= 1
+    problem = random_training_problem(2, size=32, wavelength="cave", ratios=(4,))
+    result = fuse(problem, "scalmu", device="cpu")
+    assert result.params["checkpoint"].startswith("shipped")
+    assert len(result.trace) == net.layers + 1
+    plain = fuse(problem, "scalmu", device="cpu", learned=False)
+    assert plain.fused.shape == result.fused.shape
+
+
+def test_tiny_training_reduces_validation_loss(tmp_path):
+    cfg = TrainConfig(layers=2, hidden=8, init_iterations=10, epochs=3, train_batches=3, val_batches=1, batch_size=2,
+                      size=32, lr=3e-2)
+    summary = train(tmp_path, cfg, show=False, log=lambda m: None)
+    assert len(summary["history"]) == 3
+    assert summary["best_val_loss"] < summary["baselines"]["plain_mu"]["loss"]
+    assert (tmp_path / "scalmu.pt").is_file()
+
+
+def test_cli_train_and_resume(tmp_path, capsys):
+    args = ["train", "scalmu", "--out", str(tmp_path), "--layers", "1", "--train-batches", "1", "--val-batches", "1",
+            "--batch-size", "1", "--size", "32", "--init-iterations", "5", "--quiet"]
+    assert main([*args, "--epochs", "1"]) == 0
+    assert main([*args, "--epochs", "2", "--resume"]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2]
+    assert "resuming" in capsys.readouterr().out
+    net, _ = load_model(tmp_path / "scalmu.pt")
+    assert net.layers == 1

@@ -38,8 +38,7 @@ import numpy as np
 import scipy.io
 import torch
 
-from fusion_explorer.bench import load_scene
-from fusion_explorer.cube import make_cube
+from fusion_explorer.bench import load_scene, remote_crops
 from fusion_explorer.methods import fuse
 from fusion_explorer.methods.mossfuse import load_network
 from fusion_explorer.metrics import evaluate, psnr
@@ -58,20 +57,6 @@ def _load() -> str:
         return "unknown"
 
 
-def _remote_crops() -> dict[str, object]:
-    remote = SHARED / "data/remote"
-    pavia = scipy.io.loadmat(remote / "paviaU_subimg_50x50x103.mat")["paviaU_subimg"].astype(np.float64)
-    pavia_wl = scipy.io.loadmat(remote / "paviaU_band_centers_103.mat")["paviaU_spec"].ravel()
-    samson = scipy.io.loadmat(remote / "samson_95x95x156.mat")["SamSon"].astype(np.float64)
-    crops = {
-        "paviaU 48x48x103": (pavia[1:49, 1:49], pavia_wl),
-        "samson 64x64x156": (samson[15:79, 15:79], np.linspace(401, 889, samson.shape[2])),
-    }
-    out = {}
-    for name, (x, wl) in crops.items():
-        x = x.transpose(2, 0, 1)
-        out[name] = make_cube(x / x.max(), wl, attrs={"scene": name})
-    return out
 
 
 def _angles(est: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -83,7 +68,7 @@ def run_fitting(steps: int, device: torch.device) -> list[dict]:
     import warnings
 
     rows = []
-    for name, truth in _remote_crops().items():
+    for name, truth in remote_crops(SHARED / "data").items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             srf = get_srf("sentinel-2a", truth.coords["wavelength"].values)

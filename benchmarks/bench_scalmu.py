@@ -18,11 +18,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 import torch
 
-from fusion_explorer.bench import cave_scenes, center_crop, load_scene
-from fusion_explorer.cube import make_cube
+from fusion_explorer.bench import cave_scenes, center_crop, load_scene, remote_crops
 from fusion_explorer.methods import fuse
 from fusion_explorer.metrics import evaluate
 from fusion_explorer.physics import make_protocol, simulate
@@ -31,20 +29,6 @@ from fusion_explorer.srf import get_srf
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
-def remote_crops() -> dict[str, object]:
-    remote = SHARED / "data/remote"
-    pavia = scipy.io.loadmat(remote / "paviaU_subimg_50x50x103.mat")["paviaU_subimg"].astype(np.float64)
-    pavia_wl = scipy.io.loadmat(remote / "paviaU_band_centers_103.mat")["paviaU_spec"].ravel()
-    samson = scipy.io.loadmat(remote / "samson_95x95x156.mat")["SamSon"].astype(np.float64)
-    crops = {
-        "paviaU 48x48x103": (pavia[1:49, 1:49], pavia_wl),
-        "samson 64x64x156": (samson[15:79, 15:79], np.linspace(401, 889, samson.shape[2])),
-    }
-    out = {}
-    for name, (x, wl) in crops.items():
-        x = x.transpose(2, 0, 1)
-        out[name] = make_cube(x / x.max(), wl, attrs={"scene": name})
-    return out
 
 
 def problems(crop: int):
@@ -52,7 +36,7 @@ def problems(crop: int):
         for path in cave_scenes(SHARED / "data/cave"):
             truth = center_crop(load_scene(path), crop, 32)
             yield f"CAVE {proto}", path.name, simulate(truth, proto)
-    for name, truth in remote_crops().items():
+    for name, truth in remote_crops(SHARED / "data").items():
         srf = get_srf("sentinel-2a", truth.coords["wavelength"].values)
         yield "remote x4 sentinel-2a", name, simulate(truth, make_protocol(4), srf=srf)
 

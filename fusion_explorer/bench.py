@@ -191,3 +191,29 @@ def write_results(rows: Sequence[BenchRow], path: str | Path) -> Path:
 
         pd.DataFrame.from_records(records).to_csv(path, index=False)
     return path
+
+
+def remote_crops(data_dir: str | Path | None = None) -> dict[str, xr.DataArray]:
+    """Two small airborne crops for quick remote-sensing benchmarks, scaled to a peak of 1.
+
+    ``paviaU 48x48x103`` (ROSIS, band centres from ``paviaU_band_centers_103.mat``) and
+    ``samson 64x64x156`` (401–889 nm, evenly spaced), from ``data_dir/remote``.
+    """
+    import numpy as np
+    import scipy.io
+
+    from .cube import make_cube
+
+    remote = (Path(data_dir) if data_dir else default_data_dir()) / "remote"
+    pavia = scipy.io.loadmat(remote / "paviaU_subimg_50x50x103.mat")["paviaU_subimg"].astype(np.float64)
+    pavia_wl = scipy.io.loadmat(remote / "paviaU_band_centers_103.mat")["paviaU_spec"].ravel()
+    samson = scipy.io.loadmat(remote / "samson_95x95x156.mat")["SamSon"].astype(np.float64)
+    crops = {
+        "paviaU 48x48x103": (pavia[1:49, 1:49], pavia_wl),
+        "samson 64x64x156": (samson[15:79, 15:79], np.linspace(401, 889, samson.shape[2])),
+    }
+    out = {}
+    for name, (x, wl) in crops.items():
+        x = x.transpose(2, 0, 1)
+        out[name] = make_cube(x / x.max(), wl, attrs={"scene": name})
+    return out

@@ -355,11 +355,9 @@ def coupling_report(problem: Any, result: Any) -> dict[str, Any]:
     w = np.asarray(result.endmembers, np.float64)
     h = np.asarray(result.abundances, np.float64)
     srf = problem.srf.matrix if result.srf is None else result.srf.matrix
-    spatial = problem.spatial_operator()
-    if spatial is None:
-        from .methods.cnmf import default_spatial_operator
+    from .methods.cnmf import spatial_model
 
-        spatial = default_spatial_operator(problem.ratio)
+    spatial, _ = spatial_model(problem, result.params.get("psf_option", "estimate"))
     degraded = spatial(torch.as_tensor(h)[None]).numpy()[0]
     h_lr = np.asarray(result.extras.get("abundances_lr", degraded), np.float64)
     y_h = np.asarray(problem.lr_hsi.values, np.float64)

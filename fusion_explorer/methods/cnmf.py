@@ -62,6 +62,20 @@ def default_spatial_operator(ratio: int) -> SpatialDegradation:
     return SpatialDegradation(gaussian_kernel(size, sigma), ratio, (ratio - 1) // 2, "reflect")
 
 
+def spatial_model(problem: FusionProblem, psf: str = "estimate") -> tuple[SpatialDegradation, str]:
+    """The spatial degradation CNMF couples with, and how it was obtained: the problem's PSF when
+    known, else a Gaussian fitted to the data (``psf="estimate"``) or the paper's (``"paper"``)."""
+    spatial = problem.spatial_operator()
+    if spatial is not None:
+        return spatial, "known"
+    if psf == "paper":
+        return default_spatial_operator(problem.ratio), "Gaussian, FWHM = ratio (paper default)"
+    sigma, offset, misfit = estimate_gaussian_psf(problem.lr_hsi.values, problem.hr_msi.values, problem.ratio)
+    kernel = gaussian_kernel(default_kernel_size(sigma, problem.ratio), sigma)
+    note = f"estimated Gaussian, sigma {sigma:.3f}, offset {offset} (relative misfit {misfit:.2e})"
+    return SpatialDegradation(kernel, problem.ratio, offset, "reflect"), note
+
+
 def default_n_endmembers(lr_hsi: np.ndarray) -> int:
     """``max(min(30, L), VD)`` as in the authors' code (VD at false-alarm 0.05), at most ``min(L, n)``."""
     bands, n = lr_hsi.shape
@@ -187,17 +201,7 @@ def cnmf(
     if float((y_h - y_h.mean(dim=-1, keepdim=True)).abs().amax()) <= 1e-6 * float(y_h.amax()):
         raise ProblemError("the LR-HSI is spatially constant: there is nothing to unmix (CNMF needs >= 2 spectra)")
 
-    spatial = problem.spatial_operator()
-    psf_note = "known"
-    if spatial is None and psf == "estimate":
-        sigma, offset, misfit = estimate_gaussian_psf(problem.lr_hsi.values, problem.hr_msi.values, problem.ratio)
-        spatial = SpatialDegradation(
-            gaussian_kernel(default_kernel_size(sigma, problem.ratio), sigma), problem.ratio, offset, "reflect"
-        )
-        psf_note = f"estimated Gaussian, sigma {sigma:.3f}, offset {offset} (relative misfit {misfit:.2e})"
-    elif spatial is None:
-        spatial = default_spatial_operator(problem.ratio)
-        psf_note = "Gaussian, FWHM = ratio (paper default)"
+    spatial, psf_note = spatial_model(problem, psf)
 
     def degrade(x: torch.Tensor) -> torch.Tensor:
         b, c, _ = x.shape
@@ -371,6 +375,7 @@ def cnmf(
         "sum_to_one": delta,
         "srf": "estimated (NNLS)" if srf_estimated else problem.srf.name,
         "psf": psf_note,
+        "psf_option": psf,
         "dtype": dtype,
         "seed": seed,
     }

@@ -8,6 +8,7 @@ Both call the registered ``cnmf`` method itself, so the start is exactly CNMF's 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 
 from ...physics import SpatialDegradation
 from ..base import FusionProblem
-from ..cnmf import SUM_TO_ONE_SCALE, cnmf, default_n_endmembers, default_spatial_operator
+from ..cnmf import SUM_TO_ONE_SCALE, cnmf, default_n_endmembers, spatial_model
 from ..unmixing import CoupledData, CoupledState, estimate_srf
 
 
@@ -44,15 +45,21 @@ def problem_start(
     n_endmembers=None,
     init_iterations: int = 200,
 ) -> tuple[CoupledState, CoupledData, dict]:
-    """CNMF with ``inner_iterations = init_iterations`` on ``problem``, as a batch-of-one state and data."""
+    """CNMF with ``inner_iterations = init_iterations`` on ``problem``, as a batch-of-one state and data.
+
+    With no known PSF, the one CNMF estimates is fixed on the problem first, so that the start and
+    the layers couple through the same degradation.
+    """
+    if problem.psf is None:
+        spatial, _ = spatial_model(problem)
+        problem = dataclasses.replace(problem, psf=spatial.kernel.numpy(), offset=spatial.offset)
     lr, msi = problem.tensors(device, dtype)
     bands, h, w = lr.shape
     msi_bands, big_h, big_w = msi.shape
     n, big_n = h * w, big_h * big_w
     y_h = lr.reshape(1, bands, n)
     y_m = msi.reshape(1, msi_bands, big_n)
-    spatial = problem.spatial_operator() or default_spatial_operator(problem.ratio)
-    degrade = _degrade_fn(spatial, big_h, big_w, n)
+    degrade = _degrade_fn(problem.spatial_operator(), big_h, big_w, n)
     srf_estimated = problem.srf is None
     if srf_estimated:  # as CNMF does: NNLS of the degraded MSI on the HSI bands plus an offset
         r, offset = estimate_srf(y_h[0].double().cpu().numpy(), degrade(y_m)[0].double().cpu().numpy())

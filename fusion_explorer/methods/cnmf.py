@@ -209,6 +209,7 @@ def cnmf(
 
     # --- the SRF: known, or estimated by NNLS (and the MSI offset removed) -------------------
     srf_estimated = problem.srf is None or estimate_srf_from_data
+    offset = None
     if srf_estimated:
         r, offset = estimate_srf(y_h[0].double().cpu().numpy(), degrade(y_m)[0].double().cpu().numpy())
         y_m = (y_m - torch.as_tensor(offset, dtype=tdtype, device=device).view(1, -1, 1)).clamp_min(0)
@@ -398,6 +399,9 @@ def cnmf(
             "iterations": counter["iteration"],
             "costs": costs,
             "abundances_lr": state.abundances_lr[0].float().cpu().numpy().reshape(p, h, w),
+            # the coupling actually used, for methods that start from CNMF (SCALMU)
+            "srf_matrix": srf[0].double().cpu().numpy(),
+            "msi_offset": offset,
         },
     )
 

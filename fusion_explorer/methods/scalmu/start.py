@@ -11,13 +11,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import numpy as np
 import torch
 
 from ...physics import SpatialDegradation
 from ..base import FusionProblem
 from ..cnmf import SUM_TO_ONE_SCALE, cnmf, default_n_endmembers, spatial_model
-from ..unmixing import CoupledData, CoupledState, estimate_srf
+from ..unmixing import CoupledData, CoupledState
 
 
 def _degrade_fn(spatial, big_h: int, big_w: int, n: int):
@@ -60,15 +59,14 @@ def problem_start(
     y_h = lr.reshape(1, bands, n)
     y_m = msi.reshape(1, msi_bands, big_n)
     degrade = _degrade_fn(problem.spatial_operator(), big_h, big_w, n)
-    srf_estimated = problem.srf is None
-    if srf_estimated:  # as CNMF does: NNLS of the degraded MSI on the HSI bands plus an offset
-        r, offset = estimate_srf(y_h[0].double().cpu().numpy(), degrade(y_m)[0].double().cpu().numpy())
-        y_m = (y_m - torch.as_tensor(offset, dtype=dtype, device=device).view(1, -1, 1)).clamp_min(0)
-        srf = torch.as_tensor(r, dtype=dtype, device=device)[None]
-    else:
-        srf = torch.tensor(np.asarray(problem.srf.matrix), dtype=dtype, device=device)[None]
     tname = "float64" if dtype == torch.float64 else "float32"
     result = _cnmf_state(problem, device, tname, seed, n_endmembers, init_iterations, None)
+    # the SRF CNMF coupled with (the problem's, or its NNLS estimate with the MSI offset removed)
+    srf = torch.as_tensor(result.extras["srf_matrix"], dtype=dtype, device=device)[None]
+    srf_estimated = result.extras["msi_offset"] is not None
+    if srf_estimated:
+        offset = torch.as_tensor(result.extras["msi_offset"], dtype=dtype, device=device)
+        y_m = (y_m - offset.view(1, -1, 1)).clamp_min(0)
     delta = float(result.params["sum_to_one"])
     w0 = torch.as_tensor(result.endmembers, dtype=dtype, device=device)[None]
     p = w0.shape[-1]

@@ -37,6 +37,13 @@ def _cosines(a: torch.Tensor) -> torch.Tensor:
     return g / (d[..., :, None] * d[..., None, :])
 
 
+def _pair_features(state: CoupledState, abundances: torch.Tensor) -> torch.Tensor:
+    """Pairwise endmember features ``(B, p, p, 3)``: cosines of the HSI endmembers, of the MSI
+    endmembers and of the abundance maps ``abundances`` ``(B, p, pixels)``."""
+    cosines = [_cosines(state.endmembers), _cosines(state.msi_endmembers), _cosines(abundances.transpose(-1, -2))]
+    return torch.stack(cosines, dim=-1)
+
+
 def _node_features(x_rows: torch.Tensor, num: torch.Tensor, den: torch.Tensor, axis: int, w: torch.Tensor):
     """Per-endmember features ``(B, p, 3)``: log mean-ratio of the update, log abundance share,
     log relative endmember norm. ``axis``: the dimension of ``num``/``den`` that runs over pixels or bands."""
@@ -110,10 +117,7 @@ class SCALMUNet(nn.Module):
                 h = state.abundances
                 with torch.no_grad():
                     node = _node_features(h, num, den, -1, state.msi_endmembers)
-                    pair = torch.stack(
-                        [_cosines(state.endmembers), _cosines(state.msi_endmembers), _cosines(h.transpose(-1, -2))],
-                        dim=-1,
-                    )
+                    pair = _pair_features(state, h)
                 mat, gamma = self.abundance_nets[k](node, pair)
                 num2, den2 = mat @ num, mat @ den
                 return num2 * _relax(num2, den2, gamma[..., :, None]), den2
@@ -121,10 +125,7 @@ class SCALMUNet(nn.Module):
                 h = state.abundances_lr
                 with torch.no_grad():
                     node = _node_features(h, num, den, -2, state.endmembers)
-                    pair = torch.stack(
-                        [_cosines(state.endmembers), _cosines(state.msi_endmembers), _cosines(h.transpose(-1, -2))],
-                        dim=-1,
-                    )
+                    pair = _pair_features(state, h)
                 mat, eta = self.endmember_nets[k](node, pair)
                 num2, den2 = num @ mat.transpose(-1, -2), den @ mat.transpose(-1, -2)
                 return num2 * _relax(num2, den2, eta[..., None, :]), den2

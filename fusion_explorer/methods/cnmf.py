@@ -41,6 +41,7 @@ from .unmixing import (
     endmember_terms,
     estimate_gaussian_psf,
     estimate_srf,
+    flat_degradation,
     multiplicative,
     tiny,
     vca,
@@ -202,10 +203,7 @@ def cnmf(
         raise ProblemError("the LR-HSI is spatially constant: there is nothing to unmix (CNMF needs >= 2 spectra)")
 
     spatial, psf_note = spatial_model(problem, psf)
-
-    def degrade(x: torch.Tensor) -> torch.Tensor:
-        b, c, _ = x.shape
-        return spatial(x.reshape(b, c, big_h, big_w)).reshape(b, c, n)
+    degrade = flat_degradation(spatial, (big_h, big_w))
 
     # --- the SRF: known, or estimated by NNLS (and the MSI offset removed) -------------------
     srf_estimated = problem.srf is None or estimate_srf_from_data

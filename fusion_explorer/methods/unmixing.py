@@ -92,6 +92,18 @@ class CoupledData:
     delta: float = 0.0
 
 
+def flat_degradation(spatial: Callable[[torch.Tensor], torch.Tensor], hr_size: tuple[int, int]):
+    """``spatial`` (an operator on images ``(B, c, Y, X)``) as :attr:`CoupledData.degrade`: flattened
+    HR abundances ``(B, p, Y·X)`` → flattened LR ones ``(B, p, y·x)``."""
+    big_h, big_w = hr_size
+
+    def degrade(x: torch.Tensor) -> torch.Tensor:
+        b, c, _ = x.shape
+        return spatial(x.reshape(b, c, big_h, big_w)).reshape(b, c, -1)
+
+    return degrade
+
+
 @dataclass
 class CoupledState:
     """The iterate: ``endmembers`` ``W`` ``(B, L, p)``, ``abundances_lr`` ``H_h`` ``(B, p, n)``,

@@ -16,15 +16,7 @@ import torch
 from ...physics import SpatialDegradation
 from ..base import FusionProblem
 from ..cnmf import SUM_TO_ONE_SCALE, cnmf, default_n_endmembers, spatial_model
-from ..unmixing import CoupledData, CoupledState
-
-
-def _degrade_fn(spatial, big_h: int, big_w: int, n: int):
-    def degrade(x: torch.Tensor) -> torch.Tensor:
-        b, c, _ = x.shape
-        return spatial(x.reshape(b, c, big_h, big_w)).reshape(b, c, n)
-
-    return degrade
+from ..unmixing import CoupledData, CoupledState, flat_degradation
 
 
 def _cnmf_state(problem: FusionProblem, device, dtype: str, seed: int, p, iterations: int, delta):
@@ -58,7 +50,7 @@ def problem_start(
     n, big_n = h * w, big_h * big_w
     y_h = lr.reshape(1, bands, n)
     y_m = msi.reshape(1, msi_bands, big_n)
-    degrade = _degrade_fn(problem.spatial_operator(), big_h, big_w, n)
+    degrade = flat_degradation(problem.spatial_operator(), (big_h, big_w))
     tname = "float64" if dtype == torch.float64 else "float32"
     result = _cnmf_state(problem, device, tname, seed, n_endmembers, init_iterations, None)
     # the SRF CNMF coupled with (the problem's, or its NNLS estimate with the MSI offset removed)
@@ -113,5 +105,5 @@ def batch_start(batch, *, init_iterations: int = 200, seed: int = 0) -> tuple[Co
         msi_endmembers=srf @ w0,
     )
     spatial = SpatialDegradation(batch.psf.double(), batch.ratio, batch.offset, batch.degradation.border)
-    data = CoupledData(y_h, y_m, srf, _degrade_fn(spatial, big_h, big_w, n), delta)
+    data = CoupledData(y_h, y_m, srf, flat_degradation(spatial, (big_h, big_w)), delta)
     return state, data, batch.truth.reshape(n_items, bands, big_n).float()

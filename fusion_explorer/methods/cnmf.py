@@ -22,6 +22,7 @@ Each inner loop stops when the relative decrease of its cost falls below ``thres
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -301,12 +302,12 @@ def cnmf(
     def w_step(st: CoupledState, want: bool) -> tuple[CoupledState, float | None]:
         num, den = endmember_terms(y_h, st.endmembers, st.abundances_lr)
         cost = yy_h - 2 * _dot(st.endmembers, num) + _dot(st.endmembers, den) if want else None
-        return _replace(st, endmembers=multiplicative(st.endmembers, num, den)), cost
+        return replace(st, endmembers=multiplicative(st.endmembers, num, den)), cost
 
     def h_lr_step(st: CoupledState, want: bool) -> tuple[CoupledState, float | None]:
         num, den = abundance_terms(y_h, st.endmembers, st.abundances_lr, delta)
         cost = yy_h + delta**2 * n - 2 * _dot(st.abundances_lr, num) + _dot(st.abundances_lr, den) if want else None
-        return _replace(st, abundances_lr=multiplicative(st.abundances_lr, num, den)), cost
+        return replace(st, abundances_lr=multiplicative(st.abundances_lr, num, den)), cost
 
     cache: dict[str, Any] = {}
 
@@ -314,15 +315,17 @@ def cnmf(
         num, den = endmember_terms(y_m, st.msi_endmembers, st.abundances)
         cost = yy_m - 2 * _dot(st.msi_endmembers, num) + _dot(st.msi_endmembers, den) if want else None
         cache.pop("num", None)
-        return _replace(st, msi_endmembers=multiplicative(st.msi_endmembers, num, den)), cost
+        return replace(st, msi_endmembers=multiplicative(st.msi_endmembers, num, den)), cost
 
     def h_m_step(st: CoupledState, want: bool) -> tuple[CoupledState, float | None]:
         num, den = abundance_terms(y_m, st.msi_endmembers, st.abundances, delta, cache.get("num"))
         cache["num"] = num  # constant while W_m is
         cost = yy_m + delta**2 * big_n - 2 * _dot(st.abundances, num) + _dot(st.abundances, den) if want else None
         counter["h_version"] += 1
+        # the hot loop: same as multiplicative(), with the denominator floored in place (it is
+        # this step's own temporary) to spare a p x pixels allocation per iteration
         h_new = st.abundances.mul(num).div_(den.clamp_min_(tiny(den.dtype)))
-        return _replace(st, abundances=h_new), cost
+        return replace(st, abundances=h_new), cost
 
     def msi_stage(st: CoupledState, label: str) -> tuple[CoupledState, float]:
         cache.pop("num", None)
@@ -339,7 +342,7 @@ def cnmf(
     state = couple_to_msi(state, data)
     h_up = F.interpolate(state.abundances_lr.reshape(1, p, h, w), size=(big_h, big_w), mode="bilinear",
                          align_corners=False).clamp_min(0)
-    state = _replace(state, abundances=h_up.reshape(1, p, big_n))
+    state = replace(state, abundances=h_up.reshape(1, p, big_n))
     counter["h_version"] += 1
     tick("HSI unmixing (init)", state, force=True)
     state, cost_m = msi_stage(state, "MSI unmixing (init)")
@@ -407,9 +410,3 @@ def cnmf(
 def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
     """``<a, b>`` accumulated in float64 (costs are small differences of large sums)."""
     return float(torch.sum(a * b, dtype=torch.float64))
-
-
-def _replace(state: CoupledState, **changes) -> CoupledState:
-    from dataclasses import replace
-
-    return replace(state, **changes)

@@ -82,7 +82,8 @@ class CoupledData:
 
     ``lr_hsi`` ``(B, L, n)``, ``hr_msi`` ``(B, l, N)``, ``srf`` ``(B or 1, l, L)``;
     ``degrade`` maps HR abundances ``(B, p, N)`` to LR ones ``(B, p, n)`` (the PSF + decimation
-    of the physics, applied to abundance maps); ``delta`` the sum-to-one weight.
+    of the physics, applied to abundance maps); ``delta`` the sum-to-one weight; ``upsample`` the
+    adjoint of ``degrade`` (needed only by :func:`joint_abundance_terms`).
     """
 
     lr_hsi: torch.Tensor
@@ -90,6 +91,14 @@ class CoupledData:
     srf: torch.Tensor
     degrade: Callable[[torch.Tensor], torch.Tensor]
     delta: float = 0.0
+    upsample: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    def balance(self) -> float:
+        """``N l / (n L)``: the weight that gives the LR-HSI term of a joint update the same
+        per-sample weight as the HR-MSI term (it has ``ratio²`` fewer pixels, ``L / l`` more bands)."""
+        (_, bands, n), (_, msi_bands, big_n) = self.lr_hsi.shape, self.hr_msi.shape
+        return big_n * msi_bands / (n * bands)
 
 
 def flat_degradation(spatial: Callable[[torch.Tensor], torch.Tensor], hr_size: tuple[int, int]):
@@ -102,6 +111,18 @@ def flat_degradation(spatial: Callable[[torch.Tensor], torch.Tensor], hr_size: t
         return spatial(x.reshape(b, c, big_h, big_w)).reshape(b, c, -1)
 
     return degrade
+
+
+def flat_adjoint(spatial, lr_size: tuple[int, int]):
+    """The adjoint of :func:`flat_degradation`'s operator (:attr:`CoupledData.upsample`): flattened
+    LR maps ``(B, c, y·x)`` → flattened HR ones. ``spatial`` needs an ``adjoint`` method."""
+    h, w = lr_size
+
+    def upsample(x: torch.Tensor) -> torch.Tensor:
+        b, c, _ = x.shape
+        return spatial.adjoint(x.reshape(b, c, h, w)).reshape(b, c, -1)
+
+    return upsample
 
 
 @dataclass
@@ -117,6 +138,28 @@ class CoupledState:
     def fused(self) -> torch.Tensor:
         """``Z = W H_m`` ``(B, L, N)``."""
         return self.endmembers @ self.abundances
+
+
+def joint_abundance_terms(
+    state: CoupledState, data: CoupledData, hsi_weight: float | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Numerator and denominator of the MU of ``H_m`` on *both* images,
+    ``min ||Y_m - W_m H_m||² + δ²||1ᵀH_m - 1ᵀ||² + λ ||Y_h - W S(H_m)||²`` with ``λ = hsi_weight``::
+
+        num = W_mᵀ Y_m + δ² + λ Sᵀ(Wᵀ Y_h)        den = (W_mᵀ W_m + δ² 1 1ᵀ) H_m + λ Sᵀ(Wᵀ W S(H_m))
+
+    ``S`` and its adjoint ``Sᵀ`` have non-negative entries, so the update stays multiplicative.
+    CNMF fits ``H_m`` to the MSI alone (the HSI reaches it only through ``W`` and the start);
+    here every update also pulls ``S(H_m)`` towards the LR-HSI. Uses ``state.abundances_lr``
+    as ``S(H_m)`` (the coupled step sets it just before). ``hsi_weight`` may be ``(B, 1, 1)``.
+    """
+    if data.upsample is None:
+        raise ProblemError("a joint abundance update needs CoupledData.upsample (the adjoint of degrade)")
+    num, den = abundance_terms(data.hr_msi, state.msi_endmembers, state.abundances, data.delta)
+    w, wt = state.endmembers, state.endmembers.transpose(-1, -2)
+    num_h = data.upsample(wt @ data.lr_hsi)
+    den_h = data.upsample(wt @ (w @ state.abundances_lr))
+    return num + hsi_weight * num_h, den + hsi_weight * den_h
 
 
 def _apply(which: str, x, num, den, state, hook: Hook | None) -> torch.Tensor:
@@ -168,9 +211,11 @@ def coupled_step(
     *,
     update_lr_abundances: bool = False,
     update_msi_side_endmembers: bool = False,
+    hsi_weight: float | torch.Tensor = 0.0,
 ) -> CoupledState:
     """One coupled iteration: ``H_h ← S H_m``; MU of ``W`` (and ``H_h``) on ``Y_h``;
-    ``W_m ← R W``; MU of ``H_m`` (and ``W_m``) on ``Y_m``. SCALMU's layer is this plus ``hook``."""
+    ``W_m ← R W``; MU of ``H_m`` (and ``W_m``) on ``Y_m`` — or, with ``hsi_weight`` λ > 0, on
+    both images (:func:`joint_abundance_terms`). SCALMU's layer is this plus ``hook``."""
     state = couple_to_hsi(state, data)
     if update_lr_abundances:
         state = update_abundances_lr(state, data, hook)
@@ -178,6 +223,11 @@ def coupled_step(
     state = couple_to_msi(state, data)
     if update_msi_side_endmembers:
         state = update_msi_endmembers(state, data, hook)
+    if isinstance(hsi_weight, torch.Tensor) or hsi_weight > 0:
+        if update_lr_abundances:  # H_h moved away from S(H_m): the joint term needs S(H_m) itself
+            state = couple_to_hsi(state, data)
+        num, den = joint_abundance_terms(state, data, hsi_weight)
+        return replace(state, abundances=_apply("abundances", state.abundances, num, den, state, hook))
     return update_abundances(state, data, hook)
 
 

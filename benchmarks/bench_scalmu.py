@@ -4,15 +4,22 @@ Quality (default): the CAVE scenes in ``../shared/data/cave`` (central ``--crop`
 ``gaussian-x8`` and ``mossfuse-cave-x32``, and two remote-sensing crops (Pavia University
 48x48x103, Samson 64x64x156; scaled to max 1) at ratio 4 (Gaussian sigma 2) with the Sentinel-2A
 SRF restricted to the cube's range. Rows: bicubic, cnmf (defaults), scalmu (shipped weights),
-``scalmu plain`` (same layers, learned parts off) and ``scalmu K=5/20`` (the shipped layers
-truncated / the last one repeated). ``--speed``: inference on a full 512x512x31 CAVE scene.
+``scalmu plain`` (same layers, learned parts off) and, for the K ablation, separately trained
+networks (``--ablation K=PATH ...``, e.g. ``5=/tmp/k5/scalmu.pt``). ``--full``: whole 512x512
+CAVE scenes (cnmf, scalmu, and scalmu with its start's MSI stage coarse to fine:
+``msi_pyramid="auto"``, the "fast start"; on crops under 256x256 it is the same as the default).
+``--speed``: inference time on a full 512x512x31 CAVE scene. Writes
+``benchmarks/results/scalmu_{crops,full,speed}.json``.
 
-    .venv/bin/python benchmarks/bench_scalmu.py [--crop 128] [--checkpoint PATH] [--speed]
+    .venv/bin/python benchmarks/bench_scalmu.py [--crop 128 | --full] [--checkpoint PATH]
+        [--ablation 5=PATH 20=PATH] [--speed]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,32 +38,39 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 
-def problems(crop: int):
+def problems(crop: int | None):
+    """``crop=None``: the whole CAVE scenes, and no remote crops."""
     for proto in ("gaussian-x8", "mossfuse-cave-x32"):
         for path in cave_scenes(SHARED / "data/cave"):
-            truth = center_crop(load_scene(path), crop, 32)
+            truth = load_scene(path) if crop is None else center_crop(load_scene(path), crop, 32)
             yield f"CAVE {proto}", path.name, simulate(truth, proto)
+    if crop is None:
+        return
     for name, truth in remote_crops(SHARED / "data").items():
         srf = get_srf("sentinel-2a", truth.coords["wavelength"].values)
         yield "remote x4 sentinel-2a", name, simulate(truth, make_protocol(4), srf=srf)
 
 
-def runs(checkpoint: str | None) -> dict[str, tuple[str, dict]]:
+def runs(checkpoint: str | None, ablation: dict[str, str]) -> dict[str, tuple[str, dict]]:
     ck = {"checkpoint": checkpoint} if checkpoint else {}
-    return {
+    out = {
         "bicubic": ("bicubic", {}),
         "cnmf": ("cnmf", {}),
         "scalmu": ("scalmu", ck),
+        "scalmu, fast start": ("scalmu", {**ck, "msi_pyramid": "auto"}),
         "scalmu plain (learned off)": ("scalmu", {**ck, "learned": False}),
-        "scalmu K=5": ("scalmu", {**ck, "layers": 5}),
-        "scalmu K=20": ("scalmu", {**ck, "layers": 20}),
+        "cnmf start only (K=0)": ("scalmu", {**ck, "layers": 0}),
     }
+    for k, path in ablation.items():
+        out[f"scalmu K={k} (trained)"] = ("scalmu", {"checkpoint": path})
+        out[f"scalmu K={k} plain"] = ("scalmu", {"checkpoint": path, "learned": False})
+    return out
 
 
-def quality(crop: int, checkpoint: str | None, only: list[str] | None) -> None:
+def quality(crop: int | None, checkpoint: str | None, only: list[str] | None, ablation: dict[str, str]) -> list[dict]:
     table: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     for group, scene, problem in problems(crop):
-        for name, (method, opts) in runs(checkpoint).items():
+        for name, (method, opts) in runs(checkpoint, ablation).items():
             if only and name not in only:
                 continue
             result = fuse(problem, method, device="cpu", trace_budget_mb=0, **opts) if method != "bicubic" else fuse(
@@ -67,29 +81,41 @@ def quality(crop: int, checkpoint: str | None, only: list[str] | None) -> None:
                   file=sys.stderr, flush=True)
     print("| protocol | method | mean PSNR (dB) | mean SAM (deg) | mean seconds | scenes |")
     print("|---|---|---|---|---|---|")
+    out = []
     for (group, name), rows in table.items():
         a = np.asarray(rows)
         print(f"| {group} | {name} | {a[:, 0].mean():.2f} | {a[:, 1].mean():.2f} | {a[:, 2].mean():.2f} | {len(a)} |")
+        out.append({"protocol": group, "method": name, "psnr": float(a[:, 0].mean()), "sam": float(a[:, 1].mean()),
+                    "seconds": float(a[:, 2].mean()), "scenes": len(a)})
+    return out
 
 
-def speed(checkpoint: str | None, repeats: int) -> None:
+def speed(checkpoint: str | None, repeats: int) -> list[dict]:
     truth = load_scene(cave_scenes(SHARED / "data/cave")[0])
     problem = simulate(truth, "gaussian-x8")
     ck = {"checkpoint": checkpoint} if checkpoint else {}
-    for name, opts in (("scalmu", ck), ("cnmf", {})):
+    rows: list[dict] = []
+    for name, opts in (("scalmu", ck), ("scalmu", {**ck, "msi_pyramid": "auto"}), ("cnmf", {})):
         times, cpu = [], []
         for _ in range(repeats):
             c0 = time.process_time()
             times.append(fuse(problem, name, device="cpu", trace_budget_mb=0, **opts).seconds)
             cpu.append(time.process_time() - c0)
         # wall time is inflated when other jobs share the CPU; process CPU time is not
-        print(f"{name} on 512x512x31 (gaussian-x8, {torch.get_num_threads()} threads): wall best {min(times):.2f} s, "
+        label = name + (", fast start" if "msi_pyramid" in opts else "")
+        print(f"{label} on 512x512x31 (gaussian-x8, {torch.get_num_threads()} threads): wall best {min(times):.2f} s, "
               f"median {float(np.median(times)):.2f} s; CPU time best {min(cpu):.2f} s over {repeats}")
+        rows.append({"method": label, "threads": torch.get_num_threads(), "wall_best": min(times),
+                     "wall_median": float(np.median(times)), "cpu_best": min(cpu), "repeats": repeats,
+                     "load_average": os.getloadavg()[0]})
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--full", action="store_true", help="whole CAVE scenes (default rows: cnmf, scalmu)")
+    ap.add_argument("--ablation", nargs="*", default=[], help="K=PATH: separately trained networks")
     ap.add_argument("--checkpoint")
     ap.add_argument("--only", nargs="*", help="row names to run (default: all)")
     ap.add_argument("--speed", action="store_true")
@@ -100,9 +126,16 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     if args.speed:
-        speed(args.checkpoint, args.repeats)
+        rows, name = speed(args.checkpoint, args.repeats), "scalmu_speed.json"
     else:
-        quality(args.crop, args.checkpoint, args.only)
+        ablation = dict(item.split("=", 1) for item in args.ablation)
+        crop_rows = [r for r in runs(args.checkpoint, ablation) if r != "scalmu, fast start"]  # same on crops
+        only = args.only or (["cnmf", "scalmu", "scalmu, fast start"] if args.full else crop_rows)
+        rows = quality(None if args.full else args.crop, args.checkpoint, only, ablation)
+        name = "scalmu_full.json" if args.full else "scalmu_crops.json"
+    out = Path(__file__).resolve().parent / "results" / name
+    out.write_text(json.dumps(rows, indent=2))
+    print(f"results -> {out}", file=sys.stderr)
     print(f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 
 

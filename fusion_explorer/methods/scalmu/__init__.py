@@ -3,8 +3,9 @@
 After Xu, Gousseau, Kervazo & Ladjal (2026), built from the description in issue 4. The fused
 cube is ``Z = W H_m`` after ``K`` layers, each one coupled CNMF step (the shared
 :func:`~fusion_explorer.methods.unmixing.coupled_step`) whose updates are re-weighted by learned
-non-negative ``p x p`` matrices computed from the iterate (see :mod:`.model`), started from CNMF
-(:mod:`.start`). Training: :mod:`.train` (``fusion-explorer train scalmu``).
+non-negative ``p x p`` matrices computed from the iterate, and whose abundance update fits both
+images (see :mod:`.model`), started from CNMF (:mod:`.start`; coarse to fine on large images).
+Training: :mod:`.train` (``fusion-explorer train scalmu``).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def scalmu(
     learned: bool = True,
     layers: int | None = None,
     init_iterations: int | None = None,
+    msi_pyramid: list | str | None = None,
     n_endmembers: int | str | None = None,
     dtype: str = "float32",
     trace_budget_mb: float = 256.0,
@@ -69,7 +71,10 @@ def scalmu(
     Options: ``checkpoint`` (path; default the shipped ``scalmu_default.pt``); ``learned=False``
     runs the same layers as plain coupled MU (the ablation); ``layers`` overrides ``K`` (extra
     layers repeat the last one); ``init_iterations`` the CNMF start's inner iterations (default:
-    the checkpoint's training value); ``n_endmembers`` as CNMF's; ``dtype`` float32/float64;
+    the checkpoint's training value); ``msi_pyramid`` the start's coarse-to-fine MSI stage (CNMF's
+    option; default: the checkpoint's, for the shipped weights none, i.e. CNMF's full-resolution
+    stage; ``"auto"`` = ``[[4, 300], [2, 60], [1, 20]]`` from 256x256 pixels up, about 2.5x faster
+    on a 512x512 scene but 0.4 dB lower at x32, see benchmarks/RESULTS.md); ``n_endmembers`` as CNMF's; ``dtype`` float32/float64;
     ``trace_budget_mb`` memory for the per-layer trace (layers are thinned evenly past it).
     """
     if dtype not in ("float32", "float64"):
@@ -81,10 +86,12 @@ def scalmu(
     if k_layers < 0:
         raise ProblemError(f"layers must be >= 0; got {layers!r}")
     init_iters = int(init_iterations or ckpt["config"].get("init_iterations", 200))
+    pyramid = ckpt["config"].get("msi_pyramid") if msi_pyramid is None else msi_pyramid
     if progress is not None:
         progress(0, k_layers + 1, {"stage": "CNMF start"})
     state, data, info = problem_start(
-        problem, device=device, dtype=tdtype, seed=seed, n_endmembers=n_endmembers, init_iterations=init_iters
+        problem, device=device, dtype=tdtype, seed=seed, n_endmembers=n_endmembers, init_iterations=init_iters,
+        msi_pyramid=pyramid,
     )
     bands, big_h, big_w = problem.hsi_bands, *problem.hr_size
     h, w = problem.lr_size
@@ -126,10 +133,11 @@ def scalmu(
         "layers": k_layers,
         "learned": bool(learned),
         "init_iterations": init_iters,
+        "msi_pyramid": [list(x) for x in info["msi_pyramid"]] if info["msi_pyramid"] else None,
         "n_endmembers": p,
         "sum_to_one": info["sum_to_one"],
         "srf": "estimated (NNLS)" if info["srf_estimated"] else problem.srf.name,
-        "psf": "known" if problem.psf is not None else "Gaussian, FWHM = ratio (paper default)",
+        "psf": info["psf"],
         "parameters": n_parameters(net),
         "dtype": dtype,
         "seed": seed,

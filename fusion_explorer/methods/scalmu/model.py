@@ -6,11 +6,16 @@ current iterate, builds ``P_k, Q_k >= 0`` ``(p, p)`` and exponents ``γ_k, η_k 
 
     H_m ← H_m ⊙ [(P_k num_H) ⊘ (P_k den_H)]^γ_k        W ← W ⊙ [(num_W Q_kᵀ) ⊘ (den_W Q_kᵀ)]^η_k
 
+where ``num_H, den_H`` are those of the *joint* abundance update
+(:func:`~fusion_explorer.methods.unmixing.joint_abundance_terms`): unlike CNMF, whose ``H_m`` only
+ever sees the MSI, every layer also pulls ``S(H_m)`` towards the LR-HSI, with a learned weight
+``λ_k = balance · exp(a_k)`` per layer.
+
 ``P = I + max(0, f(pair features)) / (p - 1)`` off the diagonal, ``γ = exp(e(endmember features))``;
-the last layers of ``f`` and ``e`` start at zero, so an untrained network *is* plain unrolled CNMF.
-Features are per endmember (log mean numerator/denominator ratio, abundance share, relative norm)
-and per pair (cosines of the HSI and MSI endmembers, abundance correlation); the
-same small MLP is applied to every endmember and every pair, so the layer is permutation
+the last layers of ``f`` and ``e`` and ``a_k`` start at zero, so an untrained network *is* plain
+unrolled joint MU. Features are per endmember (log mean numerator/denominator ratio, abundance
+share, relative norm) and per pair (cosines of the HSI and MSI endmembers, abundance correlation);
+the same small MLP is applied to every endmember and every pair, so the layer is permutation
 equivariant (``P(Π·) = Π P Πᵀ``), works for any ``p``, and never sees the band count or the
 sensor: one trained model serves 31-band and 224-band cubes alike.
 """
@@ -57,11 +62,21 @@ def _node_features(x_rows: torch.Tensor, num: torch.Tensor, den: torch.Tensor, a
 
 
 def _relax(num: torch.Tensor, den: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
-    """``(num/den)^(exponent-1)`` in log space, bounded to ``e^±20`` (exactly 1 where ``exponent == 1``),
-    so that ``num * _relax / den = (num/den)^exponent`` never overflows."""
+    """``(num/den)^(exponent-1)`` in log space, bounded to ``e^±5`` (exactly 1 where ``exponent == 1``):
+    the learned part of a step may at most scale plain MU's step ``num/den`` by 148 either way, so
+    ``num * _relax / den = (num/den)^exponent`` never overflows and one bad pixel cannot blow up
+    (a bound of ``e^±20`` let training diverge once the LR-HSI joined the abundance update)."""
     t = tiny(den.dtype)
-    log_ratio = num.clamp_min(t).log() - den.clamp_min(t).log()
-    return torch.exp(((exponent - 1) * log_ratio).clamp(-20, 20))
+    log_ratio = (num.clamp_min(t) / den.clamp_min(t)).log()
+    return torch.exp(((exponent - 1) * log_ratio).clamp(-5, 5))
+
+
+def _mix(mat: torch.Tensor, x: torch.Tensor, left: bool) -> torch.Tensor:
+    """``mat @ x`` (``left``) or ``x @ matᵀ``, skipped when ``mat`` is the identity (trained
+    networks leave most pairs unmixed, and on a 512x512 scene each product costs ~50 ms)."""
+    if not torch.is_grad_enabled() and bool((mat == torch.eye(mat.shape[-1], dtype=mat.dtype)).all()):
+        return x
+    return mat @ x if left else x @ mat.transpose(-1, -2)
 
 
 class PairPreconditioner(nn.Module):
@@ -95,13 +110,29 @@ class PairPreconditioner(nn.Module):
 
 class SCALMUNet(nn.Module):
     """``layers`` learned coupled steps; ``hidden`` the MLP width; exponents in
-    ``[exp(-1.5), exp(max_log_exponent)]``. Parameters: ~1k per layer."""
+    ``[exp(-1.5), exp(max_log_exponent)]``. Parameters: ~1k per layer.
 
-    def __init__(self, layers: int = 10, hidden: int = 16, max_log_exponent: float = 1.5):
+    ``joint=True``: each layer's ``H_m`` update fits both images
+    (:func:`~fusion_explorer.methods.unmixing.joint_abundance_terms`) with the LR-HSI weighted by
+    ``λ_k = balance · exp(a_k)``, ``a_k`` learned per layer (0 at initialisation, so the untrained
+    network is plain unrolled joint MU); ``joint=False``: the MSI alone, as in CNMF.
+    """
+
+    def __init__(self, layers: int = 10, hidden: int = 16, max_log_exponent: float = 1.5, joint: bool = True):
         super().__init__()
-        self.config = {"layers": int(layers), "hidden": int(hidden), "max_log_exponent": float(max_log_exponent)}
+        self.config = {"layers": int(layers), "hidden": int(hidden), "max_log_exponent": float(max_log_exponent),
+                       "joint": bool(joint)}
         self.abundance_nets = nn.ModuleList(PairPreconditioner(hidden, max_log_exponent) for _ in range(layers))
         self.endmember_nets = nn.ModuleList(PairPreconditioner(hidden, max_log_exponent) for _ in range(layers))
+        self.log_hsi_weight = nn.Parameter(torch.zeros(layers))
+
+    def hsi_weight(self, k: int, data: CoupledData, learned: bool = True) -> torch.Tensor | float:
+        """``λ_k`` of layer ``k`` (0 when not joint)."""
+        if not self.config["joint"]:
+            return 0.0
+        if not learned:
+            return data.balance
+        return data.balance * self.log_hsi_weight[k].clamp(-3, 3).exp()
 
     @property
     def layers(self) -> int:
@@ -119,7 +150,7 @@ class SCALMUNet(nn.Module):
                     node = _node_features(h, num, den, -1, state.msi_endmembers)
                     pair = _pair_features(state, h)
                 mat, gamma = self.abundance_nets[k](node, pair)
-                num2, den2 = mat @ num, mat @ den
+                num2, den2 = _mix(mat, num, True), _mix(mat, den, True)
                 return num2 * _relax(num2, den2, gamma[..., :, None]), den2
             if which == "endmembers":
                 h = state.abundances_lr
@@ -127,7 +158,7 @@ class SCALMUNet(nn.Module):
                     node = _node_features(h, num, den, -2, state.endmembers)
                     pair = _pair_features(state, h)
                 mat, eta = self.endmember_nets[k](node, pair)
-                num2, den2 = num @ mat.transpose(-1, -2), den @ mat.transpose(-1, -2)
+                num2, den2 = _mix(mat, num, False), _mix(mat, den, False)
                 return num2 * _relax(num2, den2, eta[..., None, :]), den2
             return num, den
 
@@ -148,7 +179,8 @@ class SCALMUNet(nn.Module):
         ``layers`` beyond the trained count repeat the last layer.
         """
         for k in range(self.layers if layers is None else int(layers)):
-            state = coupled_step(state, data, self.hook(min(k, self.layers - 1), learned))
+            j = min(k, self.layers - 1)
+            state = coupled_step(state, data, self.hook(j, learned), hsi_weight=self.hsi_weight(j, data, learned))
             if callback is not None:
                 callback(k + 1, state)
         return state
@@ -159,15 +191,20 @@ def n_parameters(net: nn.Module) -> int:
 
 
 def fused_loss(z: torch.Tensor, x: torch.Tensor, sam_weight: float = 0.1) -> torch.Tensor:
-    """Training loss of fused ``z`` vs truth ``x`` ``(B, bands, pixels)``: relative L1 plus
-    ``sam_weight`` x mean spectral angle (radians), averaged over the batch."""
+    """Training loss of fused ``z`` vs truth ``x`` ``(B, bands, pixels)``: the mean over the batch of
+    ``log(relative L1 + sam_weight x mean spectral angle in radians)``.
+
+    The log makes every scene count by its *relative* improvement: without it, one ill-posed scene
+    (say 216 bands seen through 8x8 LR pixels, whose start sits at 24 dB) carried a loss ten
+    times the others' and steered training towards it.
+    """
     l1 = (z - x).abs().mean(dim=(-1, -2)) / x.abs().mean(dim=(-1, -2)).clamp_min(1e-12)
     dot = (z * x).sum(dim=-2)
     # sqrt(sum + eps), not norm(): the gradient of a norm is 0/0 at a zero spectrum (a dead pixel)
     nz, nx = (z.square().sum(dim=-2) + 1e-12).sqrt(), (x.square().sum(dim=-2) + 1e-12).sqrt()
     cos = (dot / (nz * nx)).clamp(-1 + 1e-6, 1 - 1e-6)
     angle = torch.where(nx > 1e-5, torch.acos(cos), torch.zeros_like(cos)).mean(dim=-1)
-    return (l1 + sam_weight * angle).mean()
+    return (l1 + sam_weight * angle).clamp_min(1e-12).log().mean()
 
 
 def psnr_db(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""SCALMU's starting point: CNMF (VCA, then its HSI and MSI unmixing stages, possibly shortened).
+"""SCALMU's starting point: CNMF (VCA, then its HSI and MSI unmixing stages); on large images its
+first MSI stage runs coarse to fine (:func:`resolve_pyramid`, about 7x fewer full-resolution updates).
 
 :func:`problem_start` turns one :class:`FusionProblem` into the batched ``(CoupledState, CoupledData)``
 of :mod:`..unmixing` (batch of 1); :func:`batch_start` does the same for a synthetic
@@ -16,15 +17,31 @@ import torch
 from ...physics import SpatialDegradation
 from ..base import FusionProblem
 from ..cnmf import SUM_TO_ONE_SCALE, cnmf, default_n_endmembers, spatial_model
-from ..unmixing import CoupledData, CoupledState, flat_degradation
+from ..unmixing import CoupledData, CoupledState, flat_adjoint, flat_degradation
 
 
-def _cnmf_state(problem: FusionProblem, device, dtype: str, seed: int, p, iterations: int, delta):
-    result = cnmf(
+#: the coarse-to-fine first MSI stage of the start on large images (see ``cnmf``'s ``msi_pyramid``)
+DEFAULT_PYRAMID = ((4, 300), (2, 60), (1, 20))
+#: HR pixel count from which ``msi_pyramid="auto"`` uses :data:`DEFAULT_PYRAMID`
+PYRAMID_FROM_PIXELS = 256 * 256
+
+
+def resolve_pyramid(msi_pyramid, hr_size: tuple[int, int]):
+    """``"auto"``: :data:`DEFAULT_PYRAMID` on images of at least :data:`PYRAMID_FROM_PIXELS` pixels,
+    where the full-resolution MSI stage dominates the run time (399 updates of ``p x N``
+    abundances: ~8 s on a 512x512 scene here, against ~1.4 s coarse to fine, for 0.08 dB on
+    balloons x8), else ``None`` (CNMF's own stage: on small images it is cheap, and with few
+    pixels per level the coarse levels are no closer start: -0.4 to -5 dB on 48–128 px crops)."""
+    if msi_pyramid == "auto":
+        return DEFAULT_PYRAMID if hr_size[0] * hr_size[1] >= PYRAMID_FROM_PIXELS else None
+    return msi_pyramid or None
+
+
+def _cnmf_state(problem: FusionProblem, device, dtype: str, seed: int, p, iterations: int, delta, pyramid):
+    return cnmf(
         problem, device=device, seed=seed, n_endmembers=p, inner_iterations=iterations, sum_to_one=delta,
-        dtype=dtype, trace_budget_mb=0.0,
+        dtype=dtype, trace_budget_mb=0.0, msi_pyramid=[list(x) for x in pyramid] if pyramid else None,
     )
-    return result
 
 
 def problem_start(
@@ -35,14 +52,17 @@ def problem_start(
     seed: int = 0,
     n_endmembers=None,
     init_iterations: int = 200,
+    msi_pyramid=None,
 ) -> tuple[CoupledState, CoupledData, dict]:
-    """CNMF with ``inner_iterations = init_iterations`` on ``problem``, as a batch-of-one state and data.
+    """CNMF with ``inner_iterations = init_iterations`` and ``msi_pyramid`` on ``problem``, as a
+    batch-of-one state and data.
 
     With no known PSF, the one CNMF estimates is fixed on the problem first, so that the start and
     the layers couple through the same degradation.
     """
+    psf_note = "known"
     if problem.psf is None:
-        spatial, _ = spatial_model(problem)
+        spatial, psf_note = spatial_model(problem)
         problem = dataclasses.replace(problem, psf=spatial.kernel.numpy(), offset=spatial.offset)
     lr, msi = problem.tensors(device, dtype)
     bands, h, w = lr.shape
@@ -50,9 +70,11 @@ def problem_start(
     n, big_n = h * w, big_h * big_w
     y_h = lr.reshape(1, bands, n)
     y_m = msi.reshape(1, msi_bands, big_n)
-    degrade = flat_degradation(problem.spatial_operator(), (big_h, big_w))
+    spatial = problem.spatial_operator()
+    degrade, upsample = flat_degradation(spatial, (big_h, big_w)), flat_adjoint(spatial, (h, w))
     tname = "float64" if dtype == torch.float64 else "float32"
-    result = _cnmf_state(problem, device, tname, seed, n_endmembers, init_iterations, None)
+    pyramid = resolve_pyramid(msi_pyramid, (big_h, big_w))
+    result = _cnmf_state(problem, device, tname, seed, n_endmembers, init_iterations, None, pyramid)
     # the SRF CNMF coupled with (the problem's, or its NNLS estimate with the MSI offset removed)
     srf = torch.as_tensor(result.extras["srf_matrix"], dtype=dtype, device=device)[None]
     srf_estimated = result.extras["msi_offset"] is not None
@@ -68,9 +90,9 @@ def problem_start(
         abundances=torch.as_tensor(result.abundances, dtype=dtype, device=device).reshape(1, p, big_n),
         msi_endmembers=srf @ w0,
     )
-    info = {"n_endmembers": p, "sum_to_one": delta, "srf_estimated": srf_estimated,
+    info = {"msi_pyramid": pyramid, "psf": psf_note, "n_endmembers": p, "sum_to_one": delta, "srf_estimated": srf_estimated,
             "vca_pixels": result.extras.get("vca_pixels")}
-    return state, CoupledData(y_h, y_m, srf, degrade, delta), info
+    return state, CoupledData(y_h, y_m, srf, degrade, delta, upsample), info
 
 
 def batch_delta(hr_msi: torch.Tensor) -> float:
@@ -78,7 +100,9 @@ def batch_delta(hr_msi: torch.Tensor) -> float:
     return 2 * math.sqrt(float(hr_msi.mean()) / SUM_TO_ONE_SCALE) / hr_msi.shape[1] ** 3
 
 
-def batch_start(batch, *, init_iterations: int = 200, seed: int = 0) -> tuple[CoupledState, CoupledData, torch.Tensor]:
+def batch_start(
+    batch, *, init_iterations: int = 200, seed: int = 0, msi_pyramid=None
+) -> tuple[CoupledState, CoupledData, torch.Tensor]:
     """CNMF start of every scene of a :class:`~fusion_explorer.synth.TrainingBatch` (CPU, float32), stacked.
 
     One ``p`` (CNMF's default for the first scene) and one ``δ`` (from the batch's MSI) for all
@@ -94,7 +118,9 @@ def batch_start(batch, *, init_iterations: int = 200, seed: int = 0) -> tuple[Co
     states = []
     for i in range(n_items):
         problem = batch.sample(i).problem()
-        states.append(_cnmf_state(problem, torch.device("cpu"), "float32", seed, p, init_iterations, delta))
+        states.append(
+            _cnmf_state(problem, torch.device("cpu"), "float32", seed, p, init_iterations, delta,
+                        resolve_pyramid(msi_pyramid, (big_h, big_w))))
     srf = batch.srf.float()[None]
     w0 = torch.stack([torch.as_tensor(r.endmembers) for r in states]).float()
     state = CoupledState(
@@ -105,5 +131,6 @@ def batch_start(batch, *, init_iterations: int = 200, seed: int = 0) -> tuple[Co
         msi_endmembers=srf @ w0,
     )
     spatial = SpatialDegradation(batch.psf.double(), batch.ratio, batch.offset, batch.degradation.border)
-    data = CoupledData(y_h, y_m, srf, flat_degradation(spatial, (big_h, big_w)), delta)
+    data = CoupledData(y_h, y_m, srf, flat_degradation(spatial, (big_h, big_w)), delta,
+                       flat_adjoint(spatial, (h, w)))
     return state, data, batch.truth.reshape(n_items, bands, big_n).float()

@@ -177,3 +177,16 @@ def test_shipped_model_improves_on_cnmf_on_real_crops(cave_dir, name, protocol):
           f"cnmf {base['psnr']:.2f} dB / {base['sam']:.2f}°")
     assert ours["psnr"] > base["psnr"] + 0.1
     assert ours["sam"] < base["sam"]
+
+
+def test_checkpoint_from_before_the_joint_layers_still_loads(tmp_path):
+    """A checkpoint without ``log_hsi_weight`` (MSI-only layers) loads as it was trained: joint off."""
+    net = SCALMUNet(2, 8, joint=False)
+    state = {k: v for k, v in net.state_dict().items() if k != "log_hsi_weight"}
+    config = {k: v for k, v in net.config.items() if k != "joint"}
+    path = tmp_path / "old.pt"
+    torch.save({"config": {"model": config, "init_iterations": 20}, "model": state}, path)
+    loaded, _ = load_model(path)
+    assert loaded.config["joint"] is False
+    problem = random_training_problem(2, size=32, wavelength="cave", ratios=(4,))
+    assert fuse(problem, "scalmu", device="cpu", checkpoint=str(path)).fused.shape == (31, 32, 32)

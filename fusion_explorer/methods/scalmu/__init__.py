@@ -40,8 +40,13 @@ def load_model(
     ckpt = torch.load(path, map_location=map_location, weights_only=False)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ProblemError(f"{path} is not a SCALMU checkpoint (expected a dict with 'config' and 'model')")
-    net = SCALMUNet(**ckpt["config"]["model"])
-    net.load_state_dict(ckpt["model"])
+    config = dict(ckpt["config"]["model"])
+    state = dict(ckpt["model"])
+    if "log_hsi_weight" not in state:  # trained before the joint layers: MSI-only updates, as it was trained
+        config.setdefault("joint", False)
+        state["log_hsi_weight"] = torch.zeros(int(config["layers"]))
+    net = SCALMUNet(**config)
+    net.load_state_dict(state)
     net.eval()
     return net, ckpt
 

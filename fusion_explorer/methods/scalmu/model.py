@@ -74,7 +74,8 @@ def _relax(num: torch.Tensor, den: torch.Tensor, exponent: torch.Tensor) -> torc
 def _mix(mat: torch.Tensor, x: torch.Tensor, left: bool) -> torch.Tensor:
     """``mat @ x`` (``left``) or ``x @ matᵀ``, skipped when ``mat`` is the identity (trained
     networks leave most pairs unmixed, and on a 512x512 scene each product costs ~50 ms)."""
-    if not torch.is_grad_enabled() and bool((mat == torch.eye(mat.shape[-1], dtype=mat.dtype)).all()):
+    eye = torch.eye(mat.shape[-1], dtype=mat.dtype, device=mat.device)
+    if not torch.is_grad_enabled() and bool((mat == eye).all()):
         return x
     return mat @ x if left else x @ mat.transpose(-1, -2)
 

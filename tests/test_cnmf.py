@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -151,7 +152,7 @@ def test_joint_abundance_update_decreases_the_joint_objective():
         costs.append(objective(state.abundances))
         num, den = joint_abundance_terms(state, data, lam)
         state = replace(state, abundances=multiplicative(state.abundances, num, den))
-    assert all(b <= a * (1 + 1e-12) for a, b in zip(costs, costs[1:]))
+    assert all(b <= a * (1 + 1e-12) for a, b in pairwise(costs))
     assert costs[-1] < 0.5 * costs[0]
     assert (state.abundances >= 0).all()
     with pytest.raises(ProblemError, match="upsample"):

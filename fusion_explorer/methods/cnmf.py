@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,13 @@ def spatial_model(problem: FusionProblem, psf: str = "estimate") -> tuple[Spatia
     kernel = gaussian_kernel(default_kernel_size(sigma, problem.ratio), sigma)
     note = f"estimated Gaussian, sigma {sigma:.3f}, offset {offset} (relative misfit {misfit:.2e})"
     return SpatialDegradation(kernel, problem.ratio, offset, "reflect"), note
+
+
+def flat_images(problem: FusionProblem, device, dtype: torch.dtype):
+    """The problem's images as batch-of-one flat tensors for :mod:`.unmixing`:
+    ``(Y_h (1, L, n), Y_m (1, l, N), (h, w), (H, W))``."""
+    lr, msi = problem.tensors(device, dtype)
+    return lr.flatten(1)[None], msi.flatten(1)[None], tuple(lr.shape[1:]), tuple(msi.shape[1:])
 
 
 def default_n_endmembers(lr_hsi: np.ndarray) -> int:
@@ -204,12 +212,9 @@ def cnmf(
     inner, outer = int(inner_iterations), int(outer_iterations)
     levels = _pyramid_levels(msi_pyramid)
 
-    lr, msi = problem.tensors(device, tdtype)
-    bands, h, w = lr.shape
-    msi_bands, big_h, big_w = msi.shape
+    y_h, y_m, (h, w), (big_h, big_w) = flat_images(problem, device, tdtype)
+    bands, msi_bands = y_h.shape[1], y_m.shape[1]
     n, big_n = h * w, big_h * big_w
-    y_h = lr.reshape(1, bands, n)
-    y_m = msi.reshape(1, msi_bands, big_n)
     if float(y_h.amax()) <= 0 or float(y_m.amax()) <= 0:
         raise ProblemError("CNMF needs signal: the LR-HSI or the HR-MSI is all zero")
     if float((y_h - y_h.mean(dim=-1, keepdim=True)).abs().amax()) <= 1e-6 * float(y_h.amax()):
@@ -458,7 +463,7 @@ def _pyramid_levels(pyramid) -> list[tuple[int, int]]:
     except (TypeError, ValueError):
         levels, ok = [], False
     ok = ok and bool(levels) and levels[-1][0] == 1 and all(n >= 1 for _, n in levels)
-    ok = ok and all(a[0] > b[0] for a, b in zip(levels, levels[1:]))
+    ok = ok and all(a[0] > b[0] for a, b in pairwise(levels))
     if not ok:
         raise ProblemError(
             "msi_pyramid must be a list of [factor, iterations] pairs with decreasing factors ending at 1 and "

@@ -79,7 +79,8 @@ def scalmu(
     the checkpoint's training value); ``msi_pyramid`` the start's coarse-to-fine MSI stage (CNMF's
     option; default: the checkpoint's, for the shipped weights none, i.e. CNMF's full-resolution
     stage; ``"auto"`` = ``[[4, 300], [2, 60], [1, 20]]`` from 256x256 pixels up, about 2.5x faster
-    on a 512x512 scene but 0.4 dB lower at x32, see benchmarks/RESULTS.md); ``n_endmembers`` as CNMF's; ``dtype`` float32/float64;
+    on a 512x512 scene but 0.5 dB lower at x32, see benchmarks/RESULTS.md); ``n_endmembers`` as
+    CNMF's; ``dtype`` float32/float64;
     ``trace_budget_mb`` memory for the per-layer trace (layers are thinned evenly past it).
     """
     if dtype not in ("float32", "float64"):

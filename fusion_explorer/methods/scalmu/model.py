@@ -80,6 +80,19 @@ def _mix(mat: torch.Tensor, x: torch.Tensor, left: bool) -> torch.Tensor:
     return mat @ x if left else x @ mat.transpose(-1, -2)
 
 
+def _reweight(net: PairPreconditioner, num, den, state: CoupledState, abundances, endmembers, left: bool):
+    """One learned re-weighting of an MU: ``P, exponent = net(features)``, then
+    ``(P num, P den)`` raised to the exponent (``left``: endmembers along rows, as in the abundance
+    update) or ``(num Pᵀ, den Pᵀ)`` (endmembers along columns, as in the endmember update)."""
+    with torch.no_grad():
+        node = _node_features(abundances, num, den, -1 if left else -2, endmembers)
+        pair = _pair_features(state, abundances)
+    mat, exponent = net(node, pair)
+    num2, den2 = _mix(mat, num, left), _mix(mat, den, left)
+    exponent = exponent[..., :, None] if left else exponent[..., None, :]
+    return num2 * _relax(num2, den2, exponent), den2
+
+
 class PairPreconditioner(nn.Module):
     """One learned update re-weighting: ``(P (B, p, p) >= 0, exponent (B, p) > 0)`` from features."""
 
@@ -145,22 +158,10 @@ class SCALMUNet(nn.Module):
             return None
 
         def hook(which: str, num: torch.Tensor, den: torch.Tensor, state: CoupledState):
-            if which == "abundances":
-                h = state.abundances
-                with torch.no_grad():
-                    node = _node_features(h, num, den, -1, state.msi_endmembers)
-                    pair = _pair_features(state, h)
-                mat, gamma = self.abundance_nets[k](node, pair)
-                num2, den2 = _mix(mat, num, True), _mix(mat, den, True)
-                return num2 * _relax(num2, den2, gamma[..., :, None]), den2
-            if which == "endmembers":
-                h = state.abundances_lr
-                with torch.no_grad():
-                    node = _node_features(h, num, den, -2, state.endmembers)
-                    pair = _pair_features(state, h)
-                mat, eta = self.endmember_nets[k](node, pair)
-                num2, den2 = _mix(mat, num, False), _mix(mat, den, False)
-                return num2 * _relax(num2, den2, eta[..., None, :]), den2
+            if which == "abundances":  # rows of num/den are endmembers: P acts from the left
+                return _reweight(self.abundance_nets[k], num, den, state, state.abundances, state.msi_endmembers, True)
+            if which == "endmembers":  # columns are endmembers: Q acts from the right
+                return _reweight(self.endmember_nets[k], num, den, state, state.abundances_lr, state.endmembers, False)
             return num, den
 
         return hook

@@ -16,9 +16,8 @@ import torch
 
 from ...physics import SpatialDegradation
 from ..base import FusionProblem
-from ..cnmf import SUM_TO_ONE_SCALE, cnmf, default_n_endmembers, spatial_model
+from ..cnmf import SUM_TO_ONE_SCALE, cnmf, default_n_endmembers, flat_images, spatial_model
 from ..unmixing import CoupledData, CoupledState, flat_adjoint, flat_degradation
-
 
 #: the coarse-to-fine first MSI stage of the start on large images (see ``cnmf``'s ``msi_pyramid``)
 DEFAULT_PYRAMID = ((4, 300), (2, 60), (1, 20))
@@ -64,12 +63,8 @@ def problem_start(
     if problem.psf is None:
         spatial, psf_note = spatial_model(problem)
         problem = dataclasses.replace(problem, psf=spatial.kernel.numpy(), offset=spatial.offset)
-    lr, msi = problem.tensors(device, dtype)
-    bands, h, w = lr.shape
-    msi_bands, big_h, big_w = msi.shape
+    y_h, y_m, (h, w), (big_h, big_w) = flat_images(problem, device, dtype)
     n, big_n = h * w, big_h * big_w
-    y_h = lr.reshape(1, bands, n)
-    y_m = msi.reshape(1, msi_bands, big_n)
     spatial = problem.spatial_operator()
     degrade, upsample = flat_degradation(spatial, (big_h, big_w)), flat_adjoint(spatial, (h, w))
     tname = "float64" if dtype == torch.float64 else "float32"
@@ -90,8 +85,8 @@ def problem_start(
         abundances=torch.as_tensor(result.abundances, dtype=dtype, device=device).reshape(1, p, big_n),
         msi_endmembers=srf @ w0,
     )
-    info = {"msi_pyramid": pyramid, "psf": psf_note, "n_endmembers": p, "sum_to_one": delta, "srf_estimated": srf_estimated,
-            "vca_pixels": result.extras.get("vca_pixels")}
+    info = {"msi_pyramid": pyramid, "psf": psf_note, "n_endmembers": p, "sum_to_one": delta,
+            "srf_estimated": srf_estimated, "vca_pixels": result.extras.get("vca_pixels")}
     return state, CoupledData(y_h, y_m, srf, degrade, delta, upsample), info
 
 

@@ -42,7 +42,8 @@ class TrainConfig:
     seed: int = 0
     max_log_exponent: float = 1.5
     joint: bool = True
-    msi_pyramid: str | tuple | None = None  # the start's (see start.resolve_pyramid); 64-px items never reach "auto"'s size
+    # the start's (see start.resolve_pyramid); 64-px items never reach "auto"'s size
+    msi_pyramid: str | tuple | None = None
 
     def model_config(self) -> dict[str, Any]:
         return {"layers": self.layers, "hidden": self.hidden, "max_log_exponent": self.max_log_exponent,

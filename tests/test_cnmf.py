@@ -306,6 +306,40 @@ def test_cnmf_msi_pyramid_is_close_to_the_full_stage_and_checked(cave_dir):
             fuse(problem, "cnmf", device="cpu", msi_pyramid=bad)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"threshold": 1e-2}, {"msi_pyramid": [[4, 30], [2, 12], [1, 7]]}],
+    ids=["defaults", "early-stop", "pyramid"],
+)
+def test_tiled_msi_loop_equals_the_whole_image_loop(cave_dir, monkeypatch, options):
+    """With an RGB MSI, ``W_m`` is fixed in the MSI stage and CNMF runs ``H_m``'s updates tile by
+    tile (``TILE_PIXELS``): iterates, trace records, costs and the stopping point must be those of
+    the whole-image loop (``TILE_PIXELS = 0``), also when the stopping rule fires mid-stage
+    (``threshold=1e-2``) and with uneven tiles."""
+    import fusion_explorer.methods.cnmf as cnmf_module
+
+    truth = center_crop(load_scene(cave_dir / "chart_and_stuffed_toy_ms"), 64)
+    problem = simulate(truth, "gaussian-x8")
+    runs = {}
+    for tile in (0, 37, 4096):
+        monkeypatch.setattr(cnmf_module, "TILE_PIXELS", tile)
+        runs[tile] = fuse(problem, "cnmf", device="cpu", inner_iterations=40, **options)
+    ref = runs[0]
+    for tile in (37, 4096):
+        run = runs[tile]
+        np.testing.assert_array_equal(run.fused.values, ref.fused.values)
+        np.testing.assert_array_equal(run.abundances, ref.abundances)
+        assert run.extras["iterations"] == ref.extras["iterations"]
+        np.testing.assert_allclose(np.array(run.extras["costs"]), np.array(ref.extras["costs"]), rtol=1e-9)
+        assert [s["label"] for s in run.trace] == [s["label"] for s in ref.trace]
+        for a, b in zip(run.trace, ref.trace, strict=True):
+            np.testing.assert_array_equal(a["abundances"], b["abundances"])
+    if "threshold" in options:  # the rule fired inside the MSI stage: it ran fewer than its 40 + 39 updates
+        msi = [s["iteration"] for s in ref.trace if s["label"].startswith("MSI")]
+        hsi = [s["iteration"] for s in ref.trace if s["label"].startswith("HSI unmixing (init)")]
+        assert max(msi) - max(hsi) < 79
+
+
 def _remote_problem(cube: xr.DataArray, ratio: int) -> FusionProblem:
     """A fusion problem on a remote-sensing cube: Gaussian PSF, 6 Gaussian MSI bands over its range."""
     from fusion_explorer.physics import make_protocol

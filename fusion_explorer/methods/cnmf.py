@@ -38,6 +38,7 @@ from .base import FusionProblem, FusionResult, ProgressCallback, register
 from .unmixing import (
     CoupledData,
     CoupledState,
+    abundance_denominator,
     abundance_terms,
     couple_to_hsi,
     couple_to_msi,
@@ -46,6 +47,7 @@ from .unmixing import (
     estimate_srf,
     flat_degradation,
     multiplicative,
+    sum_to_one_rows,
     tiny,
     vca,
     virtual_dimensionality,
@@ -369,38 +371,40 @@ def cnmf(
         w = st.msi_endmembers
         yy, pixels = float(y.double().square().sum()), y.shape[-1]
         num = abundance_terms(y, w, st.abundances[..., :1], delta)[0]
+        # the tiles live as separate contiguous tensors for the whole loop (copying strided
+        # slices in and out at every check cost more than the tiling saved)
+        tiles = [t.contiguous() for t in st.abundances.split(TILE_PIXELS, dim=-1)]
+        nums = [t.contiguous() for t in num.split(TILE_PIXELS, dim=-1)]
+        w_aug = sum_to_one_rows(w, delta)
         cost0, cost, q = math.inf, math.inf, 0
         while q < max_iter:
             check = q % CHECK_EVERY == 0 or q == max_iter - 1
             end = q + 1  # updates q .. end-1, up to the next check or trace record
             while end % CHECK_EVERY and end < max_iter - 1 and not trace.wants(end):
                 end += 1
-            h = torch.empty_like(st.abundances)
-            h_check = torch.empty_like(st.abundances) if check and end > q + 1 else h
-            dots = [0.0, 0.0]  # <H, num>, <H, den> of the iterate update q starts from
-            for s0 in range(0, pixels, TILE_PIXELS):
-                tile = slice(s0, s0 + TILE_PIXELS)
-                h_t, num_t, y_t = st.abundances[..., tile].contiguous(), num[..., tile].contiguous(), y[..., tile]
-                for i in range(end - q):
-                    den_t = abundance_terms(y_t, w, h_t, delta, num_t)[1]
-                    if check and i == 0:
+            checked, dots = [], [0.0, 0.0]  # after update q; <H, num>, <H, den> of the iterate before it
+            for i, (h_t, num_t) in enumerate(zip(tiles, nums, strict=True)):
+                for k in range(end - q):
+                    den_t = abundance_denominator(w_aug, h_t)
+                    if check and k == 0:
                         dots[0] += _dot(h_t, num_t)
                         dots[1] += _dot(h_t, den_t)
                     # the hot loop: the denominator is floored in place (it is this update's own)
                     h_t = h_t.mul(num_t).div_(den_t.clamp_min_(tiny(den_t.dtype)))
-                    if check and i == 0:
-                        h_check[..., tile] = h_t
-                h[..., tile] = h_t
+                    if check and k == 0:
+                        checked.append(h_t)
+                tiles[i] = h_t
             stop = False
             if check:
                 cost = yy + delta**2 * pixels - 2 * dots[0] + dots[1]
                 stop = q > 0 and (cost0 - cost) / max(cost, 1e-300) < threshold * CHECK_EVERY
                 if stop:  # stop after update q, as inner_loop does
-                    end, h = q + 1, h_check
+                    end, tiles = q + 1, checked
                 cost0 = cost
-            st = replace(st, abundances=h)
             counter["iteration"] += end - q
             counter["h_version"] += end - q
+            if stop or end >= max_iter or trace.wants(end):
+                st = replace(st, abundances=torch.cat(tiles, dim=-1))
             tick(stage, st, stage_iteration=end, report=True)
             if stop:
                 break

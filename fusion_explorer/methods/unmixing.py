@@ -51,18 +51,27 @@ def abundance_terms(
     ``y`` ``(B, L, n)``, ``w`` ``(B, L, p)``, ``h`` ``(B, p, n)``; ``num``: the numerator when the
     caller has it cached (it is constant while ``W`` is).
     """
-    d2 = delta * delta
     if num is None:
         num = w.transpose(-1, -2) @ y
-        num = num + d2 if delta else num
-    if delta:  # the appended sum-to-one row
-        w = torch.cat([w, w.new_full((*w.shape[:-2], 1, w.shape[-1]), delta)], dim=-2)
+        num = num + delta * delta if delta else num
+    return num, abundance_denominator(sum_to_one_rows(w, delta), h)
+
+
+def sum_to_one_rows(w: torch.Tensor, delta: float) -> torch.Tensor:
+    """``W`` ``(B, L, p)`` with the sum-to-one row ``δ 1ᵀ`` appended (``W`` itself when ``δ = 0``)."""
+    if not delta:
+        return w
+    return torch.cat([w, w.new_full((*w.shape[:-2], 1, w.shape[-1]), delta)], dim=-2)
+
+
+def abundance_denominator(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """``Wᵀ W H`` for ``w`` from :func:`sum_to_one_rows` (callers looping over a fixed ``W`` build it once)."""
     wt = w.transpose(-1, -2)
     if w.shape[-2] < w.shape[-1]:
         # fewer rows than endmembers (an RGB MSI): Wᵀ W has rank <= rows, so Wᵀ (W H) costs
         # 2 rows·p·n instead of p²·n — 4x fewer operations for 3 bands and 30 endmembers
-        return num, wt @ (w @ h)
-    return num, (wt @ w) @ h
+        return wt @ (w @ h)
+    return (wt @ w) @ h
 
 
 def endmember_terms(y: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -371,29 +371,33 @@ def cnmf(
         w = st.msi_endmembers
         yy, pixels = float(y.double().square().sum()), y.shape[-1]
         num = abundance_terms(y, w, st.abundances[..., :1], delta)[0]
-        # the tiles live as separate contiguous tensors for the whole loop (copying strided
-        # slices in and out at every check cost more than the tiling saved)
-        tiles = [t.contiguous() for t in st.abundances.split(TILE_PIXELS, dim=-1)]
+        # The tiles live as separate contiguous tensors for the whole loop, updated in place into
+        # buffers made once: copying strided slices at every check, or allocating p x tile
+        # temporaries at every update (each a fresh mmap and page faults for glibc), cost more
+        # than the tiling saves.
+        tiles = [t.clone(memory_format=torch.contiguous_format) for t in st.abundances.split(TILE_PIXELS, dim=-1)]
         nums = [t.contiguous() for t in num.split(TILE_PIXELS, dim=-1)]
         w_aug = sum_to_one_rows(w, delta)
+        dens = [torch.empty_like(t) for t in tiles]
+        mids = [torch.empty((*t.shape[:-2], w_aug.shape[-2], t.shape[-1]), dtype=t.dtype) for t in tiles]
+        checked = [torch.empty_like(t) for t in tiles]  # the tiles after a check's update
+        floor = tiny(w.dtype)
         cost0, cost, q = math.inf, math.inf, 0
         while q < max_iter:
             check = q % CHECK_EVERY == 0 or q == max_iter - 1
             end = q + 1  # updates q .. end-1, up to the next check or trace record
             while end % CHECK_EVERY and end < max_iter - 1 and not trace.wants(end):
                 end += 1
-            checked, dots = [], [0.0, 0.0]  # after update q; <H, num>, <H, den> of the iterate before it
-            for i, (h_t, num_t) in enumerate(zip(tiles, nums, strict=True)):
+            dots = [0.0, 0.0]  # <H, num>, <H, den> of the iterate update q starts from
+            for h_t, num_t, den_t, mid_t, check_t in zip(tiles, nums, dens, mids, checked, strict=True):
                 for k in range(end - q):
-                    den_t = abundance_denominator(w_aug, h_t)
+                    abundance_denominator(w_aug, h_t, out=den_t, mid=mid_t)
                     if check and k == 0:
                         dots[0] += _dot(h_t, num_t)
                         dots[1] += _dot(h_t, den_t)
-                    # the hot loop: the denominator is floored in place (it is this update's own)
-                    h_t = h_t.mul(num_t).div_(den_t.clamp_min_(tiny(den_t.dtype)))
+                    h_t.mul_(num_t).div_(den_t.clamp_min_(floor))  # = multiplicative(h_t, num_t, den_t)
                     if check and k == 0:
-                        checked.append(h_t)
-                tiles[i] = h_t
+                        check_t.copy_(h_t)
             stop = False
             if check:
                 cost = yy + delta**2 * pixels - 2 * dots[0] + dots[1]

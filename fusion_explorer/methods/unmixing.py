@@ -64,14 +64,17 @@ def sum_to_one_rows(w: torch.Tensor, delta: float) -> torch.Tensor:
     return torch.cat([w, w.new_full((*w.shape[:-2], 1, w.shape[-1]), delta)], dim=-2)
 
 
-def abundance_denominator(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """``Wᵀ W H`` for ``w`` from :func:`sum_to_one_rows` (callers looping over a fixed ``W`` build it once)."""
+def abundance_denominator(
+    w: torch.Tensor, h: torch.Tensor, out: torch.Tensor | None = None, mid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``Wᵀ W H`` for ``w`` from :func:`sum_to_one_rows` (callers looping over a fixed ``W`` build it
+    once); ``out`` (like ``h``) and ``mid`` (``(B, rows, n)``): buffers to write into, for hot loops."""
     wt = w.transpose(-1, -2)
     if w.shape[-2] < w.shape[-1]:
         # fewer rows than endmembers (an RGB MSI): Wᵀ W has rank <= rows, so Wᵀ (W H) costs
         # 2 rows·p·n instead of p²·n — 4x fewer operations for 3 bands and 30 endmembers
-        return wt @ (w @ h)
-    return (wt @ w) @ h
+        return torch.matmul(wt, torch.matmul(w, h, out=mid), out=out)
+    return torch.matmul(wt @ w, h, out=out)
 
 
 def endmember_terms(y: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -199,9 +199,10 @@ def cnmf(
       blocks, from the upsampled ``H_h`` for the first level and the previous level's ``H_m``
       after. Each pixel's MSI problem is its own, so a coarse solution is a close start for its
       neighbours: ``[[4, 300], [2, 60], [1, 20]]`` costs about 54 full-resolution updates instead
-      of 399 (1.4 s instead of ~8 s on a 512x512 scene). It costs quality: on full CAVE scenes
-      0.1 dB at x8 (balloons) and 0.35–1.2 dB at x32 (balloons, chart_and_stuffed_toy); on
-      128x128 crops 0.4–2.2 dB, and more on the small remote crops. SCALMU's fast start uses it.
+      of 399 (0.5–0.8 s instead of 3.9–6.3 s for the stage on a 512x512 scene here). It costs
+      quality: on full CAVE scenes 0.1 dB at x8 (balloons) and 0.35–1.2 dB at x32 (balloons,
+      chart_and_stuffed_toy); on 128x128 crops 0.4–2.2 dB, and more on the small remote crops.
+      SCALMU's fast start uses ``[[2, 200], [1, 80]]``.
 
     ``progress(done, total, info)`` is called every few iterations; raising from it cancels.
     """

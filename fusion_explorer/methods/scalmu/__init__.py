@@ -78,8 +78,8 @@ def scalmu(
     layers repeat the last one); ``init_iterations`` the CNMF start's inner iterations (default:
     the checkpoint's training value); ``msi_pyramid`` the start's coarse-to-fine MSI stage (CNMF's
     option; default: the checkpoint's, for the shipped weights none, i.e. CNMF's full-resolution
-    stage; ``"auto"`` = ``[[4, 300], [2, 60], [1, 20]]`` from 256x256 pixels up, about 2.5x faster
-    on a 512x512 scene but 0.5 dB lower at x32, see benchmarks/RESULTS.md); ``n_endmembers`` as
+    stage; ``"auto"`` = ``[[2, 200], [1, 80]]`` from 256x256 pixels up, about 2x faster on a
+    512x512 scene, 0.3 dB higher at x8 and 0.2 dB lower at x32, see benchmarks/RESULTS.md); ``n_endmembers`` as
     CNMF's; ``dtype`` float32/float64;
     ``trace_budget_mb`` memory for the per-layer trace (layers are thinned evenly past it).
     """

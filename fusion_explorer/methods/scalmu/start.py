@@ -19,8 +19,8 @@ from ..base import FusionProblem
 from ..cnmf import SUM_TO_ONE_SCALE, cnmf, default_n_endmembers, flat_images, spatial_model
 from ..unmixing import CoupledData, CoupledState, flat_adjoint, flat_degradation
 
-#: the coarse-to-fine first MSI stage of the start on large images (see ``cnmf``'s ``msi_pyramid``)
-DEFAULT_PYRAMID = ((4, 300), (2, 60), (1, 20))
+#: the coarse-to-fine first MSI stage of the fast start on large images (``cnmf``'s ``msi_pyramid``)
+DEFAULT_PYRAMID = ((2, 200), (1, 80))
 #: HR pixel count from which ``msi_pyramid="auto"`` uses :data:`DEFAULT_PYRAMID`
 PYRAMID_FROM_PIXELS = 256 * 256
 
@@ -28,9 +28,12 @@ PYRAMID_FROM_PIXELS = 256 * 256
 def resolve_pyramid(msi_pyramid, hr_size: tuple[int, int]):
     """``"auto"``: :data:`DEFAULT_PYRAMID` on images of at least :data:`PYRAMID_FROM_PIXELS` pixels,
     where the full-resolution MSI stage dominates the run time (399 updates of ``p x N``
-    abundances: ~8 s on a 512x512 scene here, against ~1.4 s coarse to fine, for 0.08 dB on
-    balloons x8), else ``None`` (CNMF's own stage: on small images it is cheap, and with few
-    pixels per level the coarse levels are no closer start: -0.4 to -5 dB on 48–128 px crops)."""
+    abundances: 3.9–6.3 s of CNMF's stage on a 512x512 scene here, against 1.0–1.8 s for 200
+    updates at half resolution and 80 at full), else ``None`` (CNMF's own stage: on small images it
+    is cheap, and with few pixels per level the coarse levels are no closer start: -0.4 to -5 dB
+    on 48–128 px crops). On the 4 full CAVE scenes it moved SCALMU by +0.34 dB at x8 and -0.24 dB
+    at x32 (benchmarks/RESULTS.md); it was picked over 3 other pyramids on those scenes (and was
+    above ``((4, 300), (2, 60), (1, 20))`` on each of the 8 scene/protocol pairs)."""
     if msi_pyramid == "auto":
         return DEFAULT_PYRAMID if hr_size[0] * hr_size[1] >= PYRAMID_FROM_PIXELS else None
     return msi_pyramid or None

@@ -43,8 +43,17 @@ def balloons(cave_dir):
     return load_cave_yxb(str(cave_dir / "balloons_ms"))
 
 
+@pytest.fixture(params=["dense", "conv"])
+def path(request, monkeypatch):
+    """Runs a test on both implementations of a separable SpatialDegradation: the dense 1-D
+    matrices (used up to DENSE_MAX_SIDE_PER_TAP kernel widths a side) and the convolutions."""
+    if request.param == "conv":
+        monkeypatch.setattr(SpatialDegradation, "DENSE_MAX_SIDE_PER_TAP", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("name", ["mossfuse-cave-x32", "gaussian-x8"])
-def test_protocol_matches_scipy_on_real_scene(balloons, name):
+def test_protocol_matches_scipy_on_real_scene(balloons, name, path):
     p = get_protocol(name)
     x = torch.from_numpy(balloons.transpose(2, 0, 1).copy())
     ours = p.spatial()(x).numpy()
@@ -91,7 +100,7 @@ def test_any_kernel_and_borders_match_scipy(balloons):
 
 
 @pytest.mark.parametrize("border", ["reflect", "zeros", "circular", "replicate"])
-def test_adjoints_pass_dot_product_test(border):
+def test_adjoints_pass_dot_product_test(border, path):
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(2, 6, 32, 32, generator=gen, dtype=torch.float64)
     srf = torch.rand(3, 6, generator=gen, dtype=torch.float64)
@@ -156,7 +165,7 @@ def test_bad_inputs_raise_clear_errors(balloons):
 
 @pytest.mark.parametrize("border", ["reflect", "zeros", "circular", "replicate"])
 @pytest.mark.parametrize("separable", [True, False])
-def test_closed_form_adjoint_equals_autograd_and_is_differentiable(border, separable):
+def test_closed_form_adjoint_equals_autograd_and_is_differentiable(border, separable, path):
     """SpatialDegradation's own adjoint equals the generic (autograd) one and has gradients."""
     from fusion_explorer.physics import Operator
 
@@ -170,3 +179,20 @@ def test_closed_form_adjoint_equals_autograd_and_is_differentiable(border, separ
     generic = Operator.adjoint(op, y.detach())
     torch.testing.assert_close(ours, generic, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(lambda t: op.adjoint(t), (y[:1, :1],))
+
+
+@pytest.mark.parametrize("border", ["reflect", "zeros", "circular", "replicate"])
+def test_dense_and_convolution_paths_agree_on_a_real_crop(balloons, border, monkeypatch):
+    """The dense-matrix path (chosen for CAVE-sized images) equals the strided convolutions,
+    forward and adjoint, on a real crop with an offset and a non-square size."""
+    x = torch.from_numpy(balloons[:96, :120, :5].transpose(2, 0, 1).copy())
+    op = SpatialDegradation(gaussian_kernel(15, 2.0), ratio=8, offset=3, border=border)
+    assert op._dense(96, 120, x.dtype, x.device) is not None  # this size takes the dense path
+    y = torch.rand(op(x).shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    dense = op(x), op.adjoint(y)
+    monkeypatch.setattr(SpatialDegradation, "DENSE_MAX_SIDE_PER_TAP", 0)
+    assert op._dense(96, 120, x.dtype, x.device) is None
+    conv = op(x), op.adjoint(y)
+    assert dense[0].shape == conv[0].shape == (5, 12, 15) and dense[1].shape == conv[1].shape == (5, 96, 120)
+    for a, b in zip(dense, conv, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)

@@ -163,8 +163,8 @@ def test_start_runs_coarse_to_fine_only_on_large_images():
 @pytest.mark.parametrize(("name", "protocol"), [("chart_and_stuffed_toy_ms", "gaussian-x8"),
                                                 ("thread_spools_ms", "mossfuse-cave-x32")])
 def test_shipped_model_improves_on_cnmf_on_real_crops(cave_dir, name, protocol):
-    """Real CAVE crops the synthetic-only training never saw (benchmarks/RESULTS.md: +0.58 and
-    +0.34 dB here, +0.24 / +0.25 dB on average over the 4 scenes): above CNMF, with lower SAM."""
+    """Real CAVE crops the synthetic-only training never saw (measured +0.56 and +0.32 dB here,
+    +0.22 / +0.23 dB on average over the 4 scenes, benchmarks/RESULTS.md): above CNMF, with lower SAM."""
     from fusion_explorer import metrics
     from fusion_explorer.bench import center_crop, load_scene
     from fusion_explorer.physics import simulate

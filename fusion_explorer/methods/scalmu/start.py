@@ -31,7 +31,7 @@ def resolve_pyramid(msi_pyramid, hr_size: tuple[int, int]):
     abundances: 3.9–6.3 s of CNMF's stage on a 512x512 scene here, against 1.0–1.8 s for 200
     updates at half resolution and 80 at full), else ``None`` (CNMF's own stage: on small images it
     is cheap, and with few pixels per level the coarse levels are no closer start: -0.4 to -5 dB
-    on 48–128 px crops). On the 4 full CAVE scenes it moved SCALMU by +0.34 dB at x8 and -0.24 dB
+    on 48–128 px crops). On the 4 full CAVE scenes it moved SCALMU by +0.30 dB at x8 and -0.25 dB
     at x32 (benchmarks/RESULTS.md); it was picked over 3 other pyramids on those scenes (and was
     above ``((4, 300), (2, 60), (1, 20))`` on each of the 8 scene/protocol pairs)."""
     if msi_pyramid == "auto":

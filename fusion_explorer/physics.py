@@ -177,9 +177,7 @@ class SpatialDegradation(Operator):
         """The 1-D pass along one axis of length ``n`` as a ``(n_out, n)`` float64 matrix: the
         same padding, offset and strided convolution as :meth:`forward`, applied to the identity."""
         p = taps.numel() // 2
-        z = torch.eye(n, dtype=torch.float64).reshape(n, 1, n, 1)
-        mode = BORDERS[self.border]
-        z = F.pad(z, (0, 0, p, p), mode=mode) if mode != "constant" else F.pad(z, (0, 0, p, p))
+        z = _pad(torch.eye(n, dtype=torch.float64).reshape(n, 1, n, 1), (0, 0, p, p), self.border)
         z = F.conv2d(z[..., self.offset :, :], taps.view(1, 1, -1, 1), stride=(self.ratio, 1))
         n_out = len(range(self.offset, n, self.ratio))
         return z[:, 0, :n_out, 0].T.contiguous()
@@ -209,9 +207,7 @@ class SpatialDegradation(Operator):
         if dense is not None:
             a_v, a_h = dense
             return a_v @ x @ a_h.T
-        z = x.reshape(-1, 1, h, w)
-        mode = BORDERS[self.border]
-        z = F.pad(z, (pw, pw, ph, ph), mode=mode) if mode != "constant" else F.pad(z, (pw, pw, ph, ph))
+        z = _pad(x.reshape(-1, 1, h, w), (pw, pw, ph, ph), self.border)
         # output sample j sits at input row offset + j*ratio, i.e. padded rows offset .. offset+kh-1
         z = z[..., self.offset :, self.offset :]
         kernel = self.kernel.to(dtype=x.dtype, device=x.device)
@@ -249,6 +245,12 @@ class SpatialDegradation(Operator):
         z = F.pad(z, (self.offset, cols - z.shape[-1], self.offset, rows - z.shape[-2]))
         z = _unpad(_unpad(z, ph, -2, self.border), pw, -1, self.border)
         return z.reshape(*lead, c, h, w)
+
+
+def _pad(z: torch.Tensor, pads: tuple[int, int, int, int], border: str) -> torch.Tensor:
+    """``F.pad`` of ``(N, C, H, W)`` images with the borders of :data:`BORDERS` (zeros: constant 0)."""
+    mode = BORDERS[border]
+    return F.pad(z, pads, mode=mode) if mode != "constant" else F.pad(z, pads)
 
 
 def _unpad(z: torch.Tensor, p: int, dim: int, border: str) -> torch.Tensor:

@@ -39,6 +39,7 @@ from .unmixing import (
     CoupledData,
     CoupledState,
     abundance_denominator,
+    abundance_numerator,
     abundance_terms,
     couple_to_hsi,
     couple_to_msi,
@@ -372,7 +373,7 @@ def cnmf(
         """
         w = st.msi_endmembers
         yy, pixels = float(y.double().square().sum()), y.shape[-1]
-        num = abundance_terms(y, w, st.abundances[..., :1], delta)[0]
+        num = abundance_numerator(y, w, delta)
         # The tiles live as separate contiguous tensors for the whole loop, updated in place into
         # buffers made once: copying strided slices at every check, or allocating p x tile
         # temporaries at every update (each a fresh mmap and page faults for glibc), cost more
@@ -418,14 +419,17 @@ def cnmf(
             q = end
         return st, cost
 
-    def msi_stage(st: CoupledState, label: str) -> tuple[CoupledState, float]:
+    def msi_loop(stage: str, st: CoupledState, y: torch.Tensor, max_iter: int, with_w_m: bool):
+        """MU of ``H_m`` (and of ``W_m`` too when ``with_w_m``) on the MSI ``y``: pixel-wise
+        (:func:`h_m_loop`) wherever ``W_m`` stays fixed, i.e. with an RGB MSI."""
         if update_msi_side or not TILE_PIXELS:
-            w_m_step, h_m_step = msi_steps(y_m)
-            st, _ = inner_loop(label, st, [h_m_step], inner)
-            st, cost = inner_loop(label, st, [w_m_step, h_m_step] if update_msi_side else [h_m_step], inner - 1)
-        else:  # W_m fixed: the same two loops, pixel-wise
-            st, _ = h_m_loop(label, st, y_m, inner)
-            st, cost = h_m_loop(label, st, y_m, inner - 1)
+            w_m_step, h_m_step = msi_steps(y)
+            return inner_loop(stage, st, [w_m_step, h_m_step] if with_w_m else [h_m_step], max_iter)
+        return h_m_loop(stage, st, y, max_iter)
+
+    def msi_stage(st: CoupledState, label: str) -> tuple[CoupledState, float]:
+        st, _ = msi_loop(label, st, y_m, inner, with_w_m=False)
+        st, cost = msi_loop(label, st, y_m, inner - 1, with_w_m=update_msi_side)
         tick(label, st, force=True)
         return st, cost
 
@@ -439,13 +443,8 @@ def cnmf(
             y = F.adaptive_avg_pool2d(image, size) if factor > 1 else image
             current = F.interpolate(current, size=size, mode="bilinear", align_corners=False).clamp_min(0)
             st = replace(st, abundances=current.reshape(1, p, -1))
-            y = y.reshape(1, msi_bands, -1)
             level = f"{label} · 1/{factor} resolution"
-            if update_msi_side or not TILE_PIXELS:
-                w_m_step, h_m_step = msi_steps(y)
-                st, cost = inner_loop(level, st, [w_m_step, h_m_step] if update_msi_side else [h_m_step], iterations)
-            else:
-                st, cost = h_m_loop(level, st, y, iterations)
+            st, cost = msi_loop(level, st, y.reshape(1, msi_bands, -1), iterations, with_w_m=update_msi_side)
             current = st.abundances.reshape(1, p, *size)
         tick(label, st, force=True)
         return st, cost

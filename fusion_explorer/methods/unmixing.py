@@ -52,9 +52,14 @@ def abundance_terms(
     caller has it cached (it is constant while ``W`` is).
     """
     if num is None:
-        num = w.transpose(-1, -2) @ y
-        num = num + delta * delta if delta else num
+        num = abundance_numerator(y, w, delta)
     return num, abundance_denominator(sum_to_one_rows(w, delta), h)
+
+
+def abundance_numerator(y: torch.Tensor, w: torch.Tensor, delta: float = 0.0) -> torch.Tensor:
+    """``Wᵀ Y + δ²`` (the sum-to-one row's share): the numerator of the abundance update."""
+    num = w.transpose(-1, -2) @ y
+    return num + delta * delta if delta else num
 
 
 def sum_to_one_rows(w: torch.Tensor, delta: float) -> torch.Tensor:

@@ -114,7 +114,8 @@ def speed(checkpoint: str | None, repeats: int) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--crop", type=int, default=128)
-    ap.add_argument("--full", action="store_true", help="whole CAVE scenes (default rows: cnmf, scalmu)")
+    ap.add_argument("--full", action="store_true",
+                    help="whole CAVE scenes (default rows: cnmf, scalmu, scalmu fast start)")
     ap.add_argument("--ablation", nargs="*", default=[], help="K=PATH: separately trained networks")
     ap.add_argument("--checkpoint")
     ap.add_argument("--only", nargs="*", help="row names to run (default: all)")

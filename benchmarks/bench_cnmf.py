@@ -3,7 +3,7 @@
 Compares with the reference implementation's figures in ``../shared/reference/README.md`` (Yokoya's
 code: 105 s median per scene at x32, 103 s at x8 on a 2-core CPU like this one; not re-timed here).
 Like the reference runs, the SRF is estimated from the data (``estimate_srf_from_data``); the PSF
-is the protocol's (``--blind-psf``: the paper's default Gaussian of FWHM = ratio, as the reference).
+is the protocol's (``--blind-psf``: not given, so CNMF fits a Gaussian PSF to the data, its default).
 
     python benchmarks/bench_cnmf.py [--data-dir DIR] [--device auto] [--repeat 1] [--blind-psf]
 
@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--data-dir")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--repeat", type=int, default=1, help="timed runs per scene (median reported)")
-    ap.add_argument("--blind-psf", action="store_true", help="do not give CNMF the PSF (paper default)")
+    ap.add_argument("--blind-psf", action="store_true", help="do not give CNMF the PSF (it fits one)")
     ap.add_argument("--scenes", help="comma-separated scene folder names (default: all)")
     args = ap.parse_args()
     scenes = cave_scenes(args.data_dir)

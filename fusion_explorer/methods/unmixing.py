@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -100,7 +101,9 @@ class CoupledData:
     ``lr_hsi`` ``(B, L, n)``, ``hr_msi`` ``(B, l, N)``, ``srf`` ``(B or 1, l, L)``;
     ``degrade`` maps HR abundances ``(B, p, N)`` to LR ones ``(B, p, n)`` (the PSF + decimation
     of the physics, applied to abundance maps); ``delta`` the sum-to-one weight; ``upsample`` the
-    adjoint of ``degrade`` (needed only by :func:`joint_abundance_terms`).
+    adjoint of ``degrade`` (needed only by :func:`joint_abundance_terms` and the consistency
+    projection); ``neighbours`` the HR pixels' colour neighbours on the LR grid
+    (:func:`.guided.data_neighbours`, for the guided transfer of :func:`.consistency.project`).
     """
 
     lr_hsi: torch.Tensor
@@ -109,6 +112,7 @@ class CoupledData:
     degrade: Callable[[torch.Tensor], torch.Tensor]
     delta: float = 0.0
     upsample: Callable[[torch.Tensor], torch.Tensor] | None = None
+    neighbours: Any = None
 
     @property
     def balance(self) -> float:

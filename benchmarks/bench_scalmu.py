@@ -6,13 +6,18 @@ Quality (default): the CAVE scenes in ``../shared/data/cave`` (central ``--crop`
 SRF restricted to the cube's range. Rows: bicubic, cnmf (defaults), scalmu (shipped weights),
 ``scalmu plain`` (same layers, learned parts off) and, for the K ablation, separately trained
 networks (``--ablation K=PATH ...``, e.g. ``5=/tmp/k5/scalmu.pt``). ``--full``: whole 512x512
-CAVE scenes (cnmf, scalmu, and scalmu with its start's MSI stage coarse to fine:
-``msi_pyramid="auto"``, the "fast start"; on crops under 256x256 it is the same as the default).
-``--speed``: inference time on a full 512x512x31 CAVE scene. Writes
-``benchmarks/results/scalmu_{crops,full,speed}.json``.
+CAVE scenes (cnmf, scalmu, and scalmu with CNMF's own full-resolution MSI stage as its start,
+``msi_pyramid=None``, instead of the default coarse-to-fine one; on crops under 256x256 the two
+are the same).
+``--speed``: inference time on a full 512x512x31 CAVE scene. ``--noisy``: the x8 and remote
+protocols with white noise at 30 dB SNR on both images (does the consistency layer, which fits the
+images, copy their noise?). Rows also include ``cnmf`` with its ``consistency`` option (the
+guided transfer and the exact projection, nothing learned) and SCALMU without its consistency
+layer. Writes
+``benchmarks/results/scalmu_{crops,full,speed}[_noisy].json``.
 
     .venv/bin/python benchmarks/bench_scalmu.py [--crop 128 | --full] [--checkpoint PATH]
-        [--ablation 5=PATH 20=PATH] [--speed]
+        [--ablation 5=PATH 20=PATH] [--speed] [--noisy]
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 from fusion_explorer.bench import cave_scenes, center_crop, load_scene, remote_crops
 from fusion_explorer.methods import fuse
 from fusion_explorer.metrics import evaluate
-from fusion_explorer.physics import make_protocol, simulate
+from fusion_explorer.physics import get_protocol, make_protocol, simulate
 from fusion_explorer.srf import get_srf
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -38,17 +43,25 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 
-def problems(crop: int | None):
-    """``crop=None``: the whole CAVE scenes, and no remote crops."""
-    for proto in ("gaussian-x8", "mossfuse-cave-x32"):
+#: the noisy variant of the x8 protocol (``--noisy``): white noise at this SNR (dB) on both images
+NOISY_SNR = 30.0
+
+
+def problems(crop: int | None, noisy: bool = False):
+    """``crop=None``: the whole CAVE scenes, and no remote crops. ``noisy``: the x8 protocol (and the
+    remote one) with noise at :data:`NOISY_SNR` dB on both images instead of the noise-free ones."""
+    x8 = get_protocol("gaussian-x8").with_(snr_db=NOISY_SNR) if noisy else "gaussian-x8"
+    for proto in (x8,) if noisy else (x8, "mossfuse-cave-x32"):
+        group = f"CAVE gaussian-x8 snr{NOISY_SNR:g}" if noisy else f"CAVE {proto}"
         for path in cave_scenes(SHARED / "data/cave"):
             truth = load_scene(path) if crop is None else center_crop(load_scene(path), crop, 32)
-            yield f"CAVE {proto}", path.name, simulate(truth, proto)
+            yield group, path.name, simulate(truth, proto)
     if crop is None:
         return
     for name, truth in remote_crops(SHARED / "data").items():
         srf = get_srf("sentinel-2a", truth.coords["wavelength"].values)
-        yield "remote x4 sentinel-2a", name, simulate(truth, make_protocol(4), srf=srf)
+        proto = make_protocol(4, snr_db=NOISY_SNR if noisy else None)
+        yield f"remote x4 sentinel-2a{f' snr{NOISY_SNR:g}' if noisy else ''}", name, simulate(truth, proto, srf=srf)
 
 
 def runs(checkpoint: str | None, ablation: dict[str, str]) -> dict[str, tuple[str, dict]]:
@@ -56,20 +69,24 @@ def runs(checkpoint: str | None, ablation: dict[str, str]) -> dict[str, tuple[st
     out = {
         "bicubic": ("bicubic", {}),
         "cnmf": ("cnmf", {}),
+        "cnmf + consistency (guided transfer + exact projection, nothing learned)": ("cnmf", {"consistency": True}),
         "scalmu": ("scalmu", ck),
-        "scalmu, fast start": ("scalmu", {**ck, "msi_pyramid": "auto"}),
-        "scalmu plain (learned off)": ("scalmu", {**ck, "learned": False}),
+        "scalmu, full-resolution start": ("scalmu", {**ck, "msi_pyramid": None}),
+        "scalmu without its consistency layer": ("scalmu", {**ck, "consistency": False}),
+        "scalmu plain (learned off: plain MU, consistency at full steps)": ("scalmu", {**ck, "learned": False}),
         "cnmf start only (K=0)": ("scalmu", {**ck, "layers": 0}),
     }
     for k, path in ablation.items():
         out[f"scalmu K={k} (trained)"] = ("scalmu", {"checkpoint": path})
         out[f"scalmu K={k} plain"] = ("scalmu", {"checkpoint": path, "learned": False})
+        out[f"scalmu K={k} without consistency"] = ("scalmu", {"checkpoint": path, "consistency": False})
     return out
 
 
-def quality(crop: int | None, checkpoint: str | None, only: list[str] | None, ablation: dict[str, str]) -> list[dict]:
+def quality(crop: int | None, checkpoint: str | None, only: list[str] | None, ablation: dict[str, str],
+            noisy: bool = False) -> list[dict]:
     table: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
-    for group, scene, problem in problems(crop):
+    for group, scene, problem in problems(crop, noisy):
         for name, (method, opts) in runs(checkpoint, ablation).items():
             if only and name not in only:
                 continue
@@ -95,14 +112,14 @@ def speed(checkpoint: str | None, repeats: int) -> list[dict]:
     problem = simulate(truth, "gaussian-x8")
     ck = {"checkpoint": checkpoint} if checkpoint else {}
     rows: list[dict] = []
-    for name, opts in (("scalmu", ck), ("scalmu", {**ck, "msi_pyramid": "auto"}), ("cnmf", {})):
+    for name, opts in (("scalmu", ck), ("scalmu", {**ck, "msi_pyramid": None}), ("cnmf", {})):
         times, cpu = [], []
         for _ in range(repeats):
             c0 = time.process_time()
             times.append(fuse(problem, name, device="cpu", trace_budget_mb=0, **opts).seconds)
             cpu.append(time.process_time() - c0)
         # wall time is inflated when other jobs share the CPU; process CPU time is not
-        label = name + (", fast start" if "msi_pyramid" in opts else "")
+        label = name + (", full-resolution start" if "msi_pyramid" in opts else "")
         print(f"{label} on 512x512x31 (gaussian-x8, {torch.get_num_threads()} threads): wall best {min(times):.2f} s, "
               f"median {float(np.median(times)):.2f} s; CPU time best {min(cpu):.2f} s over {repeats}")
         rows.append({"method": label, "threads": torch.get_num_threads(), "wall_best": min(times),
@@ -115,11 +132,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--full", action="store_true",
-                    help="whole CAVE scenes (default rows: cnmf, scalmu, scalmu fast start)")
+                    help="whole CAVE scenes (rows: cnmf, cnmf + consistency, scalmu with both starts, "
+                         "without its consistency layer, plain)")
     ap.add_argument("--ablation", nargs="*", default=[], help="K=PATH: separately trained networks")
     ap.add_argument("--checkpoint")
     ap.add_argument("--only", nargs="*", help="row names to run (default: all)")
     ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--noisy", action="store_true",
+                    help=f"the x8 and remote protocols with noise at {NOISY_SNR:g} dB SNR instead (no x32)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int)
     args = ap.parse_args()
@@ -130,10 +150,14 @@ def main() -> None:
         rows, name = speed(args.checkpoint, args.repeats), "scalmu_speed.json"
     else:
         ablation = dict(item.split("=", 1) for item in args.ablation)
-        crop_rows = [r for r in runs(args.checkpoint, ablation) if r != "scalmu, fast start"]  # same on crops
-        only = args.only or (["cnmf", "scalmu", "scalmu, fast start"] if args.full else crop_rows)
-        rows = quality(None if args.full else args.crop, args.checkpoint, only, ablation)
-        name = "scalmu_full.json" if args.full else "scalmu_crops.json"
+        # below 256x256 the default start is CNMF's full-resolution one anyway
+        crop_rows = [r for r in runs(args.checkpoint, ablation) if r != "scalmu, full-resolution start"]
+        full_rows = ["cnmf", "cnmf + consistency (guided transfer + exact projection, nothing learned)",
+                     "scalmu", "scalmu, full-resolution start", "scalmu without its consistency layer",
+                     "scalmu plain (learned off: plain MU, consistency at full steps)"]
+        only = args.only or (full_rows if args.full else crop_rows)
+        rows = quality(None if args.full else args.crop, args.checkpoint, only, ablation, args.noisy)
+        name = f"scalmu_{'full' if args.full else 'crops'}{'_noisy' if args.noisy else ''}.json"
     out = Path(__file__).resolve().parent / "results" / name
     out.write_text(json.dumps(rows, indent=2))
     print(f"results -> {out}", file=sys.stderr)

@@ -950,7 +950,8 @@ def plot_problem(problem: Any):
 def layer_table(learned: Sequence[Mapping[str, Any]], plain: Sequence[Mapping[str, Any]], truth: xr.DataArray,
                 reference: np.ndarray | None = None) -> Any:
     """Layer by layer, two unrolled runs from the same start (e.g. SCALMU with ``learned=True`` and
-    ``learned=False``): objective, PSNR of the layer's ``W H_m`` against ``truth``, mean spectral angle of
+    ``learned=False``): objective, PSNR of the layer's fused cube (``W H_m``; the consistency layer's
+    output for SCALMU's last step) against ``truth``, mean spectral angle of
     the matched endmembers to ``reference`` (when given), and how far the learned iterate is from the plain
     one (relative Frobenius difference of the HR abundances and of the endmembers)."""
     import pandas as pd
@@ -987,12 +988,12 @@ def plot_layers(table: Any):
         a.plot(k, table[f"objective {tag}"], style, ms=3, label=f"{tag} MU")
         b.plot(k, table[f"PSNR {tag}"], style, ms=3, label=f"{tag} MU")
     a.set_ylabel("coupled objective")
-    b.set_ylabel("PSNR of W H_m (dB)")
+    b.set_ylabel("PSNR of the layer's cube (dB)")
     c.plot(k, table["ΔH learned vs plain"], "-o", ms=3, label="abundances H_m")
     c.plot(k, table["ΔW learned vs plain"], "-s", ms=3, label="endmembers W")
     c.set_ylabel("||learned - plain|| / ||plain||")
     for ax in (a, b, c):
-        ax.set_xlabel("layer (0 = the CNMF start)")
+        ax.set_xlabel("layer (0 = the CNMF start; last = consistency)")
         ax.legend(fontsize=8)
     return fig
 

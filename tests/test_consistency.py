@@ -1,4 +1,5 @@
-"""The consistency projection: exact, minimal, idempotent, differentiable, and what it does on real crops."""
+"""The consistency projection (exact, minimal, idempotent, damped, differentiable, and what it does on
+real crops) and the colour-guided transfer it can start with."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fusion_explorer.methods.consistency import (
     solve_normal,
     spectral_prior,
 )
+from fusion_explorer.methods.guided import BRIGHTNESS_WEIGHT, NEIGHBOURS, WINDOW, data_neighbours, transfer
 from fusion_explorer.methods.unmixing import CoupledData, flat_adjoint, flat_degradation
 from fusion_explorer.physics import add_noise, make_protocol, simulate
 
@@ -171,3 +173,64 @@ def test_cnmf_with_consistency_on_real_crops(cave_dir, protocol):
     assert b["psnr"] > a["psnr"] + 2.0 and b["sam"] < a["sam"]
     assert fixed.params["consistency"] and not base.params["consistency"]
     np.testing.assert_array_equal(fixed.abundances, base.abundances)  # the unmixing is untouched
+
+
+# ---- the colour-guided transfer (methods/guided.py) ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def guide_problem(cave_dir):
+    truth = center_crop(load_scene(cave_dir / "fake_and_real_peppers_ms"), 128, 32)
+    problem = simulate(truth, "gaussian-x8")
+    data = _flat(problem, torch.float32)
+    nb = data_neighbours(data, problem.hr_size, problem.lr_size, 8, problem.offset)
+    return problem, data, nb
+
+
+def test_neighbours_are_the_nearest_in_colour_within_the_window(guide_problem):
+    """Against a brute-force search for a sample of HR pixels (including the image corners)."""
+    problem, data, nb = guide_problem
+    (big_h, big_w), (h, w) = problem.hr_size, problem.lr_size
+    hr = data.hr_msi[0].double()
+    lr = data.degrade(data.hr_msi)[0].double()
+    assert nb.index.shape == (1, NEIGHBOURS, big_h * big_w)
+    for x in [0, big_w - 1, big_h * big_w - 1, 5000, 9000, 12345]:
+        yy, xx = divmod(x, big_w)
+        cy, cx = min(round((yy - problem.offset) / 8), h - 1), min(round((xx - problem.offset) / 8), w - 1)
+        cy, cx = max(cy, 0), max(cx, 0)
+        y0, x0 = min(max(cy - WINDOW, 0), h - 9), min(max(cx - WINDOW, 0), w - 9)
+        cands = [i * w + j for i in range(y0, y0 + 9) for j in range(x0, x0 + 9)]
+        m = hr[:, x]
+        d = []
+        for i in cands:
+            c = lr[:, i]
+            d.append(float((m / m.norm() - c / c.norm()).square().sum()
+                           + BRIGHTNESS_WEIGHT * (m.norm().log() - c.norm().log()) ** 2))
+        best = [cands[j] for j in np.argsort(d)[:NEIGHBOURS]]
+        assert sorted(nb.index[0, :, x].tolist()) == sorted(best)
+        np.testing.assert_allclose(nb.distance[0, :, x].numpy(), np.sort(d)[:NEIGHBOURS], rtol=1e-3, atol=1e-6)
+        assert len(set(nb.index[0, :, x].tolist())) == NEIGHBOURS  # no repeats, even in the corners
+
+
+def test_transfer_recovers_the_msi_better_than_interpolation(guide_problem):
+    """Carried by colour from the LR grid, the MSI's own LR image lands close to the HR-MSI: closer
+    than bicubic interpolation of it, since each HR pixel takes the colour of a same-coloured LR pixel
+    (a real CAVE crop at x8, high contrast: measured 6.8 % against 63 % relative error here)."""
+    problem, data, nb = guide_problem
+    lr = data.degrade(data.hr_msi)
+    carried = transfer(lr, nb)
+    rel = float((carried - data.hr_msi).norm() / data.hr_msi.norm())
+    interp = torch.nn.functional.interpolate(lr.reshape(1, -1, *problem.lr_size), size=problem.hr_size,
+                                             mode="bicubic", align_corners=False).reshape(lr.shape[0], lr.shape[1], -1)
+    rel_interp = float((interp - data.hr_msi).norm() / data.hr_msi.norm())
+    print(f"\nguided {rel:.3f}, bicubic {rel_interp:.3f}")
+    assert rel < 0.5 * rel_interp
+
+
+def test_transfer_is_differentiable_in_values_and_sigma(guide_problem):
+    _, data, nb = guide_problem
+    nb64 = nb.to(dtype=torch.float64)
+    values = torch.rand(1, 2, data.lr_hsi.shape[-1], dtype=torch.float64, requires_grad=True)
+    sigma = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)
+    small = type(nb64)(nb64.index[..., :50], nb64.distance[..., :50], nb64.scale[..., :50])
+    assert torch.autograd.gradcheck(lambda v, s: transfer(v, small, s), (values, sigma))

@@ -1,10 +1,12 @@
 """SCALMU: unrolled CNMF with learned adaptive multiplicative updates, trained only on spectral dead leaves.
 
-After Xu, Gousseau, Kervazo & Ladjal (2026), built from the description in issue 4. The fused
-cube is ``Z = W H_m`` after ``K`` layers, each one coupled CNMF step (the shared
+After Xu, Gousseau, Kervazo & Ladjal (2026), built from the description in issue 4. ``K``
+layers, each one coupled CNMF step (the shared
 :func:`~fusion_explorer.methods.unmixing.coupled_step`) whose updates are re-weighted by learned
 non-negative ``p x p`` matrices computed from the iterate, and whose abundance update fits both
-images (see :mod:`.model`), started from CNMF (:mod:`.start`; coarse to fine on large images).
+images (see :mod:`.model`), started from CNMF (:mod:`.start`; coarse to fine on large images);
+then a consistency layer moves ``W H_m`` onto both images by learned fractions of the exact
+correction (:class:`.model.ConsistencyLayer`): that is the fused cube.
 Training: :mod:`.train` (``fusion-explorer train scalmu``).
 """
 
@@ -45,6 +47,7 @@ def load_model(
     if "log_hsi_weight" not in state:  # trained before the joint layers: MSI-only updates, as it was trained
         config.setdefault("joint", False)
         state["log_hsi_weight"] = torch.zeros(int(config["layers"]))
+    config.setdefault("consistency", False)  # trained before the consistency layer: output W H_m
     net = SCALMUNet(**config)
     net.load_state_dict(state)
     net.eval()
@@ -66,10 +69,11 @@ def scalmu(
     learned: bool = True,
     layers: int | None = None,
     init_iterations: int | None = None,
-    msi_pyramid: list | str | None = None,
+    msi_pyramid: list | str | None = "auto",
     n_endmembers: int | str | None = None,
     dtype: str = "float32",
     trace_budget_mb: float = 256.0,
+    consistency: bool = True,
 ) -> FusionResult:
     """Fuse with SCALMU.
 
@@ -77,11 +81,17 @@ def scalmu(
     runs the same layers as plain coupled MU (the ablation); ``layers`` overrides ``K`` (extra
     layers repeat the last one); ``init_iterations`` the CNMF start's inner iterations (default:
     the checkpoint's training value); ``msi_pyramid`` the start's coarse-to-fine MSI stage (CNMF's
-    option; default: the checkpoint's, for the shipped weights none, i.e. CNMF's full-resolution
-    stage; ``"auto"`` = ``[[2, 200], [1, 80]]`` from 256x256 pixels up, about 2x faster on a
-    512x512 scene, 0.3 dB higher at x8 and 0.2 dB lower at x32, see benchmarks/RESULTS.md); ``n_endmembers`` as
+    option; ``"auto"``, the default, = ``[[2, 200], [1, 80]]`` from 256x256 pixels up and CNMF's own
+    full-resolution stage below, where the network was trained; ``None`` = always CNMF's own). On
+    the 4 full CAVE scenes ``"auto"`` was 0.27 dB above CNMF's own stage at x8 and 0.07 dB at x32,
+    in half the time (benchmarks/RESULTS.md; chosen on those scenes); ``n_endmembers`` as
     CNMF's; ``dtype`` float32/float64;
-    ``trace_budget_mb`` memory for the per-layer trace (layers are thinned evenly past it).
+    ``trace_budget_mb`` memory for the per-layer trace (layers are thinned evenly past it);
+    ``consistency=False`` skips the consistency layer (output ``W H_m`` of the last layer, the
+    ablation; with ``learned=False`` the layer is the exact projection).
+
+    ``trace``: the CNMF start, the layers, and (with the consistency layer) a last step whose
+    ``fused`` cube is the output while its endmembers and abundances are the last layer's.
     """
     if dtype not in ("float32", "float64"):
         raise ProblemError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
@@ -92,7 +102,7 @@ def scalmu(
     if k_layers < 0:
         raise ProblemError(f"layers must be >= 0; got {layers!r}")
     init_iters = int(init_iterations or ckpt["config"].get("init_iterations", 200))
-    pyramid = ckpt["config"].get("msi_pyramid") if msi_pyramid is None else msi_pyramid
+    pyramid = msi_pyramid
     if progress is not None:
         progress(0, k_layers + 1, {"stage": "CNMF start"})
     state, data, info = problem_start(
@@ -133,11 +143,22 @@ def scalmu(
     record(0, state)
     with torch.no_grad():
         state = net(state, data, learned=learned, layers=k_layers, callback=record)
-    z = state.fused()[0].reshape(bands, big_h, big_w).clamp_min(0)
+        consistent = consistency and net.consistency is not None
+        z = net.finish(state, data, learned, consistency)
+        if consistent:
+            res_h = float((data.lr_hsi - data.degrade(z)).double().square().sum())
+            res_m = float((data.hr_msi - data.srf @ z).double().square().sum())
+            trace.append({**trace[-1], "iteration": k_layers + 1,
+                          "label": f"consistency layer ({'learned steps' if learned else 'exact'})",
+                          "fused": z[0].float().cpu().numpy().reshape(bands, big_h, big_w),
+                          "objective": res_h + res_m, "residual_hsi": float(np.sqrt(res_h / yy_h)),
+                          "residual_msi": float(np.sqrt(res_m / yy_m))})
+    z = z[0].reshape(bands, big_h, big_w)
     params = {
         "checkpoint": str(checkpoint) if checkpoint is not None else f"shipped ({DEFAULT_CHECKPOINT})",
         "layers": k_layers,
         "learned": bool(learned),
+        "consistency": bool(consistent),
         "init_iterations": init_iters,
         "msi_pyramid": [list(x) for x in info["msi_pyramid"]] if info["msi_pyramid"] else None,
         "n_endmembers": p,

@@ -18,15 +18,27 @@ share, relative norm) and per pair (cosines of the HSI and MSI endmembers, abund
 the same small MLP is applied to every endmember and every pair, so the layer is permutation
 equivariant (``P(Π·) = Π P Πᵀ``), works for any ``p``, and never sees the band count or the
 sensor: one trained model serves 31-band and 224-band cubes alike.
+
+After the ``K`` layers, a *consistency layer* (:class:`ConsistencyLayer`) carries the LR-HSI's
+residual to the HR pixels of the same colour (:mod:`~fusion_explorer.methods.guided`: what the
+endmembers do not span) and moves the result onto both images
+(:func:`~fusion_explorer.methods.consistency.project`: the smallest change, in the metric of the
+endmembers' spectral prior, with ``R Z = Y_m`` and ``S Z = Y_h``), each by a learned fraction of
+the full correction computed from how much the two images disagree (noise) and how far the
+iterate is from them; at initialisation every fraction is 1, the exact projection. The fused cube
+is its output (clamped at 0); the layers are trained through it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from ..consistency import DEFAULT_RIDGE, observation_features, project, spectral_prior
+from ..guided import SIGMA
 from ..unmixing import CoupledData, CoupledState, coupled_step, tiny
 
 #: features per endmember and per pair of endmembers
@@ -122,6 +134,47 @@ class PairPreconditioner(nn.Module):
         return mat, exponent
 
 
+#: observation features (:func:`~fusion_explorer.methods.consistency.observation_features`) are
+#: log10 energies, -12 to 0; divided by this before the gate's MLP
+FEATURE_SCALE = 4.0
+
+
+class ConsistencyLayer(nn.Module):
+    """SCALMU's last layer: ``Z = project(W H_m)`` (:func:`~fusion_explorer.methods.consistency.project`)
+    with the guided transfer of the LR residual (when the data carry colour neighbours), the prior
+    ``C = W Wᵀ/tr + ρ I/L``, and steps ``t_g, t_m, t_h = exp(min(0, g(f)))`` in (0, 1] for the
+    guided, MSI and HSI corrections, ``f`` the :func:`observation_features` of ``W H_m``.
+
+    ``g`` (a small MLP, its last layer zero at initialisation: full steps, the exact projection)
+    can learn to trust noisy images less: with consistent images the exact projection is right,
+    with noisy ones it copies their noise into the cube. The ridge ``ρ = exp(log_ridge)`` and the
+    guided transfer's similarity width ``σ = exp(log_sigma)`` are learned too. ``learned=False``
+    runs full steps with the default ``ρ`` and ``σ`` (the ablation)."""
+
+    def __init__(self, hidden: int = 16):
+        super().__init__()
+        self.gate = nn.Sequential(nn.Linear(3, hidden), nn.SiLU(), nn.Linear(hidden, 3))
+        nn.init.zeros_(self.gate[-1].weight)
+        nn.init.zeros_(self.gate[-1].bias)
+        self.log_ridge = nn.Parameter(torch.tensor(math.log(DEFAULT_RIDGE)))
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(SIGMA)))
+
+    def steps(self, z: torch.Tensor, data: CoupledData) -> torch.Tensor:
+        """``(B, 3)``: the fractions ``t_g, t_m, t_h`` of the guided, MSI and HSI corrections."""
+        with torch.no_grad():
+            features = observation_features(z, data) / FEATURE_SCALE
+        return torch.exp(self.gate(features).clamp(max=0))
+
+    def forward(self, state: CoupledState, data: CoupledData, learned: bool = True) -> torch.Tensor:
+        z = state.fused()
+        if not learned:
+            return project(z, data, spectral_prior(state.endmembers, DEFAULT_RIDGE), neighbours=data.neighbours)
+        t = self.steps(z, data)[..., None, None]
+        prior = spectral_prior(state.endmembers, self.log_ridge.clamp(-12, 2).exp())
+        return project(z, data, prior, neighbours=data.neighbours, guided_step=t[:, 0],
+                       sigma=self.log_sigma.clamp(-6, 0).exp(), msi_step=t[:, 1], hsi_step=t[:, 2])
+
+
 class SCALMUNet(nn.Module):
     """``layers`` learned coupled steps; ``hidden`` the MLP width; exponents in
     ``[exp(-1.5), exp(max_log_exponent)]``. Parameters: ~1k per layer.
@@ -130,15 +183,27 @@ class SCALMUNet(nn.Module):
     (:func:`~fusion_explorer.methods.unmixing.joint_abundance_terms`) with the LR-HSI weighted by
     ``λ_k = balance · exp(a_k)``, ``a_k`` learned per layer (0 at initialisation, so the untrained
     network is plain unrolled joint MU); ``joint=False``: the MSI alone, as in CNMF.
+    ``consistency=True``: :meth:`finish` ends with the :class:`ConsistencyLayer`; ``False``: the
+    output is ``W H_m`` (networks trained before the layer existed).
     """
 
-    def __init__(self, layers: int = 10, hidden: int = 16, max_log_exponent: float = 1.5, joint: bool = True):
+    def __init__(self, layers: int = 10, hidden: int = 16, max_log_exponent: float = 1.5, joint: bool = True,
+                 consistency: bool = True):
         super().__init__()
         self.config = {"layers": int(layers), "hidden": int(hidden), "max_log_exponent": float(max_log_exponent),
-                       "joint": bool(joint)}
+                       "joint": bool(joint), "consistency": bool(consistency)}
         self.abundance_nets = nn.ModuleList(PairPreconditioner(hidden, max_log_exponent) for _ in range(layers))
         self.endmember_nets = nn.ModuleList(PairPreconditioner(hidden, max_log_exponent) for _ in range(layers))
         self.log_hsi_weight = nn.Parameter(torch.zeros(layers))
+        self.consistency = ConsistencyLayer(hidden) if consistency else None
+
+    def finish(self, state: CoupledState, data: CoupledData, learned: bool = True,
+               consistency: bool = True) -> torch.Tensor:
+        """The fused cube ``(B, L, N)`` from the last layer's iterate: through the consistency layer
+        when the network has one (and ``consistency``), else ``W H_m``; non-negative either way."""
+        if self.consistency is not None and consistency:
+            return self.consistency(state, data, learned)
+        return state.fused().clamp_min(0)
 
     def hsi_weight(self, k: int, data: CoupledData, learned: bool = True) -> torch.Tensor | float:
         """``λ_k`` of layer ``k`` (0 when not joint)."""
@@ -215,4 +280,4 @@ def psnr_db(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse)
 
 
-__all__ = ["SCALMUNet", "PairPreconditioner", "fused_loss", "psnr_db", "n_parameters", "HOOKED"]
+__all__ = ["SCALMUNet", "PairPreconditioner", "ConsistencyLayer", "fused_loss", "psnr_db", "n_parameters", "HOOKED"]

@@ -4,7 +4,8 @@ first MSI stage runs coarse to fine (:func:`resolve_pyramid`, about 7x fewer ful
 :func:`problem_start` turns one :class:`FusionProblem` into the batched ``(CoupledState, CoupledData)``
 of :mod:`..unmixing` (batch of 1); :func:`batch_start` does the same for a synthetic
 :class:`~fusion_explorer.synth.TrainingBatch` (one sensor pair, ``N`` scenes, one ``p``).
-Both call the registered ``cnmf`` method itself, so the start is exactly CNMF's iterate.
+Both call the registered ``cnmf`` method itself, so the start is exactly CNMF's iterate, and both
+attach the HR pixels' colour neighbours (:func:`..guided.data_neighbours`) for the consistency layer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from ...physics import SpatialDegradation
 from ..base import FusionProblem
 from ..cnmf import SUM_TO_ONE_SCALE, cnmf, default_n_endmembers, flat_images, spatial_model
+from ..guided import data_neighbours
 from ..unmixing import CoupledData, CoupledState, flat_adjoint, flat_degradation
 
 #: the coarse-to-fine first MSI stage of the fast start on large images (``cnmf``'s ``msi_pyramid``)
@@ -90,7 +92,9 @@ def problem_start(
     )
     info = {"msi_pyramid": pyramid, "psf": psf_note, "n_endmembers": p, "sum_to_one": delta,
             "srf_estimated": srf_estimated, "vca_pixels": result.extras.get("vca_pixels")}
-    return state, CoupledData(y_h, y_m, srf, degrade, delta, upsample), info
+    data = CoupledData(y_h, y_m, srf, degrade, delta, upsample)
+    data.neighbours = data_neighbours(data, (big_h, big_w), (h, w), spatial.ratio, spatial.offset)
+    return state, data, info
 
 
 def batch_delta(hr_msi: torch.Tensor) -> float:
@@ -131,4 +135,5 @@ def batch_start(
     spatial = SpatialDegradation(batch.psf.double(), batch.ratio, batch.offset, batch.degradation.border)
     data = CoupledData(y_h, y_m, srf, flat_degradation(spatial, (big_h, big_w)), delta,
                        flat_adjoint(spatial, (h, w)))
+    data.neighbours = data_neighbours(data, (big_h, big_w), (h, w), spatial.ratio, spatial.offset)
     return state, data, batch.truth.reshape(n_items, bands, big_n).float()

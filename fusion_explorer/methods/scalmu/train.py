@@ -42,12 +42,13 @@ class TrainConfig:
     seed: int = 0
     max_log_exponent: float = 1.5
     joint: bool = True
+    consistency: bool = True
     # the start's (see start.resolve_pyramid); 64-px items never reach "auto"'s size
     msi_pyramid: str | tuple | None = None
 
     def model_config(self) -> dict[str, Any]:
         return {"layers": self.layers, "hidden": self.hidden, "max_log_exponent": self.max_log_exponent,
-                "joint": self.joint}
+                "joint": self.joint, "consistency": self.consistency}
 
 
 def _wavelength(index: int) -> str:
@@ -73,7 +74,7 @@ def evaluate(net: SCALMUNet, items: list[tuple], cfg: TrainConfig, learned: bool
     losses, psnrs = [], []
     with torch.no_grad():
         for state, data, truth in items:
-            z = net(state, data, learned=learned).fused()
+            z = net.finish(net(state, data, learned=learned), data, learned)
             losses.append(float(fused_loss(z, truth, cfg.sam_weight)))
             psnrs.extend(psnr_db(z, truth).tolist())
     return {"loss": sum(losses) / len(losses), "psnr": sum(psnrs) / len(psnrs)}
@@ -127,8 +128,10 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, resume: bool = Fal
     val_items = make_items(cfg.seed + 10_000, cfg.val_batches, cfg, "validation scenes", show)
     prep = time.perf_counter() - t0
     base = {"cnmf_start": _start_metrics(val_items, cfg), "plain_mu": evaluate(net.eval(), val_items, cfg, False)}
+    then = ", then the consistency layer at full steps" if cfg.consistency else ""
+    plain = f"plain unrolled MU (K={cfg.layers}{then})"
     log(f"data + CNMF starts: {prep:.0f} s; validation: CNMF start {base['cnmf_start']['psnr']:.2f} dB, "
-        f"plain unrolled MU (K={cfg.layers}) {base['plain_mu']['psnr']:.2f} dB; {n_parameters(net)} parameters")
+        f"{plain} {base['plain_mu']['psnr']:.2f} dB; {n_parameters(net)} parameters")
 
     gen = torch.Generator().manual_seed(cfg.seed)
     for _ in range(start_epoch):  # the same shuffles as an uninterrupted run
@@ -141,7 +144,7 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, resume: bool = Fal
         bar = tqdm(order, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False)
         for i in bar:
             state, data, truth = train_items[i]
-            loss = fused_loss(net(state, data).fused(), truth, cfg.sam_weight)
+            loss = fused_loss(net.finish(net(state, data), data), truth, cfg.sam_weight)
             opt.zero_grad()
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

@@ -262,3 +262,24 @@ def test_display_maps_match_the_metrics():
     sam, err = display_maps(truth, est)
     np.testing.assert_allclose(sam, sam_map(truth, est), atol=2e-3)
     np.testing.assert_allclose(err, error_map(truth, est), rtol=1e-4, atol=1e-6)
+
+
+def test_scalmu_run_steps_through_its_layers_and_consistency_layer(app):
+    """SCALMU's trace ends with the consistency layer's cube (a ``fused`` step whose endmembers and
+    abundances are the last layer's): the stepper, the images and the endmember panel take it."""
+    app = App(default_scene(64), session_dir=app.state.session_dir)
+    app.runner.methods.value = ("scalmu",)
+    app.runner.start(block=True)
+    run = app.state.run
+    assert run.result.trace[-1]["label"].startswith("consistency layer")
+    n = len(run.result.trace)
+    assert len(run.step_metrics) == n and app.iterations.slider.max == n
+    psnrs = [m["psnr"] for m in run.step_metrics]
+    assert psnrs[-1] > psnrs[-2] + 1  # the consistency layer (measured: 42.18 -> 45.17 dB on this scene)
+    app.iterations.slider.value = n - 1  # the last layer, before the consistency layer
+    image_src = app.pixels.image.data[0]["source"]
+    w_rev = app.endmembers.endmembers.revision
+    app.iterations.slider.value = n
+    assert app.pixels.image.data[0]["source"] != image_src
+    assert "consistency" in app.endmembers.endmembers.layout["title"]["text"]
+    assert app.endmembers.endmembers.revision > w_rev

@@ -21,7 +21,7 @@ from ..cnmf import SUM_TO_ONE_SCALE, cnmf, default_n_endmembers, flat_images, sp
 from ..guided import data_neighbours
 from ..unmixing import CoupledData, CoupledState, flat_adjoint, flat_degradation
 
-#: the coarse-to-fine first MSI stage of the fast start on large images (``cnmf``'s ``msi_pyramid``)
+#: the coarse-to-fine first MSI stage of SCALMU's default start on large images (``cnmf``'s ``msi_pyramid``)
 DEFAULT_PYRAMID = ((2, 200), (1, 80))
 #: HR pixel count from which ``msi_pyramid="auto"`` uses :data:`DEFAULT_PYRAMID`
 PYRAMID_FROM_PIXELS = 256 * 256
@@ -33,9 +33,10 @@ def resolve_pyramid(msi_pyramid, hr_size: tuple[int, int]):
     abundances: 3.9–6.3 s of CNMF's stage on a 512x512 scene here, against 1.0–1.8 s for 200
     updates at half resolution and 80 at full), else ``None`` (CNMF's own stage: on small images it
     is cheap, and with few pixels per level the coarse levels are no closer start: -0.4 to -5 dB
-    on 48–128 px crops). On the 4 full CAVE scenes it moved SCALMU by +0.30 dB at x8 and -0.25 dB
-    at x32 (benchmarks/RESULTS.md); it was picked over 3 other pyramids on those scenes (and was
-    above ``((4, 300), (2, 60), (1, 20))`` on each of the 8 scene/protocol pairs)."""
+    on 48–128 px crops). On the 4 full CAVE scenes it moved SCALMU with its consistency layer by
+    +0.27 dB at x8 and +0.07 dB at x32 (without that layer, the previous model: +0.30 and -0.25 dB;
+    benchmarks/RESULTS.md); it was picked over 3 other pyramids on those scenes (and was above
+    ``((4, 300), (2, 60), (1, 20))`` on each of the 8 scene/protocol pairs)."""
     if msi_pyramid == "auto":
         return DEFAULT_PYRAMID if hr_size[0] * hr_size[1] >= PYRAMID_FROM_PIXELS else None
     return msi_pyramid or None

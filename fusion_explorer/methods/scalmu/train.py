@@ -2,9 +2,10 @@
 
 Each training item is a :func:`~fusion_explorer.synth.training_batch` (``batch_size`` scenes seen
 by one random sensor pair; even items on the CAVE grid, odd ones on a random grid of 31–224
-bands) with its CNMF start (:func:`.start.batch_start`), made once and kept in memory; an epoch
-runs the unrolled layers with gradients on every item in a shuffled order and minimises
-:func:`.model.fused_loss` (log of relative L1 + 0.1 SAM, per scene) with Adam. Validation items come from a
+bands) with its CNMF start and colour neighbours (:func:`.start.batch_start`), made once and kept
+in memory; an epoch runs the unrolled layers and the consistency layer with gradients on every
+item in a shuffled order and minimises :func:`.model.fused_loss` (log of relative L1 + 0.1 SAM,
+per scene) of the consistency layer's output with Adam. Validation items come from a
 different seed. Every epoch writes ``last.pt`` (resumable), ``best.pt`` (lowest validation
 loss) and a line of ``log.jsonl``; the end writes ``scalmu.pt``, the small file to ship.
 """
@@ -25,9 +26,10 @@ from .start import batch_start
 
 @dataclass
 class TrainConfig:
-    """Defaults: about 12 min on this 2-core CPU with one thread, next to another job (see
+    """Defaults: 33 min on this 2-core CPU with one thread, next to another training run (see
     benchmarks/scalmu_training.md). 96 items, not 48: with 48 the network fitted its training
-    sensors and lost validation PSNR from the second epoch on."""
+    sensors and lost validation PSNR from the second epoch on. ``consistency``: end with the
+    consistency layer and train through it."""
 
     layers: int = 10
     hidden: int = 16

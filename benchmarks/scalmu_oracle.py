@@ -9,6 +9,10 @@ this architecture can give there. Every column is scored with ``metrics.evaluate
 PSNR of the clipped estimate, SAM); the oracle column is its best checkpoint, every 10 steps, by
 PSNR. Writes ``benchmarks/results/scalmu_oracle.json``.
 
+It scores the layers' own output ``W H_m``: the bound is that of the layers, written before SCALMU
+had its consistency layer (RESULTS.md records it as such; with the current weights the numbers
+differ from those recorded, which came from the previous shipped model).
+
     .venv/bin/python benchmarks/scalmu_oracle.py [--steps 400] [--crop 128]
 """
 

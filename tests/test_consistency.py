@@ -26,7 +26,7 @@ def _flat(problem, dtype=torch.float64) -> CoupledData:
     lr, msi = problem.tensors("cpu", dtype)
     spatial = problem.spatial_operator()
     return CoupledData(lr.flatten(1)[None], msi.flatten(1)[None],
-                       torch.as_tensor(np.asarray(problem.srf.matrix), dtype=dtype)[None],
+                       torch.as_tensor(np.array(problem.srf.matrix), dtype=dtype)[None],
                        flat_degradation(spatial, problem.hr_size), 0.0, flat_adjoint(spatial, problem.lr_size))
 
 

@@ -138,17 +138,24 @@ class SpatialDegradation(Operator):
     computed (a strided convolution), and a separable kernel is applied as two 1-D passes.
     ``ratio=1, offset=0`` gives a plain blur.
 
-    A separable kernel on an image up to :attr:`DENSE_MAX_SIDE_PER_TAP` kernel widths a side is
-    applied as two small dense matrices instead, ``Y = A_v X A_hᵀ`` (borders and decimation
-    folded in; built once per image size from the 1-D convolutions themselves): PyTorch's CPU
-    convolution of single-channel images with a stride is slow (33 ms for 30 bands of 512x512
-    at x8 and 118 ms at x32 here, against 8 and 4 ms for the matrix products), and unrolled
-    methods apply this operator and its adjoint at every layer.
+    A separable kernel is applied by :attr:`path` ``"auto"``: on images up to
+    :attr:`DENSE_MAX_SIDE` a side as two small dense matrices, ``Y = A_v X A_hᵀ`` (borders and
+    decimation folded in); on larger ones as strided taps (:class:`_AxisPlan`: each kept output
+    row is ``Σ_t g_t x[offset + ratio·j + t - p]``, a handful of strided multiply-adds over views,
+    with the few border rows as small dense blocks). The dense matrices cost ``side / ratio``
+    multiply-adds per pixel and axis, the taps ``kernel / ratio`` in more, smaller operations;
+    PyTorch's CPU convolution of single-channel images with a stride is slower than both. For 30
+    bands, forward/adjoint, 2 threads here: 64x64 at x8, dense 0.05/0.08 ms, taps 0.4/0.5,
+    convolutions 1.1/1.6; 256x256, 1.4/1.8, 1.6/2.1, 3.3/22; 512x512, 10.8/13.3, 6.6/7.9, 55/97
+    (x32 with its 31-tap kernel: 4.2/6.4, 3.6/4.6, 12/39). Unrolled methods apply this operator
+    and its adjoint at every layer.
     """
 
-    #: dense 1-D matrices while ``side <= this x kernel size`` (they cost ~side/k times the
-    #: convolution's multiply-adds, which CPU BLAS runs far faster than that convolution)
-    DENSE_MAX_SIDE_PER_TAP = 64
+    #: separable kernels: ``"auto"`` (dense up to :attr:`DENSE_MAX_SIDE`, then taps), or one of
+    #: ``"dense"``, ``"taps"``, ``"conv"`` (tests compare them)
+    path = "auto"
+    #: largest image side of the dense 1-D matrices under ``path="auto"``
+    DENSE_MAX_SIDE = 256
 
     def __init__(self, kernel: Any, ratio: int = 1, offset: int = 0, border: str = "reflect"):
         self.kernel = _as_kernel(kernel)
@@ -160,6 +167,7 @@ class SpatialDegradation(Operator):
             raise ProblemError(f"unknown border {border!r}; choose one of {sorted(BORDERS)}")
         self.border = border
         self._factors = _rank_one_factors(self.kernel)
+        self._axis_plans: dict[tuple, tuple[_AxisPlan, _AxisPlan]] = {}
         self._matrices: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __repr__(self) -> str:
@@ -173,26 +181,28 @@ class SpatialDegradation(Operator):
         *lead, h, w = y.shape
         return (*lead, h * self.ratio, w * self.ratio)
 
-    def _axis_matrix(self, n: int, taps: torch.Tensor) -> torch.Tensor:
-        """The 1-D pass along one axis of length ``n`` as a ``(n_out, n)`` float64 matrix: the
-        same padding, offset and strided convolution as :meth:`forward`, applied to the identity."""
-        p = taps.numel() // 2
-        z = _pad(torch.eye(n, dtype=torch.float64).reshape(n, 1, n, 1), (0, 0, p, p), self.border)
-        z = F.conv2d(z[..., self.offset :, :], taps.view(1, 1, -1, 1), stride=(self.ratio, 1))
-        n_out = len(range(self.offset, n, self.ratio))
-        return z[:, 0, :n_out, 0].T.contiguous()
+    def _plans(self, h: int, w: int) -> tuple[_AxisPlan, _AxisPlan]:
+        """The 1-D passes (rows, then columns) of the separable kernel on an ``h x w`` image."""
+        key = (h, w)
+        if key not in self._axis_plans:
+            col, row = self._factors
+            self._axis_plans[key] = (_AxisPlan.build(h, col, self.ratio, self.offset, self.border),
+                                     _AxisPlan.build(w, row, self.ratio, self.offset, self.border))
+        return self._axis_plans[key]
 
-    def _dense(self, h: int, w: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(A_v, A_h)`` for a separable kernel on an ``h x w`` image, or None (use convolutions)."""
-        kh, kw = self.kernel.shape
-        if self._factors is None or max(h / kh, w / kw) > self.DENSE_MAX_SIDE_PER_TAP:
+    def _separable_path(self, h: int, w: int) -> str | None:
+        """How a separable kernel is applied on an ``h x w`` image (``None``: not separable)."""
+        if self._factors is None:
             return None
+        if self.path != "auto":
+            return self.path
+        return "dense" if max(h, w) <= self.DENSE_MAX_SIDE else "taps"
+
+    def _dense(self, h: int, w: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(A_v, A_h)``, the two passes as dense matrices, cached per size, dtype and device."""
         key = (h, w, dtype, str(device))
         if key not in self._matrices:
-            col, row = self._factors
-            self._matrices[key] = tuple(
-                m.to(dtype=dtype, device=device) for m in (self._axis_matrix(h, col), self._axis_matrix(w, row))
-            )
+            self._matrices[key] = tuple(plan.matrix(dtype, device) for plan in self._plans(h, w))
         return self._matrices[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -203,15 +213,18 @@ class SpatialDegradation(Operator):
             raise ProblemError(
                 f"a {kh}x{kw} PSF with reflect borders needs an image larger than {ph}x{pw}; got {h}x{w}"
             )
-        dense = self._dense(h, w, x.dtype, x.device)
-        if dense is not None:
-            a_v, a_h = dense
+        path = self._separable_path(h, w)
+        if path == "dense":
+            a_v, a_h = self._dense(h, w, x.dtype, x.device)
             return a_v @ x @ a_h.T
+        if path == "taps":
+            rows, cols = self._plans(h, w)
+            return cols.apply(rows.apply(x, -2), -1)
         z = _pad(x.reshape(-1, 1, h, w), (pw, pw, ph, ph), self.border)
         # output sample j sits at input row offset + j*ratio, i.e. padded rows offset .. offset+kh-1
         z = z[..., self.offset :, self.offset :]
         kernel = self.kernel.to(dtype=x.dtype, device=x.device)
-        if self._factors is not None:
+        if path is not None:  # "conv"
             col, row = (f.to(dtype=x.dtype, device=x.device) for f in self._factors)
             z = F.conv2d(z, col.view(1, 1, kh, 1), stride=(self.ratio, 1))
             z = F.conv2d(z, row.view(1, 1, 1, kw), stride=(1, self.ratio))
@@ -226,17 +239,20 @@ class SpatialDegradation(Operator):
         much and is not itself differentiable, which unrolled networks built on it need."""
         *lead, c, ho, wo = y.shape
         h, w = ho * self.ratio, wo * self.ratio
-        dense = self._dense(h, w, y.dtype, y.device)
-        if dense is not None:
-            a_v, a_h = dense
+        path = self._separable_path(h, w)
+        if path == "dense":
+            a_v, a_h = self._dense(h, w, y.dtype, y.device)
             return a_v.T @ y @ a_h
+        if path == "taps":
+            rows, cols = self._plans(h, w)
+            return rows.adjoint(cols.adjoint(y, -1), -2)
         kh, kw = self.kernel.shape
         ph, pw = kh // 2, kw // 2
         rows, cols = h + 2 * ph - self.offset, w + 2 * pw - self.offset  # the convolutions' input
         full_h, full_w = (rows - kh) // self.ratio + 1, (cols - kw) // self.ratio + 1
         z = F.pad(y.reshape(-1, 1, ho, wo), (0, full_w - wo, 0, full_h - ho))
         kernel = self.kernel.to(dtype=y.dtype, device=y.device)
-        if self._factors is not None:
+        if path is not None:  # "conv"
             col, row = (f.to(dtype=y.dtype, device=y.device) for f in self._factors)
             z = F.conv_transpose2d(z, row.view(1, 1, 1, kw), stride=(1, self.ratio))
             z = F.conv_transpose2d(z, col.view(1, 1, kh, 1), stride=(self.ratio, 1))
@@ -245,6 +261,108 @@ class SpatialDegradation(Operator):
         z = F.pad(z, (self.offset, cols - z.shape[-1], self.offset, rows - z.shape[-2]))
         z = _unpad(_unpad(z, ph, -2, self.border), pw, -1, self.border)
         return z.reshape(*lead, c, h, w)
+
+
+def _border_index(i: np.ndarray, n: int, border: str) -> np.ndarray:
+    """The sample of an axis of ``n`` samples that padded index ``i`` (any integer) reads under
+    ``border``, as :func:`_pad` extends it (reflect-101 needs ``|i| < 2n - 1``); -1 for zeros."""
+    if border == "reflect":
+        i = np.abs(i)
+        return np.where(i >= n, 2 * (n - 1) - i, i)
+    if border == "replicate":
+        return np.clip(i, 0, n - 1)
+    if border == "circular":
+        return np.mod(i, n)
+    return np.where((i >= 0) & (i < n), i, -1)
+
+
+def _strided(x: torch.Tensor, dim: int, start: int, step: int, count: int) -> torch.Tensor:
+    """The view ``x[start : start + step·count : step]`` along ``dim`` (negative)."""
+    v = x.narrow(dim, start, step * (count - 1) + 1)
+    return v[(Ellipsis, slice(None, None, step)) + (slice(None),) * (-dim - 1)]
+
+
+def _along(m: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``m`` ``(rows, n)`` applied along ``dim`` (-2 or -1) of ``x``."""
+    return m @ x if dim == -2 else x @ m.T
+
+
+@dataclass(frozen=True)
+class _AxisPlan:
+    """One 1-D pass of a separable PSF along an axis of ``n`` samples, ``n_out`` kept:
+    ``out[j] = Σ_t taps[t] · padded[offset + ratio·j + t]``.
+
+    Outputs ``j0 <= j < j1`` read only samples inside the axis: one strided multiply-add of a view
+    per tap (``first``: the sample tap 0 reads for ``j0``). The few others, within half a kernel
+    of a border where the padding folds back, are small dense blocks ``(out start, count, in
+    start, matrix)``."""
+
+    n: int
+    n_out: int
+    ratio: int
+    taps: tuple[float, ...]
+    first: int
+    j0: int
+    j1: int
+    edges: tuple[tuple[int, int, int, np.ndarray], ...]
+
+    @classmethod
+    def build(cls, n: int, taps: torch.Tensor, ratio: int, offset: int, border: str) -> _AxisPlan:
+        g = taps.double().numpy()
+        k, half = g.size, g.size // 2
+        n_out = len(range(offset, n, ratio))
+        idx = offset + ratio * np.arange(n_out)[:, None] + np.arange(k)[None, :] - half  # (n_out, k)
+        inside = np.flatnonzero(((idx >= 0) & (idx < n)).all(axis=1))  # one contiguous run
+        j0, j1 = (int(inside[0]), int(inside[-1]) + 1) if inside.size else (n_out, n_out)
+        edges = []
+        for a, b in ((0, j0), (j1, n_out)):
+            if b <= a:
+                continue
+            src = _border_index(idx[a:b], n, border)
+            ok = src >= 0
+            lo, hi = int(src[ok].min()), int(src[ok].max()) + 1
+            m = np.zeros((b - a, hi - lo))
+            rows = np.broadcast_to(np.arange(b - a)[:, None], src.shape)
+            np.add.at(m, (rows[ok], src[ok] - lo), np.broadcast_to(g, src.shape)[ok])
+            edges.append((a, b - a, lo, m))
+        return cls(n, n_out, ratio, tuple(g.tolist()), offset + ratio * j0 - half, j0, j1, tuple(edges))
+
+    def matrix(self, dtype: torch.dtype, device) -> torch.Tensor:
+        """The pass as a dense ``(n_out, n)`` matrix."""
+        m = np.zeros((self.n_out, self.n))
+        for j in range(self.j0, self.j1):
+            m[j, self.first + self.ratio * (j - self.j0) + np.arange(len(self.taps))] = self.taps
+        for a, count, lo, block in self.edges:
+            m[a : a + count, lo : lo + block.shape[1]] = block
+        return torch.as_tensor(m, dtype=dtype, device=device)
+
+    def apply(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        """The pass along ``dim`` (-2 or -1) of ``x`` (differentiable)."""
+        parts = {}
+        count = self.j1 - self.j0
+        if count:
+            for t, c in enumerate(self.taps):
+                s = _strided(x, dim, self.first + t, self.ratio, count)
+                parts[self.j0] = s * c if t == 0 else parts[self.j0].add_(s, alpha=c)
+        for a, _, lo, block in self.edges:
+            m = torch.as_tensor(block, dtype=x.dtype, device=x.device)
+            parts[a] = _along(m, x.narrow(dim, lo, block.shape[1]), dim)
+        return torch.cat([parts[a] for a in sorted(parts)], dim=dim) if len(parts) > 1 else parts.popitem()[1]
+
+    def adjoint(self, y: torch.Tensor, dim: int) -> torch.Tensor:
+        """The adjoint of :meth:`apply` along ``dim``."""
+        shape = list(y.shape)
+        shape[dim] = self.n
+        x = y.new_zeros(shape)
+        count = self.j1 - self.j0
+        if count:
+            core = y.narrow(dim, self.j0, count)
+            for t, c in enumerate(self.taps):
+                _strided(x, dim, self.first + t, self.ratio, count).add_(core, alpha=c)
+        for a, rows, lo, block in self.edges:
+            m = torch.as_tensor(block.T, dtype=y.dtype, device=y.device)
+            x.narrow(dim, lo, block.shape[1]).add_(_along(m, y.narrow(dim, a, rows), dim))
+        return x
 
 
 def _pad(z: torch.Tensor, pads: tuple[int, int, int, int], border: str) -> torch.Tensor:

@@ -43,12 +43,11 @@ def balloons(cave_dir):
     return load_cave_yxb(str(cave_dir / "balloons_ms"))
 
 
-@pytest.fixture(params=["dense", "conv"])
+@pytest.fixture(params=["dense", "taps", "conv"])
 def path(request, monkeypatch):
-    """Runs a test on both implementations of a separable SpatialDegradation: the dense 1-D
-    matrices (used up to DENSE_MAX_SIDE_PER_TAP kernel widths a side) and the convolutions."""
-    if request.param == "conv":
-        monkeypatch.setattr(SpatialDegradation, "DENSE_MAX_SIDE_PER_TAP", 0)
+    """Runs a test on each implementation of a separable SpatialDegradation: the dense 1-D
+    matrices (small images), the strided taps (large ones) and the convolutions."""
+    monkeypatch.setattr(SpatialDegradation, "path", request.param)
     return request.param
 
 
@@ -182,17 +181,22 @@ def test_closed_form_adjoint_equals_autograd_and_is_differentiable(border, separ
 
 
 @pytest.mark.parametrize("border", ["reflect", "zeros", "circular", "replicate"])
-def test_dense_and_convolution_paths_agree_on_a_real_crop(balloons, border, monkeypatch):
-    """The dense-matrix path (chosen for CAVE-sized images) equals the strided convolutions,
-    forward and adjoint, on a real crop with an offset and a non-square size."""
-    x = torch.from_numpy(balloons[:96, :120, :5].transpose(2, 0, 1).copy())
-    op = SpatialDegradation(gaussian_kernel(15, 2.0), ratio=8, offset=3, border=border)
-    assert op._dense(96, 120, x.dtype, x.device) is not None  # this size takes the dense path
-    y = torch.rand(op(x).shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    dense = op(x), op.adjoint(y)
-    monkeypatch.setattr(SpatialDegradation, "DENSE_MAX_SIDE_PER_TAP", 0)
-    assert op._dense(96, 120, x.dtype, x.device) is None
-    conv = op(x), op.adjoint(y)
-    assert dense[0].shape == conv[0].shape == (5, 12, 15) and dense[1].shape == conv[1].shape == (5, 96, 120)
-    for a, b in zip(dense, conv, strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+def test_dense_taps_and_convolution_paths_agree_on_a_real_crop(balloons, border, monkeypatch):
+    """The dense matrices and the strided taps (each picked by ``path="auto"`` on its own image
+    size) equal the strided convolutions, forward and adjoint, on real crops with an offset and a
+    non-square size, at x8 and at x32 with the 31-tap MossFuse kernel."""
+    for (rows, cols), ratio, offset, size, auto in (((96, 120), 8, 3, 15, "dense"), ((320, 264), 8, 3, 15, "taps"),
+                                                    ((288, 320), 32, 15, 31, "taps")):
+        x = torch.from_numpy(balloons[:rows, :cols, :5].transpose(2, 0, 1).copy())
+        op = SpatialDegradation(gaussian_kernel(size, 2.0), ratio=ratio, offset=offset, border=border)
+        monkeypatch.setattr(SpatialDegradation, "path", "auto")
+        assert op._separable_path(rows, cols) == auto
+        y = torch.rand(op(x).shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+        results = {}
+        for path in ("dense", "taps", "conv"):
+            monkeypatch.setattr(SpatialDegradation, "path", path)
+            results[path] = op(x), op.adjoint(y)
+        assert results["conv"][0].shape == (5, rows // ratio, cols // ratio)
+        for path in ("dense", "taps"):
+            for a, b in zip(results[path], results["conv"], strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=f"{path} {border} x{ratio}")

@@ -178,9 +178,10 @@ def joint_abundance_terms(
         raise ProblemError("a joint abundance update needs CoupledData.upsample (the adjoint of degrade)")
     num, den = abundance_terms(data.hr_msi, state.msi_endmembers, state.abundances, data.delta)
     w, wt = state.endmembers, state.endmembers.transpose(-1, -2)
-    num_h = data.upsample(wt @ data.lr_hsi)
-    den_h = data.upsample(wt @ (w @ state.abundances_lr))
-    return num + hsi_weight * num_h, den + hsi_weight * den_h
+    # λ Sᵀ(a) = Sᵀ(λ a): weighted on the LR grid, ratio² fewer pixels than the HR one
+    num_h = data.upsample(hsi_weight * (wt @ data.lr_hsi))
+    den_h = data.upsample(hsi_weight * (wt @ (w @ state.abundances_lr)))
+    return num + num_h, den + den_h
 
 
 def _apply(which: str, x, num, den, state, hook: Hook | None) -> torch.Tensor:

@@ -145,10 +145,10 @@ class SpatialDegradation(Operator):
     with the few border rows as small dense blocks). The dense matrices cost ``side / ratio``
     multiply-adds per pixel and axis, the taps ``kernel / ratio`` in more, smaller operations;
     PyTorch's CPU convolution of single-channel images with a stride is slower than both. For 30
-    bands, forward/adjoint, 2 threads here: 64x64 at x8, dense 0.05/0.08 ms, taps 0.4/0.5,
-    convolutions 1.1/1.6; 256x256, 1.4/1.8, 1.6/2.1, 3.3/22; 512x512, 10.8/13.3, 6.6/7.9, 55/97
-    (x32 with its 31-tap kernel: 4.2/6.4, 3.6/4.6, 12/39). Unrolled methods apply this operator
-    and its adjoint at every layer.
+    bands, forward/adjoint, best of 20, 2 threads here (``benchmarks/bench_physics.py``): 64x64
+    at x8, dense 0.05/0.07 ms, taps 0.39/0.43, convolutions 1.0/1.1; 256x256, 1.0/1.2, 1.1/1.3,
+    7.4/8.8; 512x512, 8.9/10.0, 4.9/5.4, 41/36 (x32 with its 31-tap kernel at 512x512: 3.1/4.1,
+    2.4/2.8, 25/43). Unrolled methods apply this operator and its adjoint at every layer.
     """
 
     #: separable kernels: ``"auto"`` (dense up to :attr:`DENSE_MAX_SIDE`, then taps), or one of

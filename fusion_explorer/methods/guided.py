@@ -72,6 +72,31 @@ def _window_starts(cells: torch.Tensor, size: int, span: int) -> torch.Tensor:
     return (cells - span // 2).clamp(0, max(size - span, 0))
 
 
+@dataclass
+class _AxisGroups:
+    """The HR positions along one axis grouped by the LR pixel they sit in (runs of equal cell,
+    since the cells never decrease; all of a cell's positions search the same window): ``start``
+    ``(m,)`` each group's window start, ``counts`` its size, ``members`` ``(m, G)`` its HR
+    positions (padded by repeating the last one), and for every HR position its ``group`` and
+    ``slot`` in it."""
+
+    start: torch.Tensor
+    counts: torch.Tensor
+    members: torch.Tensor
+    group: torch.Tensor
+    slot: torch.Tensor
+
+    @classmethod
+    def build(cls, n_hr: int, n_lr: int, ratio: int, offset: int, span: int, device=None) -> _AxisGroups:
+        cells = ((torch.arange(n_hr) - offset).double() / ratio).round().long().clamp(0, n_lr - 1)
+        cell, counts = torch.unique_consecutive(cells, return_counts=True)
+        first = torch.cumsum(counts, 0) - counts
+        members = first[:, None] + torch.minimum(torch.arange(int(counts.max()))[None, :], counts[:, None] - 1)
+        group = torch.repeat_interleave(torch.arange(cell.numel()), counts)
+        fields = (_window_starts(cell, n_lr, span), counts, members, group, torch.arange(n_hr) - first[group])
+        return cls(*(f.to(device) for f in fields))
+
+
 def colour_neighbours(
     hr_msi: torch.Tensor,
     lr_msi: torch.Tensor,
@@ -84,35 +109,55 @@ def colour_neighbours(
 ) -> Neighbours:
     """:class:`Neighbours` of every pixel of ``hr_msi`` ``(B, l, H, W)`` among those of ``lr_msi``
     ``(B, l, h, w)`` (the MSI degraded to the LR grid); the LR pixel ``i`` sits over HR pixel
-    ``offset + ratio · i`` on each axis. ``k`` is capped at the window's pixel count."""
+    ``offset + ratio · i`` on each axis. ``k`` is capped at the window's pixel count.
+
+    The HR pixels of one LR pixel (a block of about ``ratio x ratio``) search the same window, so
+    they are taken together: with features ``f`` (the brightness one scaled by ``√β``),
+    ``d² = |f_i|² + |f_x|² - 2 f_i·f_x`` is a batched matrix product over a row of blocks, in
+    float64 (the expansion cancels), instead of a difference gathered as ``(features, window,
+    pixels)``: 0.23 s instead of 0.49 on a 512x512 scene at x8 (0.15 instead of 0.40 at x32;
+    2 threads here). The neighbour sets are the same (at x8 two of 262144 pixels differ, ties
+    broken the other way)."""
     b, l, big_h, big_w = hr_msi.shape
     _, _, h, w = lr_msi.shape
     span_y, span_x = min(2 * window + 1, h), min(2 * window + 1, w)
     k = min(int(k), span_y * span_x)
-    dy, dx = torch.meshgrid(torch.arange(span_y), torch.arange(span_x), indexing="ij")
-    dy, dx = dy.reshape(-1, 1), dx.reshape(-1, 1)
-    cy = ((torch.arange(big_h) - offset).double() / ratio).round().long().clamp(0, h - 1)
-    cx = ((torch.arange(big_w) - offset).double() / ratio).round().long().clamp(0, w - 1)
-    y0 = _window_starts(cy, h, span_y)[:, None].expand(big_h, big_w).reshape(-1)
-    x0 = _window_starts(cx, w, span_x)[None, :].expand(big_h, big_w).reshape(-1)
+    device, dtype = hr_msi.device, hr_msi.dtype
+    rows = _AxisGroups.build(big_h, h, ratio, offset, span_y, device)
+    cols = _AxisGroups.build(big_w, w, ratio, offset, span_x, device)
+    mx, gy, gx = cols.members.shape[0], rows.members.shape[1], cols.members.shape[1]
+    dy, dx = (t.reshape(-1).to(device) for t in torch.meshgrid(torch.arange(span_y), torch.arange(span_x),
+                                                                 indexing="ij"))
+    # a row of blocks' answers are (mx, gy·gx, k); HR column x of slot-s rows sits at x_slot[x] + s·gx
+    x_slot = cols.group * (gy * gx) + cols.slot
     n_hr = big_h * big_w
-    index = torch.empty((b, k, n_hr), dtype=torch.long)
-    distance = torch.empty((b, k, n_hr), dtype=hr_msi.dtype)
-    scale = torch.empty((b, k, n_hr), dtype=hr_msi.dtype)
+    index = torch.empty((b, k, n_hr), dtype=torch.long, device=device)
+    distance = torch.empty((b, k, n_hr), dtype=dtype, device=device)
+    scale = torch.empty((b, k, n_hr), dtype=dtype, device=device)
+    weights = torch.ones(l + 1, dtype=torch.float64, device=device)
+    weights[-1] = brightness_weight**0.5
     for item in range(b):
-        f_hr, n_hr_norm = _features(hr_msi[item].reshape(l, -1))
-        f_lr, n_lr_norm = _features(lr_msi[item].reshape(l, -1))
-        for s0 in range(0, n_hr, TILE):
-            sl = slice(s0, s0 + TILE)
-            cand = (y0[sl][None] + dy) * w + (x0[sl][None] + dx)  # (window pixels, tile)
-            diff = f_lr[:, cand] - f_hr[:, None, sl]
-            d2 = diff[:-1].square().sum(0) + brightness_weight * diff[-1].square()
-            dk, ik = torch.topk(d2, k, dim=0, largest=False)
-            chosen = torch.gather(cand, 0, ik)
-            index[item, :, sl] = chosen
-            distance[item, :, sl] = dk
-            scale[item, :, sl] = n_hr_norm[sl][None] / n_lr_norm[chosen]
-    return Neighbours(index.to(hr_msi.device), distance, scale)
+        f_hr, n_hr_norm = _features(hr_msi[item].reshape(l, -1).double())
+        f_lr, n_lr_norm = _features(lr_msi[item].reshape(l, -1).double())
+        f_hr = (f_hr * weights[:, None]).reshape(l + 1, big_h, big_w)
+        f_lr = (f_lr * weights[:, None]).T.contiguous()  # (h·w, l + 1)
+        sq_lr, sq_hr = f_lr.square().sum(-1), f_hr.square().sum(0)
+        n_hr_norm, n_lr_norm = n_hr_norm.to(dtype), n_lr_norm.to(dtype)
+        for g, (count, y0) in enumerate(zip(rows.counts.tolist(), rows.members[:, 0].tolist(), strict=True)):
+            cand = (rows.start[g] + dy)[None, :] * w + (cols.start[:, None] + dx[None, :])  # (mx, window)
+            hr_rows = rows.members[g]
+            block = f_hr[:, hr_rows][:, :, cols.members].permute(2, 1, 3, 0).reshape(mx, gy * gx, l + 1)
+            d2 = torch.bmm(block, f_lr[cand].transpose(1, 2)).mul_(-2)  # (mx, gy·gx, window)
+            d2.add_(sq_lr[cand][:, None, :]).add_(sq_hr[hr_rows][:, cols.members].permute(1, 0, 2).reshape(mx, -1, 1))
+            dk, ik = torch.topk(d2.clamp_min_(0).to(dtype), k, dim=-1, largest=False)  # (mx, gy·gx, k)
+            chosen = torch.gather(cand[:, None, :].expand(-1, gy * gx, -1), -1, ik)
+            # back to HR pixel order: the group's rows (consecutive; not its padding) x every column
+            at = (x_slot[None, :] + (torch.arange(count, device=device) * gx)[:, None]).reshape(-1)
+            sl = slice(y0 * big_w, (y0 + count) * big_w)
+            index[item, :, sl] = chosen.reshape(-1, k)[at].T
+            distance[item, :, sl] = dk.reshape(-1, k)[at].T
+            scale[item, :, sl] = n_hr_norm[sl][None] / n_lr_norm[index[item, :, sl]]
+    return Neighbours(index, distance, scale)
 
 
 def transfer(values: torch.Tensor, nb: Neighbours, sigma: float | torch.Tensor = SIGMA) -> torch.Tensor:

@@ -207,7 +207,7 @@ def cnmf(
       of 399 (0.5–0.8 s instead of 3.9–6.3 s for the stage on a 512x512 scene here). It costs
       quality: on full CAVE scenes 0.1 dB at x8 (balloons) and 0.35–1.2 dB at x32 (balloons,
       chart_and_stuffed_toy); on 128x128 crops 0.4–2.2 dB, and more on the small remote crops.
-      SCALMU's start uses ``[[2, 200], [1, 80]]`` on images from 256x256 pixels up.
+      SCALMU's start uses ``[[4, 200], [2, 100], [1, 40]]`` on images from 256x256 pixels up.
     - ``consistency``: ``False`` (default) returns the paper's output ``W H_m``. ``"projection"``
       moves it onto both images afterwards (:func:`.consistency.project` with the endmembers'
       spectral prior: the smallest change with ``R Z = Y_m`` and ``S Z = Y_h``); ``"guided"`` (or

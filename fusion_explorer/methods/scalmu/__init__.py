@@ -81,10 +81,11 @@ def scalmu(
     runs the same layers as plain coupled MU (the ablation); ``layers`` overrides ``K`` (extra
     layers repeat the last one); ``init_iterations`` the CNMF start's inner iterations (default:
     the checkpoint's training value); ``msi_pyramid`` the start's coarse-to-fine MSI stage (CNMF's
-    option; ``"auto"``, the default, = ``[[2, 200], [1, 80]]`` from 256x256 pixels up and CNMF's own
-    full-resolution stage below, where the network was trained; ``None`` = always CNMF's own). On
-    the 4 full CAVE scenes ``"auto"`` was 0.27 dB above CNMF's own stage at x8 and 0.07 dB at x32,
-    in half the time (benchmarks/RESULTS.md; chosen on those scenes); ``n_endmembers`` as
+    option; ``"auto"``, the default, = ``[[4, 200], [2, 100], [1, 40]]`` from 256x256 pixels up and
+    CNMF's own full-resolution stage below, where the network was trained; ``None`` = always
+    CNMF's own). On the 4 full CAVE scenes ``"auto"`` was about 0.3 dB above CNMF's own stage at
+    x8 and 0.07 dB at x32, at a sixth of the cost of its MSI stage (benchmarks/RESULTS.md; chosen on
+    those scenes); ``n_endmembers`` as
     CNMF's; ``dtype`` float32/float64;
     ``trace_budget_mb`` memory for the per-layer trace (layers are thinned evenly past it);
     ``consistency=False`` skips the consistency layer (output ``W H_m`` of the last layer, the

@@ -22,7 +22,7 @@ from ..guided import data_neighbours
 from ..unmixing import CoupledData, CoupledState, flat_adjoint, flat_degradation
 
 #: the coarse-to-fine first MSI stage of SCALMU's default start on large images (``cnmf``'s ``msi_pyramid``)
-DEFAULT_PYRAMID = ((2, 200), (1, 80))
+DEFAULT_PYRAMID = ((4, 200), (2, 100), (1, 40))
 #: HR pixel count from which ``msi_pyramid="auto"`` uses :data:`DEFAULT_PYRAMID`
 PYRAMID_FROM_PIXELS = 256 * 256
 
@@ -30,13 +30,14 @@ PYRAMID_FROM_PIXELS = 256 * 256
 def resolve_pyramid(msi_pyramid, hr_size: tuple[int, int]):
     """``"auto"``: :data:`DEFAULT_PYRAMID` on images of at least :data:`PYRAMID_FROM_PIXELS` pixels,
     where the full-resolution MSI stage dominates the run time (399 updates of ``p x N``
-    abundances: 3.9–6.3 s of CNMF's stage on a 512x512 scene here, against 1.0–1.8 s for 200
-    updates at half resolution and 80 at full), else ``None`` (CNMF's own stage: on small images it
-    is cheap, and with few pixels per level the coarse levels are no closer start: -0.4 to -5 dB
-    on 48–128 px crops). On the 4 full CAVE scenes it moved SCALMU with its consistency layer by
-    +0.27 dB at x8 and +0.07 dB at x32 (without that layer, the previous model: +0.30 and -0.25 dB;
-    benchmarks/RESULTS.md); it was picked over 3 other pyramids on those scenes (and was above
-    ``((4, 300), (2, 60), (1, 20))`` on each of the 8 scene/protocol pairs)."""
+    abundances, against the cost of 78 here: 200 at quarter resolution, 100 at half and 40 at
+    full), else ``None`` (CNMF's own stage: on small images it is cheap, and with few pixels
+    per level the coarse levels are no closer start: -0.4 to -5 dB on 48–128 px crops). With the
+    consistency layer the start matters little: on the 4 full CAVE scenes, 7 pyramids costing 48
+    to 130 full-resolution updates scored within 0.18 dB of each other at x8 and 0.06 dB at x32
+    (CNMF's own stage about 0.3 dB lower at x8, 0.07 at x32); this one, no lower than the previous
+    ``((2, 200), (1, 80))`` on either protocol (49.04 / 45.07 dB against 49.02 / 45.07), does 40 %
+    fewer pixel updates than it (benchmarks/RESULTS.md). Chosen on those scenes."""
     if msi_pyramid == "auto":
         return DEFAULT_PYRAMID if hr_size[0] * hr_size[1] >= PYRAMID_FROM_PIXELS else None
     return msi_pyramid or None

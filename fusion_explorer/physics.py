@@ -338,16 +338,18 @@ class _AxisPlan:
 
     def apply(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         """The pass along ``dim`` (-2 or -1) of ``x`` (differentiable)."""
-        parts = {}
+        parts = []  # (first output sample, values)
         count = self.j1 - self.j0
         if count:
-            for t, c in enumerate(self.taps):
-                s = _strided(x, dim, self.first + t, self.ratio, count)
-                parts[self.j0] = s * c if t == 0 else parts[self.j0].add_(s, alpha=c)
+            core = _strided(x, dim, self.first, self.ratio, count) * self.taps[0]
+            for t, c in enumerate(self.taps[1:], start=1):
+                core.add_(_strided(x, dim, self.first + t, self.ratio, count), alpha=c)
+            parts.append((self.j0, core))
         for a, _, lo, block in self.edges:
             m = torch.as_tensor(block, dtype=x.dtype, device=x.device)
-            parts[a] = _along(m, x.narrow(dim, lo, block.shape[1]), dim)
-        return torch.cat([parts[a] for a in sorted(parts)], dim=dim) if len(parts) > 1 else parts.popitem()[1]
+            parts.append((a, _along(m, x.narrow(dim, lo, block.shape[1]), dim)))
+        parts.sort(key=lambda part: part[0])
+        return torch.cat([values for _, values in parts], dim=dim)
 
     def adjoint(self, y: torch.Tensor, dim: int) -> torch.Tensor:
         """The adjoint of :meth:`apply` along ``dim``."""

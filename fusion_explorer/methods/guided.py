@@ -24,7 +24,8 @@ moved by at most 0.2 dB over windows of 2-8, ``k`` of 4-16, ``σ`` of 0.02-0.1 a
 
 This is joint-bilateral / non-local-means upsampling (Kopf et al. 2007; Buades et al. 2005) with
 the MSI as the guide; no library does it on a (bands, pixels) residual with an LR-grid footprint
-and brightness scaling, so it is written here (top-k over a sliding window, tiled to bound memory).
+and brightness scaling, so it is written here (top-k over a sliding window, one row of LR pixels'
+blocks at a time to bound memory).
 """
 
 from __future__ import annotations
@@ -41,8 +42,6 @@ NEIGHBOURS = 8
 BRIGHTNESS_WEIGHT = 0.02
 #: ``σ`` of the similarity weights, in units of the chromaticity distance
 SIGMA = 0.05
-#: HR pixels per tile of the neighbour search
-TILE = 16384
 
 
 @dataclass

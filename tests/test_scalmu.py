@@ -96,6 +96,21 @@ def test_untrained_consistency_layer_is_the_exact_projection(start):
         torch.testing.assert_close(net.finish(last, data, consistency=False), last.fused().clamp_min(0))
 
 
+def test_inference_runs_the_training_arithmetic_in_place(start):
+    """Without autograd the learned step's chain runs in place; the layers' output must be the
+    same bit for bit as with autograd on (training), and the gradient must still flow."""
+    state, data, _ = start
+    net = _perturbed()
+    with torch.no_grad():
+        z_inference = net.finish(net(state, data), data)
+    z_training = net.finish(net(state, data), data)
+    assert z_training.requires_grad
+    torch.testing.assert_close(z_training.detach(), z_inference, rtol=0, atol=0)
+    z_training.sum().backward()
+    grads = [p.grad for p in net.abundance_nets.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and any(bool(g.abs().sum()) for g in grads)
+
+
 def test_permutation_equivariant(start):
     state, data, _ = start
     net = _perturbed()

@@ -40,8 +40,12 @@ def tiny(dtype: torch.dtype) -> float:
 
 
 def multiplicative(x: torch.Tensor, num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    """``x ⊙ num ⊘ den`` with the denominator floored at a tiny positive number."""
-    return x * num / den.clamp_min(tiny(den.dtype))
+    """``x ⊙ num ⊘ den`` with the denominator floored at a tiny positive number.
+
+    The division is done in place on the product (one ``x``-sized temporary fewer: on a 512x512
+    scene each is 31 MB, and this machine's memory moves ~4 GB/s; autograd-safe, since neither
+    product nor quotient saves its output)."""
+    return torch.mul(x, num).div_(den.clamp_min(tiny(den.dtype)))
 
 
 def abundance_terms(
@@ -60,7 +64,7 @@ def abundance_terms(
 def abundance_numerator(y: torch.Tensor, w: torch.Tensor, delta: float = 0.0) -> torch.Tensor:
     """``Wᵀ Y + δ²`` (the sum-to-one row's share): the numerator of the abundance update."""
     num = w.transpose(-1, -2) @ y
-    return num + delta * delta if delta else num
+    return num.add_(delta * delta) if delta else num  # in place on the product: it saves no output
 
 
 def sum_to_one_rows(w: torch.Tensor, delta: float) -> torch.Tensor:
@@ -181,7 +185,8 @@ def joint_abundance_terms(
     # λ Sᵀ(a) = Sᵀ(λ a): weighted on the LR grid, ratio² fewer pixels than the HR one
     num_h = data.upsample(hsi_weight * (wt @ data.lr_hsi))
     den_h = data.upsample(hsi_weight * (wt @ (w @ state.abundances_lr)))
-    return num + num_h, den + den_h
+    # in place: num and den are fresh products that autograd does not keep (see multiplicative)
+    return num.add_(num_h), den.add_(den_h)
 
 
 def _apply(which: str, x, num, den, state, hook: Hook | None) -> torch.Tensor:

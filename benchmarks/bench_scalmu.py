@@ -9,7 +9,9 @@ networks (``--ablation K=PATH ...``, e.g. ``5=/tmp/k5/scalmu.pt``). ``--full``: 
 CAVE scenes (cnmf, scalmu, and scalmu with CNMF's own full-resolution MSI stage as its start,
 ``msi_pyramid=None``, instead of the default coarse-to-fine one; on crops under 256x256 the two
 are the same).
-``--speed``: inference time on a full 512x512x31 CAVE scene. ``--noisy``: the x8 and remote
+``--speed``: inference time on a full 512x512x31 CAVE scene, with the allocator tuned as the CLI
+does (:mod:`fusion_explorer.memory`; ``--default-malloc``: glibc's defaults, written to
+``scalmu_speed_default_malloc.json``). ``--noisy``: the x8 and remote
 protocols with white noise at 30 dB SNR on both images (does the consistency layer, which fits the
 images, copy their noise?). Rows also include ``cnmf`` with its ``consistency`` option (the
 guided transfer and the exact projection, nothing learned) and SCALMU without its consistency
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -33,6 +36,7 @@ import numpy as np
 import torch
 
 from fusion_explorer.bench import cave_scenes, center_crop, load_scene, remote_crops
+from fusion_explorer.memory import keep_freed_memory
 from fusion_explorer.methods import fuse
 from fusion_explorer.metrics import evaluate
 from fusion_explorer.physics import get_protocol, make_protocol, simulate
@@ -107,23 +111,30 @@ def quality(crop: int | None, checkpoint: str | None, only: list[str] | None, ab
     return out
 
 
-def speed(checkpoint: str | None, repeats: int) -> list[dict]:
+def _page_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def speed(checkpoint: str | None, repeats: int, allocator: str) -> list[dict]:
     truth = load_scene(cave_scenes(SHARED / "data/cave")[0])
     problem = simulate(truth, "gaussian-x8")
     ck = {"checkpoint": checkpoint} if checkpoint else {}
     rows: list[dict] = []
     for name, opts in (("scalmu", ck), ("scalmu", {**ck, "msi_pyramid": None}), ("cnmf", {})):
-        times, cpu = [], []
+        times, cpu, faults = [], [], []
         for _ in range(repeats):
-            c0 = time.process_time()
+            c0, f0 = time.process_time(), _page_faults()
             times.append(fuse(problem, name, device="cpu", trace_budget_mb=0, **opts).seconds)
             cpu.append(time.process_time() - c0)
+            faults.append(_page_faults() - f0)
         # wall time is inflated when other jobs share the CPU; process CPU time is not
         label = name + (", full-resolution start" if "msi_pyramid" in opts else "")
         print(f"{label} on 512x512x31 (gaussian-x8, {torch.get_num_threads()} threads): wall best {min(times):.2f} s, "
-              f"median {float(np.median(times)):.2f} s; CPU time best {min(cpu):.2f} s over {repeats}")
+              f"median {float(np.median(times)):.2f} s; CPU time best {min(cpu):.2f} s over {repeats}; "
+              f"{allocator} allocator, page faults per run median {int(np.median(faults))}")
         rows.append({"method": label, "threads": torch.get_num_threads(), "wall_best": min(times),
                      "wall_median": float(np.median(times)), "cpu_best": min(cpu), "repeats": repeats,
+                     "allocator": allocator, "page_faults": faults,
                      "load_average": os.getloadavg()[0]})
     return rows
 
@@ -142,12 +153,16 @@ def main() -> None:
                     help=f"the x8 and remote protocols with noise at {NOISY_SNR:g} dB SNR instead (no x32)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int)
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's allocator as it is (the CLI and the app tune it: fusion_explorer.memory)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    allocator = "default" if args.default_malloc or not keep_freed_memory() else "tuned"
     start = time.perf_counter()
     if args.speed:
-        rows, name = speed(args.checkpoint, args.repeats), "scalmu_speed.json"
+        rows = speed(args.checkpoint, args.repeats, allocator)
+        name = "scalmu_speed.json" if allocator == "tuned" else "scalmu_speed_default_malloc.json"
     else:
         ablation = dict(item.split("=", 1) for item in args.ablation)
         # below 256x256 the default start is CNMF's full-resolution one anyway

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FusionExplorerError
+from .memory import keep_freed_memory
 
 
 class _Parser(argparse.ArgumentParser):
@@ -274,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()  # big temporaries reuse freed memory instead of faulting in fresh pages
     try:
         return args.func(args)
     except FusionExplorerError as exc:

@@ -7,6 +7,7 @@ from pathlib import Path
 import ipywidgets as W
 import xarray as xr
 
+from ..memory import keep_freed_memory
 from .compare_panel import ComparePanel
 from .data_panel import DataPanel
 from .endmember_panel import EndmemberPanel
@@ -78,7 +79,10 @@ class App:
 
 
 def build_app(scene: xr.DataArray | None = None, protocol: str = "gaussian-x8", **kwargs) -> W.VBox:
-    """The dashboard's widget tree (``app.ipynb`` displays it). The :class:`App` is ``widget.app``."""
+    """The dashboard's widget tree (``app.ipynb`` displays it). The :class:`App` is ``widget.app``.
+    Tunes the kernel's allocator for the engines' big temporaries
+    (:func:`~fusion_explorer.memory.keep_freed_memory`)."""
+    keep_freed_memory()
     app = App(scene, protocol, **kwargs)
     app.widget.app = app
     return app.widget

@@ -305,6 +305,16 @@ class _AxisPlan:
     j0: int
     j1: int
     edges: tuple[tuple[int, int, int, np.ndarray], ...]
+    # the edge blocks as tensors, per (dtype, device, transposed): made once, not at every call
+    # (on a GPU each would be a host-to-device copy)
+    _tensors: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def _blocks(self, dtype: torch.dtype, device, transposed: bool) -> list[torch.Tensor]:
+        key = (dtype, str(device), transposed)
+        if key not in self._tensors:
+            self._tensors[key] = [torch.as_tensor(block.T if transposed else block, dtype=dtype, device=device)
+                                  for *_, block in self.edges]
+        return self._tensors[key]
 
     @classmethod
     def build(cls, n: int, taps: torch.Tensor, ratio: int, offset: int, border: str) -> _AxisPlan:
@@ -345,8 +355,7 @@ class _AxisPlan:
             for t, c in enumerate(self.taps[1:], start=1):
                 core.add_(_strided(x, dim, self.first + t, self.ratio, count), alpha=c)
             parts.append((self.j0, core))
-        for a, _, lo, block in self.edges:
-            m = torch.as_tensor(block, dtype=x.dtype, device=x.device)
+        for (a, _, lo, block), m in zip(self.edges, self._blocks(x.dtype, x.device, False), strict=True):
             parts.append((a, _along(m, x.narrow(dim, lo, block.shape[1]), dim)))
         parts.sort(key=lambda part: part[0])
         return torch.cat([values for _, values in parts], dim=dim)
@@ -361,8 +370,7 @@ class _AxisPlan:
             core = y.narrow(dim, self.j0, count)
             for t, c in enumerate(self.taps):
                 _strided(x, dim, self.first + t, self.ratio, count).add_(core, alpha=c)
-        for a, rows, lo, block in self.edges:
-            m = torch.as_tensor(block.T, dtype=y.dtype, device=y.device)
+        for (a, rows, lo, block), m in zip(self.edges, self._blocks(y.dtype, y.device, True), strict=True):
             x.narrow(dim, lo, block.shape[1]).add_(_along(m, y.narrow(dim, a, rows), dim))
         return x
 

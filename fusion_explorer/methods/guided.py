@@ -84,6 +84,7 @@ class _AxisGroups:
     members: torch.Tensor
     group: torch.Tensor
     slot: torch.Tensor
+    cell: torch.Tensor
 
     @classmethod
     def build(cls, n_hr: int, n_lr: int, ratio: int, offset: int, span: int, device=None) -> _AxisGroups:
@@ -92,7 +93,7 @@ class _AxisGroups:
         first = torch.cumsum(counts, 0) - counts
         members = first[:, None] + torch.minimum(torch.arange(int(counts.max()))[None, :], counts[:, None] - 1)
         group = torch.repeat_interleave(torch.arange(cell.numel()), counts)
-        fields = (_window_starts(cell, n_lr, span), counts, members, group, torch.arange(n_hr) - first[group])
+        fields = (_window_starts(cell, n_lr, span), counts, members, group, torch.arange(n_hr) - first[group], cell)
         return cls(*(f.to(device) for f in fields))
 
 
@@ -105,10 +106,13 @@ def colour_neighbours(
     window: int = WINDOW,
     k: int = NEIGHBOURS,
     brightness_weight: float = BRIGHTNESS_WEIGHT,
+    exclude_own: bool = False,
 ) -> Neighbours:
     """:class:`Neighbours` of every pixel of ``hr_msi`` ``(B, l, H, W)`` among those of ``lr_msi``
     ``(B, l, h, w)`` (the MSI degraded to the LR grid); the LR pixel ``i`` sits over HR pixel
     ``offset + ratio · i`` on each axis. ``k`` is capped at the window's pixel count.
+    ``exclude_own``: leave out the LR pixel an HR pixel sits in (a leave-one-out transfer, to
+    predict each LR pixel from the others; ``benchmarks/guided_blend.py``).
 
     The HR pixels of one LR pixel (a block of about ``ratio x ratio``) search the same window, so
     they are taken together: with features ``f`` (the brightness one scaled by ``√β``),
@@ -148,6 +152,9 @@ def colour_neighbours(
             block = f_hr[:, hr_rows][:, :, cols.members].permute(2, 1, 3, 0).reshape(mx, gy * gx, l + 1)
             d2 = torch.bmm(block, f_lr[cand].transpose(1, 2)).mul_(-2)  # (mx, gy·gx, window)
             d2.add_(sq_lr[cand][:, None, :]).add_(sq_hr[hr_rows][:, cols.members].permute(1, 0, 2).reshape(mx, -1, 1))
+            if exclude_own:
+                own = rows.cell[g] * w + cols.cell  # (mx,)
+                d2.masked_fill_((cand == own[:, None])[:, None, :], float("inf"))
             dk, ik = torch.topk(d2.clamp_min_(0).to(dtype), k, dim=-1, largest=False)  # (mx, gy·gx, k)
             chosen = torch.gather(cand[:, None, :].expand(-1, gy * gx, -1), -1, ik)
             # back to HR pixel order: the group's rows (consecutive; not its padding) x every column

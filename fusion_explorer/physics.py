@@ -263,19 +263,6 @@ class SpatialDegradation(Operator):
         return z.reshape(*lead, c, h, w)
 
 
-def _border_index(i: np.ndarray, n: int, border: str) -> np.ndarray:
-    """The sample of an axis of ``n`` samples that padded index ``i`` (any integer) reads under
-    ``border``, as :func:`_pad` extends it (reflect-101 needs ``|i| < 2n - 1``); -1 for zeros."""
-    if border == "reflect":
-        i = np.abs(i)
-        return np.where(i >= n, 2 * (n - 1) - i, i)
-    if border == "replicate":
-        return np.clip(i, 0, n - 1)
-    if border == "circular":
-        return np.mod(i, n)
-    return np.where((i >= 0) & (i < n), i, -1)
-
-
 def _strided(x: torch.Tensor, dim: int, start: int, step: int, count: int) -> torch.Tensor:
     """The view ``x[start : start + step·count : step]`` along ``dim`` (negative)."""
     v = x.narrow(dim, start, step * (count - 1) + 1)
@@ -324,11 +311,15 @@ class _AxisPlan:
         idx = offset + ratio * np.arange(n_out)[:, None] + np.arange(k)[None, :] - half  # (n_out, k)
         inside = np.flatnonzero(((idx >= 0) & (idx < n)).all(axis=1))  # one contiguous run
         j0, j1 = (int(inside[0]), int(inside[-1]) + 1) if inside.size else (n_out, n_out)
+        # the sample each padded position reads, from _pad itself (so the border rules live in one
+        # place): pad the 1-based positions, 0 (-1 after the shift) where the border pads zeros
+        positions = torch.arange(1, n + 1, dtype=torch.float64).view(1, 1, n, 1)
+        source = _pad(positions, (0, 0, half, half), border).view(-1).long().numpy() - 1
         edges = []
         for a, b in ((0, j0), (j1, n_out)):
             if b <= a:
                 continue
-            src = _border_index(idx[a:b], n, border)
+            src = source[idx[a:b] + half]
             ok = src >= 0
             lo, hi = int(src[ok].min()), int(src[ok].max()) + 1
             m = np.zeros((b - a, hi - lo))

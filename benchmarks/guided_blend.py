@@ -27,6 +27,7 @@ from fusion_explorer.methods.consistency import msi_gain, project, spectral_prio
 from fusion_explorer.methods.guided import data_neighbours, transfer
 from fusion_explorer.methods.scalmu import load_model
 from fusion_explorer.methods.scalmu.start import problem_start
+from fusion_explorer.metrics import psnr
 from fusion_explorer.physics import simulate
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -34,8 +35,9 @@ ALPHAS = (0.0, 0.5, 1.0)
 
 
 def band_psnr(z: torch.Tensor, x: torch.Tensor) -> float:
-    """Mean over bands of the PSNR (peak 1) of ``z`` clipped to [0, 1], as ``metrics.evaluate``."""
-    return float((-10 * torch.log10((z.clamp(0, 1) - x).square().mean(dim=-1))).mean())
+    """:func:`fusion_explorer.metrics.psnr` of a flat cube ``z`` ``(1, bands, pixels)`` clipped to
+    [0, 1] against ``x`` (same shape), as one ``(bands, 1, pixels)`` image."""
+    return psnr(x[0, :, None], z[0, :, None].clamp(0, 1))
 
 
 def off_msi(v: torch.Tensor, gain: torch.Tensor, srf: torch.Tensor) -> torch.Tensor:
@@ -63,8 +65,8 @@ def main() -> None:
                 for alpha in ALPHAS:
                     row[f"alpha={alpha:g}"] = band_psnr(project(t_y + alpha * detail, data, prior), x)
                 # leave-one-out α: predict every LR pixel from neighbours that exclude it
-                ratio = problem.hr_size[0] // problem.lr_size[0]
-                loo = data_neighbours(data, problem.hr_size, problem.lr_size, ratio, int(problem.offset),
+                spatial = problem.spatial_operator()
+                loo = data_neighbours(data, problem.hr_size, problem.lr_size, spatial.ratio, spatial.offset,
                                       exclude_own=True)
                 gain = msi_gain(data.srf, prior)
                 a = data.degrade(off_msi(transfer(data.lr_hsi, loo), gain, data.srf) + gain @ data.hr_msi)

@@ -23,6 +23,7 @@ nothing.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 
 #: ``mallopt`` parameters (glibc's ``malloc.h``)
@@ -32,17 +33,10 @@ MMAP_THRESHOLD = 32 * 2**20
 #: freed memory at the top of the heap kept for reuse before any is returned to the kernel
 TRIM_THRESHOLD = 2**30
 
-_state: dict[str, bool] = {}
 
-
+@functools.cache
 def keep_freed_memory() -> bool:
     """Tune glibc's allocator as the module docstring says (once per process); ``True`` if done."""
-    if "applied" not in _state:
-        _state["applied"] = _apply()
-    return _state["applied"]
-
-
-def _apply() -> bool:
     if os.environ.get("FUSION_EXPLORER_MALLOC", "").strip().lower() in {"default", "off", "0"}:
         return False
     try:

@@ -36,3 +36,18 @@ class SRFError(FusionExplorerError, ValueError):
 
 class ProblemError(FusionExplorerError, ValueError):
     """A fusion problem is inconsistent (sizes, ratio, SRF) or a method was misused."""
+
+
+class WriteError(FusionExplorerError, OSError):
+    """A file could not be written, or writing it would replace something it must not.
+
+    The message always names the file.
+    """
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"

@@ -6,11 +6,17 @@ Every cube it returns carries ``attrs['source']`` (absolute path), ``attrs['form
 known, in strictly increasing order (bands are reordered when a file lists them otherwise,
 e.g. AVIRIS's overlapping spectrometers; ``attrs['band_order']`` keeps the file's indices).
 Every failure to read is one :class:`~fusion_explorer.errors.ReadError` naming the file.
+
+Reading stays inside the file and inside memory (:mod:`fusion_explorer.io.guard`): HDF5 external
+storage, virtual datasets and external links are refused, so are symlinks leaving a Zarr store or
+scene folder, and every read checks the declared size against a budget (``max_bytes=``, else
+``$FUSION_EXPLORER_MAX_READ_BYTES``, else min(1 GiB, RAM / 8)) before it reads data.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +25,9 @@ import xarray as xr
 
 from ..cube import make_cube, wavelengths
 from ..errors import ReadError
-from .cave import find_scene_dir, is_cave_scene, read_cave
+from .cave import find_scene_dir, holds_all_bands, read_cave
 from .envi import find_envi_pair, read_envi, write_envi
+from .guard import ENV_MAX_BYTES, ScanResult, default_max_bytes, read_budget, resolves_inside
 from .matlab import (
     band_axis,
     error_reason,
@@ -34,7 +41,10 @@ from .matlab import (
 from .netcdf import read_netcdf, read_zarr, write_netcdf, write_zarr
 
 __all__ = [
+    "ENV_MAX_BYTES",
     "FORMATS",
+    "ScanResult",
+    "default_max_bytes",
     "describe",
     "list_scenes",
     "load_wavelength",
@@ -43,6 +53,7 @@ __all__ = [
     "read_envi",
     "read_mat",
     "read_mat_variables",
+    "read_budget",
     "read_netcdf",
     "read_zarr",
     "write_envi",
@@ -116,6 +127,7 @@ def open_cube(
     image_shape: tuple[int, int] | None = None,
     wavelength: Any = None,
     clip_negative: bool = False,
+    max_bytes: float | None = None,
 ) -> xr.DataArray:
     """Read the cube ``(band, y, x)`` float32 that ``path`` holds, whatever its format.
 
@@ -124,6 +136,13 @@ def open_cube(
     the array of a .mat/NetCDF/Zarr file; ``layout`` and ``image_shape`` apply to .mat files
     (see :mod:`fusion_explorer.io.matlab`). ``wavelength`` (nm; array, or path of a .mat/.npy/
     text file with one vector) sets the band centres. ``clip_negative`` clips values below 0.
+
+    ``max_bytes`` is the read budget: the declared size of the array to read (shape x bytes per
+    value, at least 4 as the float32 cube) must not exceed it. Default: the environment variable
+    ``FUSION_EXPLORER_MAX_READ_BYTES`` (bytes), else ``min(1 GiB, physical memory / 8)``. Refused
+    before any data are read, as one :class:`ReadError`: a larger array; HDF5 (NetCDF-4, MATLAB
+    v7.3) external storage, virtual datasets and external links; Zarr chunks, ENVI data files and
+    CAVE band PNGs that resolve outside their store or folder (see :mod:`fusion_explorer.io.guard`).
     """
     path = Path(path).expanduser().resolve()
     if not path.exists():
@@ -135,17 +154,19 @@ def open_cube(
         raise ReadError(path, "layout= and image_shape= apply only to MATLAB .mat files")
     if path.is_dir():
         if _is_zarr(path):
-            cube = read_zarr(path, variable=variable)
+            cube = read_zarr(path, variable=variable, max_bytes=max_bytes)
         elif find_scene_dir(path) is not None:
-            cube = read_cave(path)
+            cube = read_cave(path, max_bytes=max_bytes)
         else:
             raise ReadError(path, "no scene here: not a Zarr store and no CAVE band PNGs (<scene>_01.png … _31.png)")
     elif is_mat:
-        cube = read_mat(path, variable=variable, layout=layout, image_shape=image_shape, wavelength=wl)
+        cube = read_mat(
+            path, variable=variable, layout=layout, image_shape=image_shape, wavelength=wl, max_bytes=max_bytes
+        )
     elif suffix in NETCDF_SUFFIXES:
-        cube = read_netcdf(path, variable=variable)
+        cube = read_netcdf(path, variable=variable, max_bytes=max_bytes)
     elif suffix == ".hdr":
-        cube = read_envi(path)
+        cube = read_envi(path, max_bytes=max_bytes)
     else:
         try:
             find_envi_pair(path)
@@ -153,7 +174,7 @@ def open_cube(
             raise ReadError(
                 path, "unrecognised file: expected a CAVE folder, .mat, ENVI (.hdr + data), .nc or .zarr"
             ) from None
-        cube = read_envi(path)
+        cube = read_envi(path, max_bytes=max_bytes)
     if wl is not None and not is_mat:
         if wl.size != cube.sizes["band"]:
             raise ReadError(path, f"{wl.size} wavelengths given for a cube of {cube.sizes['band']} bands")
@@ -161,15 +182,18 @@ def open_cube(
     return _finish(cube, clip_negative)
 
 
-def describe(path_or_cube: str | os.PathLike | xr.DataArray) -> dict[str, Any]:
-    """A JSON-friendly summary: format, source, dims, shape, bands, wavelength range, value stats, attrs."""
+def describe(path_or_cube: str | os.PathLike | xr.DataArray, *, max_bytes: float | None = None) -> dict[str, Any]:
+    """A JSON-friendly summary: format, source, dims, shape, bands, wavelength range, value stats, attrs.
+
+    A path is read with :func:`open_cube` (``max_bytes``: its read budget)."""
     if isinstance(path_or_cube, xr.DataArray):
         cube, extra = path_or_cube, {}
     else:
-        cube = open_cube(path_or_cube)
+        cube = open_cube(path_or_cube, max_bytes=max_bytes)
         extra = {}
         if cube.attrs.get("format", "").startswith("mat"):
-            extra["variables"] = {k: list(v) for k, v in read_mat_variables(cube.attrs["source"]).items()}
+            inventory = mat_inventory(cube.attrs["source"], max_bytes)
+            extra["variables"] = {v.name: list(v.shape) for v in inventory}
     values = np.asarray(cube.values)
     finite = values[np.isfinite(values)]
     wl = wavelengths(cube)
@@ -228,30 +252,66 @@ def _mat_is_scene(path: Path) -> bool:
     return False
 
 
-def list_scenes(data_dir: str | os.PathLike) -> list[Path]:
+def _is_scene_file(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in NETCDF_SUFFIXES:
+        return True
+    if suffix == ".mat":
+        return _mat_is_scene(path)
+    if suffix == ".hdr":
+        try:
+            find_envi_pair(path)
+        except ReadError:
+            return False
+        return True
+    return False
+
+
+def list_scenes(data_dir: str | os.PathLike, *, max_entries: int = 20_000, max_seconds: float = 2.0) -> ScanResult:
     """Loadable scenes under ``data_dir`` (recursive, sorted): CAVE folders, image .mat files, ENVI
-    headers, NetCDF files and Zarr stores. Spectral-response tables are skipped."""
+    headers, NetCDF files and Zarr stores. Spectral-response tables are skipped.
+
+    The scan is bounded: it stops after visiting ``max_entries`` directory entries or after
+    ``max_seconds``, and returns what it found so far as a :class:`ScanResult` (a list) whose
+    ``truncated`` is True and ``reason`` says which limit was hit. It never leaves ``data_dir``:
+    symlinked folders are not descended, and symlinks resolving outside ``data_dir`` are skipped.
+    Hidden folders (``.name``) are skipped.
+    """
     root = Path(data_dir).expanduser().resolve()
     if not root.is_dir():
         raise ReadError(root, "not a directory")
+    deadline = time.monotonic() + max_seconds
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for d in list(dirnames):
-            if _is_zarr(here / d):
-                found.append(here / d)
-                dirnames.remove(d)
-        if is_cave_scene(here) and find_scene_dir(here) == here:
+    visited = 0
+    todo = [root]
+    while todo:
+        here = todo.pop()
+        names, subdirs = [], []
+        try:
+            with os.scandir(here) as entries:
+                for entry in entries:
+                    visited += 1
+                    if visited > max_entries or time.monotonic() > deadline:
+                        limit = f"{max_entries} entries" if visited > max_entries else f"{max_seconds:g} s"
+                        reason = f"scan of {root} stopped after {limit}; the list may be incomplete"
+                        return ScanResult(sorted(found), truncated=True, reason=reason)
+                    p = Path(entry.path)
+                    if entry.is_symlink() and not resolves_inside(p, root):
+                        continue
+                    if entry.is_dir():
+                        if entry.name.startswith("."):
+                            continue
+                        if _is_zarr(p):
+                            found.append(p)
+                        elif not entry.is_symlink():
+                            subdirs.append(p)
+                    elif entry.is_file():
+                        names.append(entry.name)
+                        if _is_scene_file(p):
+                            found.append(p)
+        except OSError:
+            continue  # an unreadable folder has nothing to list
+        if holds_all_bands(names):
             found.append(here)
-        for name in filenames:
-            p, suffix = here / name, Path(name).suffix.lower()
-            if suffix in NETCDF_SUFFIXES or (suffix == ".mat" and _mat_is_scene(p)):
-                found.append(p)
-            elif suffix == ".hdr":
-                try:
-                    find_envi_pair(p)
-                    found.append(p)
-                except ReadError:
-                    pass
-    return sorted(found)
+        todo.extend(sorted(subdirs, reverse=True))
+    return ScanResult(sorted(found))

@@ -4,13 +4,16 @@ Band ``k`` (1-based) is at ``400 + 10 (k - 1)`` nm; values are divided by 65535.
 CAVE zip nests the PNGs one level down (``balloons_ms/balloons_ms/*.png``); both are accepted.
 Every PNG is checked before it is decoded (signature, IHDR bit depth and colour type, the IEND
 chunk at the end of the file), so a truncated, 8-bit or colour file is a :class:`ReadError`
-naming it.
+naming it. Before any PNG is decoded (:mod:`fusion_explorer.io.guard`): a band file that resolves
+outside the scene folder (a symlink leaving it) is refused, and the size the PNG headers declare
+(as float32) is checked against the read budget.
 """
 
 from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from PIL import Image
 
 from ..cube import make_cube
 from ..errors import ReadError
+from .guard import check_inside, check_size, cube_nbytes
 
 N_BANDS = 31
 WAVELENGTHS = np.arange(400.0, 701.0, 10.0)
@@ -54,6 +58,12 @@ def find_scene_dir(path: str | Path) -> Path | None:
     if len(subdirs) == 1 and band_files(subdirs[0]):
         return subdirs[0]
     return None
+
+
+def holds_all_bands(names: Iterable[str]) -> bool:
+    """Do these file names hold exactly the band files ``_01`` … ``_31`` (of any scene name)?"""
+    numbers = {int(m["num"]) for m in map(_BAND_FILE.match, names) if m}
+    return sorted(numbers) == list(range(1, N_BANDS + 1))
 
 
 def is_cave_scene(path: str | Path) -> bool:
@@ -110,10 +120,13 @@ def _read_band(path: Path, allow_8bit: bool) -> np.ndarray:
     return (arr / 255.0).astype(np.float32)
 
 
-def read_cave(path: str | Path, *, allow_8bit: bool = False) -> xr.DataArray:
+def read_cave(path: str | Path, *, allow_8bit: bool = False, max_bytes: float | None = None) -> xr.DataArray:
     """Read a CAVE scene folder as a cube ``(31, y, x)`` float32 in [0, 1], 400–700 nm.
 
     ``allow_8bit`` accepts 8-bit bands (scaled by 1/255, noted in ``attrs['value_note']``).
+    Refused before decoding: band files resolving outside the scene folder (copy linked scenes
+    into it), and a declared size (31 PNG headers, as float32) over ``max_bytes`` (default:
+    ``$FUSION_EXPLORER_MAX_READ_BYTES``, else min(1 GiB, RAM / 8)).
     """
     path = Path(path).resolve()
     if not path.exists():
@@ -135,6 +148,11 @@ def read_cave(path: str | Path, *, allow_8bit: bool = False) -> xr.DataArray:
     scenes = {_BAND_FILE.match(p.name)["scene"] for p in ordered}  # type: ignore[index]
     if len(scenes) != 1:
         raise ReadError(scene_dir, f"band PNGs of several scenes in one folder: {sorted(scenes)}")
+    for p in ordered:
+        check_inside(p, scene_dir, what="band file", where="the scene folder", error_path=scene_dir)
+    headers = [_png_header(p) for p in ordered]  # (width, height, bit depth, colour type)
+    pixels = sum(w * h for w, h, _, _ in headers)
+    check_size(cube_nbytes([pixels], 4), scene_dir, max_bytes, f"{N_BANDS} PNG bands, {pixels} pixels in all")
     with ThreadPoolExecutor(max_workers=8) as pool:  # Pillow's decoder releases the GIL
         bands = list(pool.map(lambda p: _read_band(p, allow_8bit), ordered))
     (h0, w0) = bands[0].shape
@@ -149,7 +167,6 @@ def read_cave(path: str | Path, *, allow_8bit: bool = False) -> xr.DataArray:
         "scale": 65535.0,
         "scale_note": "16-bit PNG values divided by 65535",
     }
-    depths = {_png_header(p)[2] for p in ordered} if allow_8bit else {16}
-    if depths != {16}:
+    if {depth for _, _, depth, _ in headers} != {16}:
         attrs["value_note"] = "some bands were 8-bit PNGs, divided by 255"
     return make_cube(np.stack(bands), WAVELENGTHS, attrs=attrs, name=attrs["scene"])

@@ -3,11 +3,16 @@
 Interleave (BSQ, BIL, BIP), data type, byte order and header offset are handled by spectral;
 wavelengths come from the header's ``wavelength`` field, converted to nm by ``wavelength units``.
 A ``reflectance scale factor`` divides the values (``attrs['scale']``).
+
+Safety (:mod:`fusion_explorer.io.guard`): the data file must resolve inside the header's folder (a
+symlink leaving it is refused), and the size the header declares is checked against the read
+budget before the data are read.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,8 @@ import xarray as xr
 
 from ..cube import make_cube, wavelengths
 from ..errors import ReadError
+from .atomic import atomic_target, check_target
+from .guard import check_inside, check_size, cube_nbytes
 from .matlab import check_dims, error_reason, to_nanometres
 
 _DATA_EXTS = ("", ".img", ".dat", ".raw", ".bin", ".bsq", ".bil", ".bip", ".sli", ".hyspex")
@@ -40,14 +47,26 @@ def find_envi_pair(path: str | Path) -> tuple[Path, Path]:
     raise ReadError(path, "no ENVI header (.hdr) beside this data file")
 
 
-def read_envi(path: str | Path) -> xr.DataArray:
-    """Read an ENVI image (``path``: the ``.hdr`` or the data file) as a cube ``(band, y, x)`` float32."""
+def read_envi(path: str | Path, *, max_bytes: float | None = None) -> xr.DataArray:
+    """Read an ENVI image (``path``: the ``.hdr`` or the data file) as a cube ``(band, y, x)`` float32.
+
+    Refused before reading: a data file resolving outside the header's folder, and a declared size
+    (lines x samples x bands) over ``max_bytes`` (default: ``$FUSION_EXPLORER_MAX_READ_BYTES``, else
+    min(1 GiB, RAM / 8)).
+    """
     hdr, data_file = find_envi_pair(path)
+    check_inside(data_file, hdr.parent, what="data file", where="the header's folder", error_path=hdr)
     try:
         img = envi.open(str(hdr), image=str(data_file))
     except Exception as exc:  # spectral raises its own errors, ValueError, KeyError, ...
         raise ReadError(hdr, f"not a readable ENVI header ({error_reason(exc)})") from exc
     try:
+        check_size(
+            cube_nbytes(img.shape, img.sample_size),
+            hdr,
+            max_bytes,
+            f"{img.nrows} lines x {img.ncols} samples x {img.nbands} bands of {np.dtype(img.dtype)}",
+        )
         need = img.offset + math.prod(img.shape) * img.sample_size
         have = data_file.stat().st_size
         if have < need:
@@ -91,10 +110,11 @@ def read_envi(path: str | Path) -> xr.DataArray:
     return make_cube(values, wl, attrs=attrs, name=hdr.stem)
 
 
-def write_envi(cube: xr.DataArray, path_hdr: str | Path, *, interleave: str = "bsq") -> Path:
+def write_envi(cube: xr.DataArray, path_hdr: str | Path, *, interleave: str = "bsq", overwrite: bool = False) -> Path:
     """Write a cube ``(band, y, x)`` as ENVI float32 (``path_hdr`` + a ``.img`` data file); return the header path.
 
-    Wavelengths (nm) and ``attrs['sensor']`` go into the header.
+    Wavelengths (nm) and ``attrs['sensor']`` go into the header. Each file is written beside its
+    target and renamed onto it (the data file first); existing files are replaced only with ``overwrite``.
     """
     check_dims(cube)
     if interleave.lower() not in ("bsq", "bil", "bip"):
@@ -110,7 +130,22 @@ def write_envi(cube: xr.DataArray, path_hdr: str | Path, *, interleave: str = "b
     if cube.attrs.get("sensor"):
         meta["sensor type"] = str(cube.attrs["sensor"])
     data = np.ascontiguousarray(np.asarray(cube.values, dtype=np.float32).transpose(1, 2, 0))
-    envi.save_image(
-        str(path_hdr), data, dtype=np.float32, interleave=interleave.lower(), metadata=meta, force=True, ext=".img"
-    )
+    check_target(path_hdr.with_suffix(".img"), overwrite=overwrite)
+    with (
+        atomic_target(path_hdr, overwrite=overwrite) as tmp_hdr,
+        atomic_target(path_hdr.with_suffix(".img"), overwrite=overwrite) as tmp_img,
+    ):
+        try:  # spectral names the data file after the header: move it to the data file's temporary name
+            envi.save_image(
+                str(tmp_hdr),
+                data,
+                dtype=np.float32,
+                interleave=interleave.lower(),
+                metadata=meta,
+                force=True,
+                ext=".img",
+            )
+        finally:
+            if tmp_hdr.with_suffix(".img").exists():
+                os.replace(tmp_hdr.with_suffix(".img"), tmp_img)
     return path_hdr

@@ -19,6 +19,11 @@ Layout rule (when ``layout`` is not given), first that applies:
 4. Otherwise MATLAB's ``(rows, cols, bands)`` convention: band last (``"yxb"``).
 
 Layouts name the axes of the stored array: ``"yxb"``, ``"byx"``, ``"ybx"``, ``"bp"``.
+
+Safety (:mod:`fusion_explorer.io.guard`): a v7.3 file is walked with h5py before anything else and
+refused if it reaches other files (external storage, virtual datasets, external links) or declares
+a dataset over the read budget; the variables about to be loaded are checked against the budget
+from their declared shapes (``scipy.io.whosmat`` for v5), before they are read.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import xarray as xr
 
 from ..cube import DIMS, make_cube
 from ..errors import CubeError, ReadError
+from .guard import check_hdf5, check_size, cube_nbytes, error_reason, shape_text
 
 LAYOUTS = ("yxb", "byx", "ybx", "bp")
 _BAND_AXIS = {"byx": 0, "ybx": 1, "yxb": 2}
@@ -78,6 +84,15 @@ class MatVariable:
         return math.prod(self.shape)
 
     @property
+    def itemsize(self) -> int:
+        """Bytes per stored value (8 for cells, structs and other classes)."""
+        if not (self.numeric or self.mclass in ("logical", "char")):
+            return 8
+        return np.dtype(
+            {"double": "f8", "single": "f4", "logical": "u1", "char": "u2"}.get(self.mclass, self.mclass)
+        ).itemsize
+
+    @property
     def is_vector(self) -> bool:
         return self.numeric and len(self.shape) <= 2 and sum(s > 1 for s in self.shape) == 1
 
@@ -98,13 +113,6 @@ def to_nanometres(values: Any, units: str | None = None) -> np.ndarray:
     if wl.size and np.nanmax(np.abs(wl)) < 30:
         return wl * 1000.0
     return wl
-
-
-def error_reason(exc: BaseException) -> str:
-    """``"ExcType: first line of the message"`` (at most 200 characters) for a ReadError reason."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = " ".join(lines[0].split()) if lines else ""
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 def check_dims(cube: Any) -> None:
@@ -130,13 +138,18 @@ def _h5_class(obj: h5py.HLObject) -> str:
     return cls.decode() if isinstance(cls, bytes) else str(cls)
 
 
-def mat_inventory(path: str | Path) -> list[MatVariable]:
-    """Names, MATLAB shapes and classes of the variables of a .mat file, without loading data."""
+def mat_inventory(path: str | Path, max_bytes: float | None = None) -> list[MatVariable]:
+    """Names, MATLAB shapes and classes of the variables of a .mat file, without loading data.
+
+    A v7.3 (HDF5) file is first checked with :func:`~fusion_explorer.io.guard.check_hdf5` (``max_bytes``
+    is its read budget).
+    """
     path = Path(path)
     version = mat_version(path)
     try:
         if version == "mat-v5":
             return [MatVariable(n, tuple(int(s) for s in shape), c) for n, shape, c in scipy.io.whosmat(str(path))]
+        check_hdf5(path, max_bytes)
         out = []
         with h5py.File(path, "r") as f:
             for name, obj in f.items():
@@ -167,8 +180,14 @@ def read_mat_variables(path: str | Path) -> dict[str, tuple[int, ...]]:
     return {v.name: v.shape for v in mat_inventory(path)}
 
 
-def _load_arrays(path: Path, version: str, names: Sequence[str]) -> dict[str, np.ndarray]:
-    """Load ``names`` as numpy arrays in MATLAB axis order."""
+def _load_arrays(
+    path: Path, version: str, variables: Sequence[MatVariable], max_bytes: float | None = None
+) -> dict[str, np.ndarray]:
+    """Load ``variables`` (from :func:`mat_inventory`) as numpy arrays in MATLAB axis order, after checking
+    their declared size against the read budget."""
+    names = [v.name for v in variables]
+    shown = "; ".join(f"variable '{v.name}', {shape_text(v.shape)} {v.mclass}" for v in variables)
+    check_size(sum(cube_nbytes(v.shape, v.itemsize) for v in variables), path, max_bytes, shown)
     try:
         if version == "mat-v5":
             data = scipy.io.loadmat(str(path), variable_names=list(names))
@@ -223,12 +242,12 @@ def _pick_variable(
 
 def _file_image_shape(path: Path, inventory: list[MatVariable]) -> tuple[int, int] | None:
     """``(rows, cols)`` from scalar variables such as ``nRow``/``nCol``, if the file has both."""
-    rows = [v.name for v in inventory if v.is_scalar and _ROWS_NAME.match(v.name)]
-    cols = [v.name for v in inventory if v.is_scalar and _COLS_NAME.match(v.name)]
+    rows = [v for v in inventory if v.is_scalar and _ROWS_NAME.match(v.name)]
+    cols = [v for v in inventory if v.is_scalar and _COLS_NAME.match(v.name)]
     if not (rows and cols):
         return None
     vals = _load_arrays(path, mat_version(path), [rows[0], cols[0]])
-    return int(vals[rows[0]].item()), int(vals[cols[0]].item())
+    return int(vals[rows[0].name].item()), int(vals[cols[0].name].item())
 
 
 def band_axis(shape: Sequence[int], wavelength_lengths: Sequence[int] = ()) -> tuple[str, str]:
@@ -260,8 +279,7 @@ def read_wavelength_vector(path: str | Path, variable: str | None = None) -> np.
             f"expected exactly one numeric vector of wavelengths; found {[v.name for v in vectors]} "
             f"among {read_mat_variables(path)}",
         )
-    name = vectors[0].name
-    return to_nanometres(_load_arrays(path, mat_version(path), [name])[name])
+    return to_nanometres(_load_arrays(path, mat_version(path), vectors)[vectors[0].name])
 
 
 def _sensor_hint(path: Path, variable: str) -> str | None:
@@ -279,6 +297,7 @@ def read_mat(
     layout: str | None = None,
     image_shape: tuple[int, int] | None = None,
     wavelength: Any = None,
+    max_bytes: float | None = None,
 ) -> xr.DataArray:
     """Read a cube ``(band, y, x)`` float32 from a MATLAB v5 or v7.3 file.
 
@@ -286,10 +305,13 @@ def read_mat(
     ``(rows, cols)`` override the detection rules of the module doc. ``wavelength`` (nm, one per
     band) replaces any wavelength vector of the file. A scalar ``maxValue`` variable divides the
     values (``attrs['scale']``). Integer data keep their physical values (as float32).
+
+    ``max_bytes`` is the read budget (default: ``$FUSION_EXPLORER_MAX_READ_BYTES``, else
+    min(1 GiB, RAM / 8)); see the module doc for what is refused before reading.
     """
     path = Path(path).resolve()
     version = mat_version(path)
-    inventory = mat_inventory(path)
+    inventory = mat_inventory(path, max_bytes)
     if layout is not None and layout not in LAYOUTS:
         raise ReadError(path, f"unknown layout {layout!r}; use one of {LAYOUTS}")
     if image_shape is not None:
@@ -306,8 +328,8 @@ def read_mat(
     if (layout == "bp") != (len(var.shape) == 2):
         raise ReadError(path, f"layout {layout!r} does not fit variable {var.name!r} of shape {var.shape}")
 
-    scale_vars = [v.name for v in inventory if v.is_scalar and _SCALE_NAME.match(v.name)]
-    arrays = _load_arrays(path, version, [var.name, *scale_vars])
+    scale_vars = [v for v in inventory if v.is_scalar and _SCALE_NAME.match(v.name)]
+    arrays = _load_arrays(path, version, [var, *scale_vars], max_bytes)
     arr = arrays[var.name]
     if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise ReadError(path, f"variable {var.name!r} holds {arr.dtype}, not real numbers")
@@ -339,18 +361,18 @@ def read_mat(
     if given_wl is not None:
         wl = given_wl
     else:
-        match = [v.name for v in wl_vars if v.size == data.shape[0]]
-        wl = to_nanometres(_load_arrays(path, version, [match[0]])[match[0]]) if match else None
+        match = [v for v in wl_vars if v.size == data.shape[0]]
+        wl = to_nanometres(_load_arrays(path, version, match[:1])[match[0].name]) if match else None
         if match:
-            attrs["wavelength_variable"] = match[0]
+            attrs["wavelength_variable"] = match[0].name
 
     values = data.astype(np.float32)
     if scale_vars:
-        scale = float(np.asarray(arrays[scale_vars[0]]).item())
+        scale = float(np.asarray(arrays[scale_vars[0].name]).item())
         if scale > 0:
             values = (data / scale).astype(np.float32)
             attrs["scale"] = scale
-            attrs["scale_note"] = f"stored values divided by {scale_vars[0]}={scale:g}"
+            attrs["scale_note"] = f"stored values divided by {scale_vars[0].name}={scale:g}"
 
     attrs.update(source=str(path), format=version)
     sensor = _sensor_hint(path, var.name)
@@ -360,3 +382,24 @@ def read_mat(
         return make_cube(values, wl, attrs=attrs, name=var.name)
     except ValueError as exc:
         raise ReadError(path, str(exc)) from exc
+
+
+def read_numeric_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every numeric (float, int, uint) variable of a MATLAB v4/v5 file, whole, by :func:`scipy.io.loadmat`:
+    for the small response tables of :func:`fusion_explorer.srf.read_srf_file`. v7.3 files are refused.
+
+    No size check: unlike :func:`read_mat`, the file is not walked against the read budget first.
+    """
+    try:
+        raw = scipy.io.loadmat(str(path))
+    except FileNotFoundError:
+        raise ReadError(path, "no such file") from None
+    except NotImplementedError as exc:  # scipy: MATLAB v7.3 files are HDF5
+        raise ReadError(path, f"MATLAB v7.3 (HDF5) files are not supported; save with -v7 ({exc})") from exc
+    except Exception as exc:  # scipy raises OSError, ValueError, IndexError, MatReadError ... on bad files
+        raise ReadError(path, f"not a readable MATLAB v5 file ({type(exc).__name__}: {exc})") from exc
+    return {
+        k: np.asarray(v)
+        for k, v in raw.items()
+        if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "fiu"
+    }

@@ -13,15 +13,19 @@ import json
 import re
 import warnings
 from collections.abc import Mapping
+from inspect import signature
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 import xarray as xr
+import zarr
 
 from ..cube import DIMS, make_cube
-from ..errors import ReadError
+from ..errors import ReadError, WriteError
+from .atomic import atomic_target, check_target, write_bytes
+from .guard import check_hdf5, check_size, check_tree, cube_nbytes, shape_text
 from .matlab import check_dims, error_reason, to_nanometres
 
 _JSON_MARK = "fusion_explorer_json_attrs"
@@ -86,20 +90,31 @@ def _to_dataset(cube: xr.DataArray, for_zarr: bool) -> tuple[xr.Dataset, str]:
     return ds, name
 
 
-def write_netcdf(cube: xr.DataArray, path: str | Path) -> Path:
-    """Write a cube ``(band, y, x)`` to NetCDF-4 (engine h5netcdf) as float32; return the path."""
+def write_netcdf(cube: xr.DataArray, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a cube ``(band, y, x)`` to NetCDF-4 (engine h5netcdf) as float32; return the path.
+
+    The file is made in memory, then written beside ``path`` and renamed onto it
+    (:func:`~.atomic.atomic_target`): a failed write leaves no partial file and any previous one
+    intact. An existing ``path`` raises :class:`~fusion_explorer.errors.WriteError` unless ``overwrite``.
+    """
+    check_target(path, overwrite=overwrite)
     ds, name = _to_dataset(cube, for_zarr=False)
-    path = Path(path)
-    ds.to_netcdf(path, engine="h5netcdf", encoding={name: {"dtype": "float32", "_FillValue": None}})
-    return path
+    data = ds.to_netcdf(engine="h5netcdf", encoding={name: {"dtype": "float32", "_FillValue": None}})
+    return write_bytes(path, data, overwrite=overwrite)
 
 
-def write_zarr(cube: xr.DataArray, path: str | Path) -> Path:
-    """Write a cube ``(band, y, x)`` to a Zarr store (a directory, replaced if present); return the path."""
+def write_zarr(cube: xr.DataArray, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a cube ``(band, y, x)`` to a Zarr store (a directory); return the path.
+
+    Written beside ``path`` and renamed onto it; an existing ``path`` is replaced only with ``overwrite``.
+    """
     ds, name = _to_dataset(cube, for_zarr=True)
-    path = Path(path)
-    ds.to_zarr(path, mode="w", encoding={name: {"dtype": "float32", "fill_value": None}}, consolidated=False)
-    return path
+    zarr_marks = ("zarr.json", ".zgroup", ".zarray")
+    if overwrite and Path(path).is_dir() and not any((Path(path) / n).exists() for n in zarr_marks):
+        raise WriteError(path, "is a folder but not a Zarr store; not replaced")
+    with atomic_target(path, overwrite=overwrite) as tmp:
+        ds.to_zarr(tmp, mode="w-", encoding={name: {"dtype": "float32", "fill_value": None}}, consolidated=False)
+    return Path(path)
 
 
 def _pick_variable(ds: xr.Dataset, path: Path, variable: str | None) -> xr.DataArray:
@@ -151,30 +166,62 @@ def _standardise(da: xr.DataArray, path: Path, fmt: str, global_attrs: Mapping[s
     return cube
 
 
-def read_netcdf(path: str | Path, *, variable: str | None = None) -> xr.DataArray:
-    """Read a cube ``(band, y, x)`` float32 from a NetCDF file (one DataArray, or ``variable`` of a Dataset)."""
+# Open lazily: no coordinate is loaded to build an index before the size check (where xarray has the option;
+# without it, index coordinates load at open, each one within the budget by check_hdf5).
+_LAZY = {"create_default_indexes": False} if "create_default_indexes" in signature(xr.open_dataset).parameters else {}
+
+
+def _load_checked(ds: xr.Dataset, path: Path, variable: str | None, fmt: str, max_bytes: float | None) -> xr.DataArray:
+    """Pick the variable of a lazily opened dataset, check its declared size with its coordinates (as
+    decoded), then load it alone."""
+    da = _pick_variable(ds, path, variable)
+    nbytes = sum(cube_nbytes(v.shape, v.dtype.itemsize) for v in (da.variable, *da.coords.values()))
+    check_size(nbytes, path, max_bytes, f"variable '{da.name}', {shape_text(da.shape)} {da.dtype}, with coordinates")
+    return _standardise(da.load(), path, fmt, ds.attrs)
+
+
+def read_netcdf(path: str | Path, *, variable: str | None = None, max_bytes: float | None = None) -> xr.DataArray:
+    """Read a cube ``(band, y, x)`` float32 from a NetCDF file (one DataArray, or ``variable`` of a Dataset).
+
+    CF packing is decoded (``scale_factor``, ``add_offset``; ``_FillValue`` becomes NaN). Refused
+    before any data are read (see :mod:`fusion_explorer.io.guard`): NetCDF-4 files that reach other
+    files (HDF5 external storage, virtual datasets, external links) and arrays whose declared size
+    exceeds ``max_bytes`` (default: ``$FUSION_EXPLORER_MAX_READ_BYTES``, else min(1 GiB, RAM / 8)).
+    """
     path = Path(path).resolve()
     if not path.is_file():
         raise ReadError(path, "no such file")
+    is_hdf5 = h5py.is_hdf5(str(path))
+    if is_hdf5:
+        check_hdf5(path, max_bytes)
     try:
-        engine = "h5netcdf" if h5py.is_hdf5(str(path)) else "scipy"
-        with xr.open_dataset(path, engine=engine) as ds:
-            ds.load()
+        with xr.open_dataset(path, engine="h5netcdf" if is_hdf5 else "scipy", **_LAZY) as ds:
+            return _load_checked(ds, path, variable, "netcdf", max_bytes)
+    except ReadError:
+        raise
     except Exception as exc:  # xarray/h5netcdf/scipy raise many types on bad files
         raise ReadError(path, f"not a readable NetCDF file ({error_reason(exc)})") from exc
-    return _standardise(_pick_variable(ds, path, variable), path, "netcdf", ds.attrs)
 
 
-def read_zarr(path: str | Path, *, variable: str | None = None) -> xr.DataArray:
-    """Read a cube ``(band, y, x)`` float32 from a Zarr store (a directory)."""
+def read_zarr(path: str | Path, *, variable: str | None = None, max_bytes: float | None = None) -> xr.DataArray:
+    """Read a cube ``(band, y, x)`` float32 from a Zarr store (a directory).
+
+    Refused before any data are read: a symlink in the store that resolves outside it, and an array
+    whose declared size (Zarr metadata) exceeds ``max_bytes`` (see :func:`read_netcdf`).
+    """
     path = Path(path).resolve()
     if not path.is_dir():
         raise ReadError(path, "no such Zarr store (directory)")
     try:
+        check_tree(path, where="the Zarr store")
+        for name, arr in zarr.open_group(str(path), mode="r").arrays():
+            what = f"array '{name}', {shape_text(arr.shape)} {arr.dtype}"
+            check_size(cube_nbytes(arr.shape, arr.dtype.itemsize), path, max_bytes, what)
         with warnings.catch_warnings():  # "no consolidated metadata" falls back to reading each array
             warnings.simplefilter("ignore", RuntimeWarning)
-            with xr.open_dataset(path, engine="zarr", consolidated=None) as ds:
-                ds.load()
+            with xr.open_dataset(path, engine="zarr", consolidated=None, **_LAZY) as ds:
+                return _load_checked(ds, path, variable, "zarr", max_bytes)
+    except ReadError:
+        raise
     except Exception as exc:
         raise ReadError(path, f"not a readable Zarr store ({error_reason(exc)})") from exc
-    return _standardise(_pick_variable(ds, path, variable), path, "zarr", ds.attrs)

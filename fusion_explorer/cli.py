@@ -1,24 +1,68 @@
 """``fusion-explorer``: inspect files, simulate sensor pairs, fuse, score and benchmark.
 
-Bad arguments or files exit with code 2 and one line saying what is wrong.
+Every failure exits with code 2 and one line saying what is wrong (Ctrl-C: code 130, one line);
+an unexpected error says so in that line, and ``FUSION_EXPLORER_DEBUG=1`` shows its traceback.
+Outputs are written beside their target and renamed onto it (:mod:`fusion_explorer.io.atomic`):
+an existing output is replaced only with ``--overwrite``, never an input.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from .errors import FusionExplorerError
+from .errors import FusionExplorerError, WriteError
 from .memory import keep_freed_memory
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _number(kind: type, positive: bool = True) -> Any:
+    """An argparse type: a finite ``kind`` (int or float), above 0 if ``positive``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}; got {text!r}") from None
+        if not math.isfinite(value) or (positive and value <= 0):
+            raise argparse.ArgumentTypeError(f"must be a finite number{' above 0' if positive else ''}; got {text!r}")
+        return value
+
+    return parse
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def _check_outputs(targets: Sequence[Path], inputs: Mapping[str, str | None], overwrite: bool) -> None:
+    """Refuse an output that is one of the ``inputs`` (``{flag: path}``), even with ``overwrite``,
+    and an existing one without it; before any work is done."""
+    from .io.atomic import check_target
+
+    for target in targets:
+        if target.is_dir():
+            raise WriteError(target, "is a folder; name a file to write")
+        for flag, spec in inputs.items():
+            if spec and Path(spec).exists() and _same_file(target, spec):
+                raise WriteError(target, f"is the input {flag}; write the result to another file")
+        check_target(target, overwrite=overwrite)
 
 
 def _progress(desc: str):
@@ -77,27 +121,41 @@ def _load_truth(args: argparse.Namespace):
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from .cube import check_ratio
     from .io import write_netcdf
+    from .io.atomic import atomic_target, write_bytes
     from .physics import get_protocol, make_protocol, simulate
     from .srf import srf_from_name_or_path
 
-    truth = _load_truth(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise WriteError(out, "is a file; --out names the folder for lr_hsi.nc, hr_msi.nc and srf.nc")
+    names = ["lr_hsi.nc", "hr_msi.nc", "srf.nc"] + (["hr_hsi.nc"] if args.save_truth else [])
+    _check_outputs([out / n for n in names], {"scene": args.scene, "--srf": args.srf}, args.overwrite)
     if args.ratio:
         proto = make_protocol(args.ratio, args.sigma, snr_db=args.snr)
     else:
         proto = get_protocol(args.protocol)
         if args.snr is not None:
             proto = proto.with_(snr_db=args.snr)
+    truth = _load_truth(args)
+    size = (truth.sizes["y"], truth.sizes["x"])
+    check_ratio(size, proto.ratio, what="scene")
+    if proto.kernel_size > max(size):
+        raise FusionExplorerError(
+            f"the PSF of {proto.name} ({proto.kernel_size}x{proto.kernel_size} pixels) is larger than the "
+            f"{size[0]}x{size[1]} scene; use a smaller --sigma or a larger --crop"
+        )
     srf = srf_from_name_or_path(args.srf, truth) if args.srf else None
     problem = simulate(truth, proto, srf=srf, seed=args.seed)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_netcdf(problem.lr_hsi, out / "lr_hsi.nc")
-    write_netcdf(problem.hr_msi, out / "hr_msi.nc")
-    srf_da = problem.srf.to_dataarray()
-    srf_da.to_netcdf(out / "srf.nc", engine="h5netcdf")
-    if args.save_truth:
-        write_netcdf(truth, out / "hr_hsi.nc")
+    with ExitStack() as stack:  # all files or none: each is renamed into place only when all are written
+        tmp = {n: stack.enter_context(atomic_target(out / n, overwrite=args.overwrite)) for n in names}
+        write_netcdf(problem.lr_hsi, tmp["lr_hsi.nc"])
+        write_netcdf(problem.hr_msi, tmp["hr_msi.nc"])
+        write_bytes(tmp["srf.nc"], problem.srf.to_dataarray().to_netcdf(engine="h5netcdf"))
+        if args.save_truth:
+            write_netcdf(truth, tmp["hr_hsi.nc"])
     print(
         f"{problem.name}: LR-HSI {problem.lr_hsi.shape}, HR-MSI {problem.hr_msi.shape}, SRF {problem.srf.name} "
         f"({problem.msi_bands}x{problem.hsi_bands}) -> {out}"
@@ -111,6 +169,10 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     from .physics import default_kernel_size, gaussian_kernel, get_protocol
     from .srf import srf_from_name_or_path
 
+    inputs = {"--lr-hsi": args.lr_hsi, "--hr-msi": args.hr_msi, "--srf": args.srf, "--checkpoint": args.checkpoint}
+    _check_outputs([Path(args.out)], inputs, args.overwrite)
+    if args.psf_size and not args.psf_sigma:
+        raise FusionExplorerError("--psf-size needs --psf-sigma (the Gaussian PSF's width)")
     lr = open_cube(args.lr_hsi)
     msi = open_cube(args.hr_msi)
     srf = srf_from_name_or_path(args.srf, lr) if args.srf else None
@@ -120,6 +182,12 @@ def cmd_fuse(args: argparse.Namespace) -> int:
         psf, offset = proto.psf().numpy(), proto.offset if offset is None else offset
     elif args.psf_sigma:
         size = args.psf_size or default_kernel_size(args.psf_sigma, ratio=1)
+        big = max(msi.sizes["y"], msi.sizes["x"])
+        if size > big:  # refused before the kernel is allocated
+            raise FusionExplorerError(
+                f"the PSF ({size}x{size} pixels, sigma {args.psf_sigma:g}) is larger than the HR-MSI "
+                f"({msi.sizes['y']}x{msi.sizes['x']}); give a smaller --psf-size or --psf-sigma"
+            )
         psf = gaussian_kernel(size, args.psf_sigma).numpy()
     problem = FusionProblem(lr, msi, srf=srf, ratio=args.ratio, psf=psf, offset=offset)
     options = _parse_options(args.option)
@@ -131,7 +199,7 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    write_netcdf(result.fused, args.out)
+    write_netcdf(result.fused, args.out, overwrite=args.overwrite)
     print(f"{args.method}: {result.fused.shape} in {result.seconds:.2f} s on {result.device} -> {args.out}")
     return 0
 
@@ -177,28 +245,45 @@ def cmd_train(args: argparse.Namespace) -> int:
                                                "size", "init_iterations", "lr", "seed", "max_log_exponent")
                  if getattr(args, k) is not None}
     cfg = TrainConfig(**overrides)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise WriteError(out, "is a file; --out names the folder for checkpoints and log.jsonl")
+    previous = [n for n in _RUN_FILES if (out / n).exists()]
+    if previous and not (args.resume or args.overwrite):
+        raise WriteError(out, f"holds a previous run ({', '.join(previous)}); pass --resume to continue it or "
+                              "--overwrite to start over")
+    if args.overwrite:
+        for name in previous:
+            (out / name).unlink()
     summary = train(args.out, cfg, resume=args.resume, show=not args.quiet, log=lambda m: print(m, flush=True))
     print(f"{args.method}: {len(summary['history'])} epochs, best validation loss {summary['best_val_loss']:.4f}, "
           f"{summary['seconds']:.0f} s -> {Path(args.out) / 'scalmu.pt'}")
     return 0
 
 
+#: what a training run writes into its --out folder (scalmu.train.train)
+_RUN_FILES = ("last.pt", "best.pt", "scalmu.pt", "log.jsonl", "summary.json")
+
+
 def _add_train_parser(sub) -> None:
     s = sub.add_parser("train", help="train a learned method on synthetic dead leaves (never real images)")
     s.add_argument("method", choices=["scalmu"])
     s.add_argument("--out", required=True, help="folder for checkpoints (last.pt, best.pt, scalmu.pt) and log.jsonl")
-    s.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    s.add_argument("--epochs", type=int)
-    s.add_argument("--layers", type=int, help="K, the number of unrolled layers")
-    s.add_argument("--train-batches", type=int, help="training items (each: batch-size scenes, one sensor pair)")
-    s.add_argument("--val-batches", type=int, help="held-back validation items (another seed)")
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--size", type=int, help="scene size (pixels)")
-    s.add_argument("--init-iterations", type=int, help="CNMF start: inner iterations")
-    s.add_argument("--lr", type=float)
+    again = s.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    again.add_argument("--overwrite", action="store_true", help="start over in a folder that holds a previous run")
+    s.add_argument("--epochs", type=_number(int))
+    s.add_argument("--layers", type=_number(int), help="K, the number of unrolled layers")
+    s.add_argument("--train-batches", type=_number(int),
+                   help="training items (each: batch-size scenes, one sensor pair)")
+    s.add_argument("--val-batches", type=_number(int), help="held-back validation items (another seed)")
+    s.add_argument("--batch-size", type=_number(int))
+    s.add_argument("--size", type=_number(int), help="scene size (pixels)")
+    s.add_argument("--init-iterations", type=_number(int), help="CNMF start: inner iterations")
+    s.add_argument("--lr", type=_number(float))
     s.add_argument("--seed", type=int)
-    s.add_argument("--max-log-exponent", type=float, help="learned MU exponents are at most exp(this)")
-    s.add_argument("--threads", type=int, help="torch CPU threads")
+    s.add_argument("--max-log-exponent", type=_number(float), help="learned MU exponents are at most exp(this)")
+    s.add_argument("--threads", type=_number(int), help="torch CPU threads")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_train)
 
@@ -221,26 +306,27 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("simulate", help="make LR-HSI, HR-MSI and SRF of a scene under a protocol")
     s.add_argument("scene", help="a scene path (CAVE folder, .mat, ENVI, .nc, .zarr) or 'default'")
     s.add_argument("--protocol", default="mossfuse-cave-x32", help="mossfuse-cave-x32 | gaussian-x8")
-    s.add_argument("--ratio", type=int, help="custom protocol: ratio (with --sigma)")
-    s.add_argument("--sigma", type=float, default=2.0, help="custom protocol: PSF sigma in HR pixels")
+    s.add_argument("--ratio", type=_number(int), help="custom protocol: ratio (with --sigma)")
+    s.add_argument("--sigma", type=_number(float), default=2.0, help="custom protocol: PSF sigma in HR pixels")
     s.add_argument("--srf", help="SRF: built-in name or table file (default: the protocol's)")
-    s.add_argument("--snr", type=float, help="add Gaussian noise at this SNR (dB)")
-    s.add_argument("--crop", type=int, help="central crop size (rounded to the ratio)")
+    s.add_argument("--snr", type=_number(float, positive=False), help="add Gaussian noise at this SNR (dB)")
+    s.add_argument("--crop", type=_number(int), help="central crop size (rounded to the ratio)")
     s.add_argument("--clip-negative", action="store_true", help="clip negative values of the scene to 0")
     s.add_argument("--save-truth", action="store_true", help="also write hr_hsi.nc (the ground truth)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="folder for lr_hsi.nc, hr_msi.nc, srf.nc (and hr_hsi.nc)")
+    s.add_argument("--overwrite", action="store_true", help="replace those files if they exist")
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("fuse", help="fuse an LR-HSI and an HR-MSI with a method")
     s.add_argument("--lr-hsi", required=True)
     s.add_argument("--hr-msi", required=True)
     s.add_argument("--srf", help="NetCDF (msi_band, band), table file or built-in name; omit to estimate")
-    s.add_argument("--ratio", type=int, help="default: inferred from the sizes")
+    s.add_argument("--ratio", type=_number(int), help="default: inferred from the sizes")
     s.add_argument("--method", default="bicubic")
     s.add_argument("--protocol", help="take the known PSF and offset from this protocol")
-    s.add_argument("--psf-sigma", type=float, help="known Gaussian PSF sigma (HR pixels)")
-    s.add_argument("--psf-size", type=int)
+    s.add_argument("--psf-sigma", type=_number(float), help="known Gaussian PSF sigma (HR pixels)")
+    s.add_argument("--psf-size", type=_number(int), help="its size (default: covers +-3 sigma)")
     s.add_argument("--offset", type=int, help="sampling offset of the LR grid")
     s.add_argument("--device", default="auto")
     s.add_argument("--checkpoint")
@@ -248,12 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--out", required=True)
+    s.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never an input)")
     s.set_defaults(func=cmd_fuse)
 
     s = sub.add_parser("score", help="metrics of an estimate against the truth")
     s.add_argument("truth")
     s.add_argument("estimate")
-    s.add_argument("--ratio", type=float, required=True)
+    s.add_argument("--ratio", type=_number(float), required=True)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_score)
 
@@ -262,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scenes", nargs="*", help="scene paths or 'default' (default: CAVE scenes in the data dir)")
     s.add_argument("--data-dir")
     s.add_argument("--protocols", default="mossfuse-cave-x32,gaussian-x8")
-    s.add_argument("--crop", type=int)
+    s.add_argument("--crop", type=_number(int))
     s.add_argument("--device", default="auto")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="write rows to .csv or .json")
@@ -272,18 +359,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _fail(command: str, message: object) -> int:
+    text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    print(f"fusion-explorer {command}: error: {text}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    keep_freed_memory()  # big temporaries reuse freed memory instead of faulting in fresh pages
+    if hasattr(signal, "SIGXFSZ"):  # a file-size limit then fails the write (EFBIG) instead of killing us
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_, **__: f"fusion-explorer {args.command}: warning: {message}\n"
     try:
+        keep_freed_memory()  # big temporaries reuse freed memory instead of faulting in fresh pages
         return args.func(args)
+    except KeyboardInterrupt:
+        print(f"fusion-explorer {args.command}: interrupted", file=sys.stderr)
+        return 130
     except FusionExplorerError as exc:
-        print(f"fusion-explorer {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
-        print(f"fusion-explorer {args.command}: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
-        return 2
+        return _fail(args.command, exc)
+    except MemoryError as exc:
+        return _fail(args.command, f"out of memory ({exc or 'an allocation failed'})")
+    except OSError as exc:  # disk full, file too large, read-only file system, permission denied, ...
+        return _fail(args.command, f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror or exc)
+    except Exception as exc:
+        if os.environ.get("FUSION_EXPLORER_DEBUG", "") not in ("", "0"):
+            raise
+        return _fail(args.command, f"unexpected {type(exc).__name__}: {exc} (a bug? run with FUSION_EXPLORER_DEBUG=1 "
+                                   "for the traceback)")
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ class ComparePanel:
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run.name).strip("_") or "run"
         out = self.state.session_dir / "exports"
         out.mkdir(parents=True, exist_ok=True)
-        path = write_netcdf(cube, out / f"{safe}.nc")
+        path = write_netcdf(cube, out / f"{safe}.nc", overwrite=True)  # the session's own export of this run
         size = path.stat().st_size
         link = ""
         if size <= _LINK_LIMIT:

@@ -188,9 +188,13 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if not p.is_file():
         raise ProblemError(f"MossFuse checkpoint {str(p)!r} not found")
     try:
-        blob = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many kinds on a bad file
-        raise ProblemError(f"{p}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+        blob = torch.load(p, map_location="cpu", weights_only=True)  # a pickle asking for more is refused
+    except Exception as exc:  # torch raises many kinds on a bad file; its messages run over many lines
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [""]
+        if "Weights only load failed" in lines[0]:
+            why = next((ln for ln in lines if "nsupported" in ln), lines[0])
+            raise ProblemError(f"{p}: refused: the file holds more than weights ({why})") from None
+        raise ProblemError(f"{p}: not a readable PyTorch checkpoint ({type(exc).__name__}: {lines[0]})") from None
     if isinstance(blob, dict) and REFERENCE_KEY in blob:
         return dict(blob[REFERENCE_KEY]), None, True
     if isinstance(blob, dict) and OWN_KEY in blob:

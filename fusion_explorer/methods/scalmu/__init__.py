@@ -32,24 +32,47 @@ def default_checkpoint_path() -> Path:
     return Path(str(resources.files("fusion_explorer") / "data" / DEFAULT_CHECKPOINT))
 
 
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """The dict of a SCALMU checkpoint file (``config``, ``model``, ...), loaded as weights only.
+
+    ``torch.load(weights_only=True)``: tensors, numbers, strings, lists, tuples and dicts; a pickle
+    that asks for anything else (it could run code) is refused, as is a file torch cannot read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ProblemError(f"SCALMU checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many kinds on a bad file
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [""]
+        if "Weights only load failed" in lines[0]:
+            why = next((ln for ln in lines if "nsupported" in ln), lines[0])
+            raise ProblemError(f"{path}: refused: the file holds more than weights ({why})") from None
+        raise ProblemError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {lines[0]})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise ProblemError(f"{path} is not a SCALMU checkpoint (expected a dict with 'config' and 'model')")
+    return ckpt
+
+
 def load_model(
     checkpoint: str | Path | None = None, map_location: str | torch.device = "cpu"
 ) -> tuple[SCALMUNet, dict]:
-    """``(network, checkpoint dict)`` from ``checkpoint`` (a path; ``None`` = the shipped weights)."""
+    """``(network, checkpoint dict)`` from ``checkpoint`` (a path; ``None`` = the shipped weights),
+    read as weights only (:func:`read_checkpoint`)."""
     path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
-    if not path.is_file():
-        raise ProblemError(f"SCALMU checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise ProblemError(f"{path} is not a SCALMU checkpoint (expected a dict with 'config' and 'model')")
-    config = dict(ckpt["config"]["model"])
-    state = dict(ckpt["model"])
-    if "log_hsi_weight" not in state:  # trained before the joint layers: MSI-only updates, as it was trained
-        config.setdefault("joint", False)
-        state["log_hsi_weight"] = torch.zeros(int(config["layers"]))
-    config.setdefault("consistency", False)  # trained before the consistency layer: output W H_m
-    net = SCALMUNet(**config)
-    net.load_state_dict(state)
+    ckpt = read_checkpoint(path, map_location)
+    try:
+        config = dict(ckpt["config"]["model"])
+        state = dict(ckpt["model"])
+        if "log_hsi_weight" not in state:  # trained before the joint layers: MSI-only updates, as it was trained
+            config.setdefault("joint", False)
+            state["log_hsi_weight"] = torch.zeros(int(config["layers"]))
+        config.setdefault("consistency", False)  # trained before the consistency layer: output W H_m
+        net = SCALMUNet(**config)
+        net.load_state_dict(state)
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        why = (str(exc).splitlines() or [""])[0]
+        raise ProblemError(f"{path}: not the weights of a SCALMU network ({type(exc).__name__}: {why})") from None
     net.eval()
     return net, ckpt
 
@@ -184,4 +207,4 @@ def scalmu(
     )
 
 
-__all__ = ["SCALMUNet", "DEFAULT_CHECKPOINT", "default_checkpoint_path", "load_model", "scalmu"]
+__all__ = ["SCALMUNet", "DEFAULT_CHECKPOINT", "default_checkpoint_path", "load_model", "read_checkpoint", "scalmu"]

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from ...io.atomic import atomic_target
+from . import read_checkpoint
 from .model import SCALMUNet, fused_loss, n_parameters, psnr_db
 from .start import batch_start
 
@@ -51,6 +53,13 @@ class TrainConfig:
     def model_config(self) -> dict[str, Any]:
         return {"layers": self.layers, "hidden": self.hidden, "max_log_exponent": self.max_log_exponent,
                 "joint": self.joint, "consistency": self.consistency}
+
+
+def _save(checkpoint: dict, path: Path) -> None:
+    """``torch.save`` beside ``path``, then rename onto it: an interrupted save keeps the previous file.
+    Checkpoints hold only tensors, numbers, strings, lists and dicts (they load with ``weights_only``)."""
+    with atomic_target(path, overwrite=True) as tmp:
+        torch.save(checkpoint, tmp)
 
 
 def _wavelength(index: int) -> str:
@@ -103,7 +112,7 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, resume: bool = Fal
     if resume:
         if not last.is_file():
             raise FileNotFoundError(2, "no checkpoint to resume from", str(last))
-        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(last)
         saved = TrainConfig(**ckpt["config"]["train"])
         if cfg is not None and cfg.epochs > saved.epochs:
             saved.epochs = cfg.epochs  # resuming may extend the run
@@ -168,16 +177,16 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, resume: bool = Fal
         log(f"epoch {epoch + 1}: train {row['train_loss']:.4f}  val {val['loss']:.4f}  val PSNR {val['psnr']:.2f} dB "
             f"({row['seconds']:.0f} s)")
         state_dict = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        torch.save({"config": config, "model": state_dict, "optimizer": opt.state_dict(), "epoch": epoch,
-                    "history": history, "baselines": base}, last)
+        _save({"config": config, "model": state_dict, "optimizer": opt.state_dict(), "epoch": epoch,
+               "history": history, "baselines": base}, last)
         if val["loss"] < best:
             best = val["loss"]
-            torch.save({"config": config, "model": state_dict, "epoch": epoch, "history": history,
-                        "baselines": base}, out / "best.pt")
-    final = torch.load(out / "best.pt", map_location="cpu", weights_only=False) if (out / "best.pt").exists() else None
+            _save({"config": config, "model": state_dict, "epoch": epoch, "history": history,
+                   "baselines": base}, out / "best.pt")
+    final = read_checkpoint(out / "best.pt") if (out / "best.pt").exists() else None
     if final is not None:
         final["history"] = history
-        torch.save(final, out / "scalmu.pt")
+        _save(final, out / "scalmu.pt")
     summary = {"out": str(out), "epochs": cfg.epochs, "seconds": time.perf_counter() - t0, "baselines": base,
                "history": history, "best_val_loss": best}
     with open(out / "summary.json", "w") as f:

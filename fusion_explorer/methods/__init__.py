@@ -1,6 +1,6 @@
 """Fusion methods, found by name: ``fuse(problem, "bicubic")``; ``available_methods()``."""
 
-from . import bicubic, cnmf, mossfuse, scalmu  # noqa: F401  (registers the methods)
+from . import bicubic, cnmf, glp_hs, gsa, hysure, mossfuse, scalmu  # noqa: F401  (registers the methods)
 from .base import (
     FusionProblem,
     FusionResult,

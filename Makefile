@@ -31,8 +31,11 @@ install-test: $(TEST_STAMP)
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "warning: could not install chromium; browser tests will fail"; }
 
+# Localhost only; voila-config/voila.py culls idle kernels, lets closed tabs shut theirs down and caps
+# sessions (README, "Serving the dashboard safely"). Override any of it: make app VOILA_ARGS="--Voila.x=y".
+VOILA_ARGS ?=
 app: install
-	$(VENV)/bin/voila app.ipynb --port=$(PORT) --no-browser --Voila.ip=0.0.0.0 --preheat_kernel=True --pool_size=1
+	$(VENV)/bin/voila app.ipynb --port=$(PORT) --no-browser --Voila.ip=127.0.0.1 --Voila.config_file_paths=voila-config $(VOILA_ARGS)
 
 test: install-test
 	$(PY) -m pytest -q

@@ -5,6 +5,7 @@ Tests read the real files in place. A missing file is a failure naming the path,
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -46,3 +47,54 @@ def remote_dir(data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def srf_dir(data_dir: Path) -> Path:
     return require(data_dir / "srf")
+
+
+# ---------------------------------------------------------------------------- serving the dashboard
+#: how ``make app`` serves the dashboard (with --port added); the browser tests and benchmarks use the same
+VOILA_ARGS = ["--no-browser", "--Voila.ip=127.0.0.1", "--Voila.config_file_paths=voila-config"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_voila(*extra_args: str, env: dict | None = None, log: Path | None = None, timeout: float = 60):
+    """Serve ``app.ipynb`` as ``make app`` does (voila-config/voila.py), on a free localhost port.
+
+    Yields ``(url, process)``; ``extra_args`` override the configuration (e.g. short culling times)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    voila = Path(sys.executable).with_name("voila")
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([str(voila), "app.ipynb", f"--port={port}", *VOILA_ARGS, *extra_args], cwd=ROOT,
+                            stdout=out, stderr=subprocess.STDOUT, env=env or os.environ.copy())
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail(f"voila exited with {proc.returncode} before serving")
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"voila did not start within {timeout:.0f} s")
+        yield f"http://127.0.0.1:{port}/", proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if log:
+            out.close()

@@ -191,7 +191,9 @@ def test_upload_errors_and_session_dir(app, tmp_path):
 
     good = tmp_path / "good.nc"
     write_netcdf(default_scene(32), good)
-    msg = app.data.handle_upload([("../../good.nc", good.read_bytes())])
+    assert "path separator" in app.data.handle_upload([("../../good.nc", good.read_bytes())])
+    assert not (app.state.session_dir / "good.nc").exists()
+    msg = app.data.handle_upload([("good.nc", good.read_bytes())])
     saved = app.state.session_dir / "uploads" / "good.nc"
     assert saved.exists() and "uploaded good.nc" in msg and app.data.scene.value == str(saved)
     app.data.crop.value = 0

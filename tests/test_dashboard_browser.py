@@ -9,14 +9,12 @@ and a viewport resize: the FigureWidget trap this dashboard was built to avoid (
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from .conftest import free_port, serve_voila
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -34,35 +32,14 @@ pytestmark = pytest.mark.browser
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 @pytest.fixture(scope="module")
 def voila_url():
-    port = _free_port()
-    voila = Path(sys.executable).with_name("voila")
-    proc = subprocess.Popen(
-        [str(voila), "app.ipynb", f"--port={port}", "--no-browser", "--Voila.ip=127.0.0.1"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=os.environ.copy(),
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("voila did not start within 60 s")
-    yield f"http://127.0.0.1:{port}/"
-    proc.terminate()
-    proc.wait(timeout=20)
+    """The dashboard as ``make app`` serves it (``voila-config/voila.py``)."""
+    with serve_voila() as (url, _proc):
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -247,12 +224,50 @@ def test_run_click_step_upload(browser, voila_url):
 
     # a broken upload gives a readable error
     with page.expect_file_chooser() as chooser:
-        page.click(".fe-upload")
+        page.click(".fe-upload button")
     chooser.value.set_files(
         files=[{"name": "broken.nc", "mimeType": "application/octet-stream", "buffer": b"not a netcdf file"}]
     )
     page.wait_for_selector(".fe-data-message >> text=could not read broken.nc", timeout=30_000)
     page.locator(".fe-data-message").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "03-upload-error.png"))
+    assert own_errors(page) == [], own_errors(page)
+    page.close()
+
+
+def upload(page, files) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.click(".fe-upload button")
+    chooser.value.set_files(files=files)
+
+
+def test_upload_12mb_cube_arrives_and_loads_and_over_cap_is_refused(browser, voila_url, tmp_path):
+    """A 12.7 MB NetCDF (over tornado's 10 MiB websocket message limit, which dropped FileUpload's single
+    message) arrives in chunks and loads; a file over the 100 MB cap is refused by the page with a message."""
+    from fusion_explorer.app.data_panel import MAX_UPLOAD_BYTES
+    from fusion_explorer.io import write_netcdf
+    from fusion_explorer.synth import default_scene
+
+    cube = tmp_path / "cube12.nc"
+    write_netcdf(default_scene(320, seed=5), cube)
+    assert cube.stat().st_size > 12 * 10**6
+    page = open_app(browser, voila_url)
+    upload(page, [str(cube)])
+    page.wait_for_selector(".fe-data-message >> text=uploaded cube12.nc: 31 bands, 320x320", timeout=60_000)
+    assert page.locator(".fe-scene select").input_value() == "uploaded: cube12.nc"
+    truth_before = plot_state(page, "fe-truth")
+    select_option(page, "fe-crop", "full")
+    page.click(".fe-load button, button.fe-load")
+    wait_changed(page, "fe-truth", truth_before, 60)
+    assert "320x320x31" in page.locator(".fe-app").inner_text()
+
+    big = tmp_path / "huge.nc"
+    with open(big, "wb") as f:  # sparse: costs no disk
+        f.truncate(MAX_UPLOAD_BYTES + 1)
+    upload(page, [str(big)])
+    page.wait_for_selector(".fe-data-message >> text=the limit is 100 MB", timeout=30_000)
+    assert "did not send it" in page.locator(".fe-data-message").inner_text()
+    page.locator(".fe-data-message").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "04-upload-over-cap.png"))
     assert own_errors(page) == [], own_errors(page)
     page.close()

@@ -1,12 +1,24 @@
-"""Data panel: choose a scene (default, data directory, upload) and its degradation; see truth, LR-HSI, MSI."""
+"""Data panel: choose a scene (default, a configured data folder, an upload) and its degradation; see
+truth, LR-HSI, MSI.
+
+Scenes come from configured roots only (:func:`fusion_explorer.config.data_roots` and the session's
+own uploads): the page picks a root from a list, never types a server path, and :meth:`DataPanel.load`
+refuses any path outside them. Uploads stream in chunks (:class:`Uploader`) into the session's
+private directory; the page refuses files over :data:`MAX_UPLOAD_BYTES` before sending anything.
+"""
 
 from __future__ import annotations
 
+import html
 import os
+import time
 from pathlib import Path
+from typing import Any
 
+import anywidget
 import ipywidgets as W
 import numpy as np
+import traitlets as T
 
 from .figure import PlotlyFigure
 from .images import (
@@ -19,12 +31,182 @@ from .images import (
     pins_layout,
     rgb_display,
 )
-from .state import AppState, colour
+from .state import AppState, colour, sessions_root
 
-#: uploads larger than this are refused (bytes)
-MAX_UPLOAD_BYTES = 256 * 2**20
+#: uploads larger than this (all files of one upload together) are refused, by the page before sending (bytes)
+MAX_UPLOAD_BYTES = 100 * 2**20
+#: the page sends an upload in messages of this size: far below tornado's 10 MiB websocket message limit
+UPLOAD_CHUNK_BYTES = 4 * 2**20
 UPLOAD_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf", ".mat", ".hdr", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip")
 DEFAULT = "default:"
+UPLOADS = "uploads"
+#: at most this many scenes of one root are listed
+MAX_LISTED_SCENES = 500
+_MAX_NAME_BYTES = 255
+
+
+def upload_name_error(name: Any) -> str | None:
+    """Why ``name`` cannot be an upload's file name (None when it can): empty, a dot-file, a path
+    separator, a control character (NUL), over 255 bytes in UTF-8, or an unsupported type."""
+    if not isinstance(name, str) or not name.strip():
+        return "refused an upload without a file name"
+    shown = repr(name if len(name) <= 60 else name[:57] + "...")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f"refused file name {shown}: it contains control characters"
+    if "/" in name or "\\" in name:
+        return f"refused file name {shown}: it contains a path separator"
+    if name.startswith("."):
+        return f"refused file name {shown}: names starting with '.' are not accepted"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return f"refused file name {shown}: it is not valid Unicode"
+    if size > _MAX_NAME_BYTES:
+        return f"refused file name {shown}: it is {size} bytes long; at most {_MAX_NAME_BYTES}"
+    if Path(name).suffix.lower() not in UPLOAD_SUFFIXES:
+        return f"{name}: unsupported type; expected one of {', '.join(UPLOAD_SUFFIXES)}"
+    return None
+
+
+def _size_error(name: str, size: int) -> str:
+    mb = size / 2**20
+    shown = f"{mb:.1f} MB" if abs(mb - MAX_UPLOAD_BYTES / 2**20) >= 0.05 else f"{size:,} bytes"
+    return (f"{name} is {shown}; the limit is {MAX_UPLOAD_BYTES >> 20} MB ({MAX_UPLOAD_BYTES:,} bytes) "
+            "per upload (nothing was kept)")
+
+
+def inside(path: str | os.PathLike, roots: list[Path]) -> bool:
+    """Whether ``path`` (symlinks resolved) lies inside one of ``roots``."""
+    try:
+        real = Path(path).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return any(real == r or r in real.parents for r in (Path(r).resolve() for r in roots))
+
+
+_UPLOADER_ESM = r"""
+function render({ model, el }) {
+  const button = document.createElement("button");
+  button.className = "jupyter-widgets jupyter-button widget-button fe-upload-button";
+  button.style.cssText = "flex:0 0 auto;width:130px;white-space:nowrap;overflow:hidden";
+  const input = document.createElement("input");
+  input.type = "file";
+  input.multiple = true;
+  input.style.display = "none";
+  const status = document.createElement("span");
+  status.className = "fe-upload-status";
+  status.style.cssText = "margin-left:6px;font-size:12px;color:#556;white-space:nowrap";
+  el.append(button, input, status);
+  el.style.display = "flex";
+  el.style.alignItems = "center";
+  const label = () => {
+    button.textContent = "⬆ " + model.get("description");
+    input.accept = model.get("accept");
+    button.disabled = model.get("disabled");
+  };
+  label();
+  model.on("change:description", label);
+  model.on("change:disabled", label);
+  const aborted = new Set();
+  model.on("msg:custom", (msg) => { if (msg && msg.event === "abort") aborted.add(msg.id); });
+  button.addEventListener("click", () => { input.value = ""; input.click(); });
+  input.addEventListener("change", async () => {
+    const files = Array.from(input.files || []);
+    input.value = "";
+    if (!files.length) return;
+    const cap = model.get("max_bytes"), chunk = model.get("chunk_bytes");
+    const meta = files.map((f) => ({ name: f.name, size: f.size }));
+    const total = files.reduce((s, f) => s + f.size, 0);
+    if (total > cap) {  // refused here: nothing is sent
+      model.send({ event: "refused", files: meta });
+      status.textContent = "too big, not sent";
+      return;
+    }
+    const id = Date.now().toString(36) + Math.random().toString(36).slice(2, 8);
+    button.disabled = true;
+    try {
+      model.send({ event: "begin", id, files: meta });
+      for (let i = 0; i < files.length; i++) {
+        const f = files[i];
+        for (let offset = 0; offset < f.size; offset += chunk) {
+          if (aborted.has(id)) { status.textContent = ""; return; }
+          const buffer = await f.slice(offset, offset + chunk).arrayBuffer();
+          model.send({ event: "chunk", id, file: i, offset }, undefined, [buffer]);
+          status.textContent = "sending " + f.name + ": " +
+            Math.round(100 * Math.min(offset + chunk, f.size) / f.size) + "%";
+        }
+      }
+      model.send({ event: "end", id });
+      status.textContent = "";
+    } catch (e) {
+      status.textContent = "upload failed: " + e;
+    } finally {
+      button.disabled = model.get("disabled");
+    }
+  });
+}
+export default { render };
+"""
+
+
+class Uploader(anywidget.AnyWidget):
+    """A file button that streams its files to the kernel in :data:`UPLOAD_CHUNK_BYTES` messages.
+
+    ipywidgets' ``FileUpload`` sends every file in one websocket message, which tornado drops above
+    10 MiB (silently, for the user). Here the page refuses an upload over ``max_bytes`` before
+    reading it and sends the rest in small chunks; the kernel writes them straight to disk. Messages to
+    the kernel: ``refused`` (too big, nothing sent), ``begin`` (names and sizes), ``chunk`` (one
+    buffer at ``offset`` of file ``i``), ``end``. ``on_message(fn)`` registers ``fn(content, buffers)``.
+    """
+
+    _esm = _UPLOADER_ESM
+    description = T.Unicode("Upload cube").tag(sync=True)
+    accept = T.Unicode("").tag(sync=True)
+    disabled = T.Bool(False).tag(sync=True)
+    max_bytes = T.Int(MAX_UPLOAD_BYTES).tag(sync=True)
+    chunk_bytes = T.Int(UPLOAD_CHUNK_BYTES).tag(sync=True)
+
+    def abort(self, upload_id: str) -> None:
+        """Tell the page to stop sending upload ``upload_id``."""
+        self.send({"event": "abort", "id": upload_id})
+
+
+class _Incoming:
+    """One upload being received: its files' partial paths, open handles and byte counts."""
+
+    def __init__(self, upload_id: str, target: Path, files: list[tuple[str, int]]):
+        self.id = upload_id
+        self.started = time.monotonic()
+        self.names = [n for n, _ in files]
+        self.sizes = [s for _, s in files]
+        self.written = [0] * len(files)
+        self.partial = [target / f".partial-{upload_id}-{i}" for i in range(len(files))]
+        self.final = [target / n for n in self.names]
+        self.handles = [open(p, "wb") for p in self.partial]  # noqa: SIM115 - closed in finish/discard
+
+    def write(self, i: int, offset: int, data: bytes) -> str | None:
+        if not 0 <= i < len(self.names):
+            return "the upload named a file it did not announce"
+        if offset != self.written[i] or offset + len(data) > self.sizes[i]:
+            return f"{self.names[i]}: the upload's pieces arrived out of order or too long"
+        self.handles[i].write(data)
+        self.written[i] += len(data)
+        return None
+
+    def finish(self) -> list[Path]:
+        for h in self.handles:
+            h.close()
+        for i, (part, final) in enumerate(zip(self.partial, self.final, strict=True)):
+            if self.written[i] != self.sizes[i]:
+                raise OSError(f"{self.names[i]}: received {self.written[i]} of {self.sizes[i]} bytes")
+            os.replace(part, final)
+        return list(self.final)
+
+    def discard(self) -> None:
+        for h in self.handles:
+            h.close()
+        for p in self.partial:
+            p.unlink(missing_ok=True)
 
 
 def load_scene(key: str, size: int = 256):
@@ -87,18 +269,27 @@ class DataPanel:
     """Scene + degradation controls and the three true-colour views with a band slider in nm."""
 
     def __init__(self, state: AppState, data_dir: str | Path | None = None):
-        from ..config import default_data_dir
+        """``data_dir``: an extra data root (for callers in Python; the page cannot add one)."""
+        from ..config import data_roots
         from ..physics import PROTOCOLS
         from ..srf import available_srfs
 
         self.state = state
-        self.data_dir = W.Text(str(data_dir or default_data_dir() or ""), description="data dir",
-                               layout=W.Layout(width="330px"))
+        roots = data_roots()
+        if data_dir is not None and Path(data_dir).is_dir() and Path(data_dir).resolve() not in roots:
+            roots.insert(0, Path(data_dir).resolve())
+        #: the data folders this session may list and load from (besides its own uploads)
+        self.roots: list[Path] = roots
+        self.root = W.Dropdown(options=[*[(_root_label(r), str(i)) for i, r in enumerate(roots)],
+                                        ("this session's uploads", UPLOADS)],
+                               value="0" if roots else UPLOADS, description="data",
+                               layout=W.Layout(width="390px"))
         self.rescan = W.Button(description="Rescan", icon="refresh", layout=W.Layout(width="90px"))
         self.scene = W.Dropdown(description="scene", layout=W.Layout(width="480px"))
-        self.upload = W.FileUpload(accept=",".join(UPLOAD_SUFFIXES), multiple=True, description="Upload cube",
-                                   layout=W.Layout(width="140px"))
-        self.upload_msg = W.HTML(f"<small>.nc, .mat or ENVI (.hdr + data), at most {MAX_UPLOAD_BYTES >> 20} MB</small>")
+        self.upload = Uploader(accept=",".join(UPLOAD_SUFFIXES), layout=W.Layout(min_width="150px"))
+        self.upload_msg = W.HTML(f"<small>.nc, .mat or ENVI (.hdr + data), at most {MAX_UPLOAD_BYTES >> 20} MB; "
+                                 "seen only by this session, deleted when it ends</small>")
+        self._incoming: _Incoming | None = None
         self.crop = W.Dropdown(options=[("full", 0), ("512", 512), ("256", 256), ("128", 128), ("64", 64)], value=256,
                                description="crop", layout=W.Layout(width="170px"))
         self.protocol = W.Dropdown(options=[*PROTOCOLS, "custom"], value="gaussian-x8", description="protocol",
@@ -125,10 +316,12 @@ class DataPanel:
             fig.on_click(self._on_click)
         for key, w in {**{f"fe-{k}": v for k, v in self.views.items()}, "fe-upload": self.upload,
                        "fe-crop": self.crop, "fe-load": self.apply, "fe-data-message": self.message,
-                       "fe-scene": self.scene, "fe-srf-plot": self.srf_plot}.items():
+                       "fe-scene": self.scene, "fe-srf-plot": self.srf_plot, "fe-root": self.root,
+                       "fe-rescan": self.rescan}.items():
             w.add_class(key)
         self.rescan.on_click(lambda _: self.refresh_scenes())
-        self.upload.observe(self._on_upload, "value")
+        self.root.observe(lambda _: self.refresh_scenes(), "value")
+        self.upload.on_msg(self._on_upload_msg)
         self.protocol.observe(self._on_protocol, "value")
         self.apply.on_click(lambda _: self.load())
         self.band.observe(lambda ch: setattr(state, "band", int(ch["new"])), "value")
@@ -139,7 +332,7 @@ class DataPanel:
         self.refresh_scenes()
         controls = W.VBox([
             self.scene,
-            W.HBox([self.data_dir, self.rescan]),
+            W.HBox([self.root, self.rescan]),
             W.HBox([self.upload, self.upload_msg], layout=W.Layout(align_items="center")),
             W.HBox([self.protocol, self.crop]),
             W.HBox([self.srf, self.ratio]),
@@ -155,48 +348,131 @@ class DataPanel:
         ])
 
     # ------------------------------------------------------------------ scene list and upload
+    @property
+    def allowed_roots(self) -> list[Path]:
+        """Every folder a scene may be loaded from: the data roots and this session's uploads."""
+        return [*self.roots, self.state.uploads_dir]
+
+    def _uploaded(self) -> list[Path]:
+        return [p for p in sorted(self.state.uploads_dir.iterdir())
+                if not p.name.startswith(".") and p.suffix.lower() in UPLOAD_SUFFIXES
+                and p.suffix.lower() not in (".img", ".dat", ".raw", ".bsq", ".bil", ".bip")]
+
     def refresh_scenes(self) -> None:
+        """List the default scene, the chosen root's scenes (bounded) and this session's uploads."""
         from ..io import list_scenes
 
         options = [("default: synthetic dead leaves, 256x256x31 (offline)", DEFAULT + "256")]
-        root = self.data_dir.value.strip()
-        if root and Path(root).is_dir():
+        note = ""
+        if self.root.value != UPLOADS:
+            root = self.roots[int(self.root.value)]
+            private = sessions_root()
+            t0 = time.monotonic()
             try:
-                for p in list_scenes(root):
-                    options.append((os.path.relpath(p, root), str(p)))
+                found = list_scenes(root)
             except Exception as e:  # noqa: BLE001 - a bad data dir is shown, not raised
-                self.message.value = _error(f"cannot list {root}: {e}")
-        for p in sorted((self.state.session_dir / "uploads").glob("*")):
-            if p.suffix.lower() in UPLOAD_SUFFIXES and p.suffix.lower() not in (".img", ".dat", ".raw"):
-                options.append((f"uploaded: {p.name}", str(p)))
+                self.message.value = _error(f"cannot list {root.name}: {e}")
+                found = []
+            scenes = [p for p in found if inside(p, [root]) and not inside(p, [private])]
+            if getattr(found, "truncated", False) or len(scenes) > MAX_LISTED_SCENES:
+                note = (f"<small>showing the first {min(len(scenes), MAX_LISTED_SCENES)} scenes of "
+                        f"{html.escape(root.name)}: the folder is larger than one listing scans "
+                        f"({time.monotonic() - t0:.1f} s)</small>")
+            for p in scenes[:MAX_LISTED_SCENES]:
+                options.append((os.path.relpath(p, root), str(p)))
+        for p in self._uploaded():
+            options.append((f"uploaded: {p.name}", str(p)))
         current = self.scene.value
         self.scene.options = options
         self.scene.value = current if current in [v for _, v in options] else options[0][1]
+        self.upload_msg.value = self.upload_msg.value.split("<br>")[0] + (f"<br>{note}" if note else "")
 
-    def _on_upload(self, change) -> None:
-        files = change["new"]
-        if not files:
-            return
-        self.message.value = self.handle_upload([(f["name"], bytes(f["content"])) for f in files])
+    def _on_upload_msg(self, _widget, content: dict, buffers: list) -> None:
+        """The page's upload protocol (see :class:`Uploader`); every outcome is a message, never an exception."""
+        try:
+            self.message.value = self._upload_step(content, buffers) or self.message.value
+        except Exception as e:  # noqa: BLE001 - shown to the user
+            if self._incoming is not None:
+                self._incoming.discard()
+                self.upload.abort(self._incoming.id)
+                self._incoming = None
+            self.message.value = _error(f"upload failed: {type(e).__name__}: {e}")
+
+    def _upload_step(self, content: dict, buffers: list) -> str | None:
+        event = content.get("event") if isinstance(content, dict) else None
+        files = content.get("files") or [] if isinstance(content, dict) else []
+        if event == "refused":
+            name = ", ".join(str(f.get("name", "?")) for f in files[:3])
+            return _error(_size_error(name, sum(int(f.get("size", 0)) for f in files)).replace(
+                "(nothing was kept)", "(the page did not send it)"))
+        if event == "begin":
+            if self._incoming is not None:
+                self._incoming.discard()
+            self._incoming = None
+            upload_id = str(content.get("id", ""))[:40]
+            meta = [(f.get("name"), f.get("size")) for f in files if isinstance(f, dict)]
+            refusal = self._check_upload(meta) if meta else "refused an empty upload"
+            if refusal:
+                self.upload.abort(upload_id)
+                return _error(refusal)
+            self._incoming = _Incoming(upload_id, self.state.uploads_dir, [(n, int(s)) for n, s in meta])
+            return "<i>receiving…</i>"
+        incoming = self._incoming
+        if incoming is None or str(content.get("id")) != incoming.id:
+            return None  # a chunk of an upload that was refused or replaced: ignore it
+        if event == "chunk":
+            data = bytes(buffers[0]) if buffers else b""
+            problem = incoming.write(int(content.get("file", -1)), int(content.get("offset", -1)), data)
+            if problem:
+                incoming.discard()
+                self._incoming = None
+                self.upload.abort(incoming.id)
+                return _error(problem)
+            return None
+        if event == "end":
+            self._incoming = None
+            try:
+                saved = incoming.finish()
+            except OSError as e:
+                incoming.discard()
+                return _error(f"upload failed: {e}")
+            return self._accept(saved)
+        return None
+
+    def _check_upload(self, files: list[tuple[Any, Any]]) -> str | None:
+        for name, size in files:
+            problem = upload_name_error(name)
+            if problem:
+                return problem
+            if not isinstance(size, int) or size < 0:
+                return f"{name}: the page sent no valid size"
+        total = sum(size for _, size in files)
+        if total > MAX_UPLOAD_BYTES:
+            return _size_error(", ".join(n for n, _ in files[:3]), total)
+        return None
 
     def handle_upload(self, files: list[tuple[str, bytes]]) -> str:
-        """Save uploads under the session's temp dir, check they read as a cube, select the first. Returns HTML."""
+        """Save uploads in the session's private uploads folder, check they read as a cube, select the
+        first. Returns HTML (a message for every refusal: bad names, types, sizes, unreadable files)."""
+        problem = self._check_upload([(name, len(content)) for name, content in files]) if files else (
+            "refused an empty upload")
+        if problem:
+            return _error(problem)
+        saved = []
+        try:
+            for name, content in files:
+                path = self.state.uploads_dir / name
+                path.write_bytes(content)
+                saved.append(path)
+        except OSError as e:
+            for p in saved:
+                p.unlink(missing_ok=True)
+            return _error(f"could not save {name}: {e.strerror or e}")
+        return self._accept(saved)
+
+    def _accept(self, saved: list[Path]) -> str:
         from ..io import open_cube
 
-        target = self.state.session_dir / "uploads"
-        target.mkdir(parents=True, exist_ok=True)
-        saved = []
-        for name, content in files:
-            safe = Path(name).name.replace(os.sep, "_")
-            if not safe or safe.startswith("."):
-                return _error(f"refused file name {name!r}")
-            if Path(safe).suffix.lower() not in UPLOAD_SUFFIXES:
-                return _error(f"{safe}: unsupported type; expected one of {', '.join(UPLOAD_SUFFIXES)}")
-            if len(content) > MAX_UPLOAD_BYTES:
-                return _error(f"{safe} is {len(content) / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES >> 20} MB")
-            path = target / safe
-            path.write_bytes(content)
-            saved.append(path)
         scene = next((p for p in saved if p.suffix.lower() not in (".img", ".dat", ".raw", ".bsq", ".bil", ".bip")),
                      saved[0])
         try:
@@ -208,7 +484,7 @@ class DataPanel:
             return _error(f"could not read {scene.name}: {reason}")
         self.refresh_scenes()
         self.scene.value = str(scene)
-        return (f"<span style='color:#2a7'>uploaded {scene.name}: {cube.sizes['band']} bands, "
+        return (f"<span style='color:#2a7'>uploaded {html.escape(scene.name)}: {cube.sizes['band']} bands, "
                 f"{cube.sizes['y']}x{cube.sizes['x']}</span> — press <b>Load scene</b>")
 
     def _on_protocol(self, _=None) -> None:
@@ -227,8 +503,13 @@ class DataPanel:
         from ..physics import PROTOCOLS, make_protocol, simulate
 
         self.message.value = "<i>loading…</i>"
+        key = self.scene.value or ""
+        if not key.startswith(DEFAULT) and not inside(key, self.allowed_roots):
+            self.message.value = _error(f"refused {Path(key).name}: it is not inside a data folder of this "
+                                        "dashboard or this session's uploads")
+            return False
         try:
-            cube = load_scene(self.scene.value)
+            cube = load_scene(key)
             if self.protocol.value == "custom":
                 proto = make_protocol(self.ratio.value, self.sigma.value, srf=self.srf.value,
                                       snr_db=self.snr.value or None)
@@ -305,9 +586,12 @@ class DataPanel:
         self.state.click(ev)
 
 
-def _error(text: str) -> str:
-    import html
+def _root_label(root: Path) -> str:
+    """How a data root is shown: its last two path components (the page needs no full server path)."""
+    return f"data: …/{root.parent.name}/{root.name}" if root.parent.name else f"data: {root}"
 
+
+def _error(text: str) -> str:
     return f"<div style='color:#b00020;white-space:pre-wrap'>⚠ {html.escape(text)}</div>"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
+import typing
 from typing import Any
 
 import ipywidgets as W
@@ -32,9 +33,13 @@ def method_options(function: Any) -> dict[str, Any]:
     return out
 
 
-def _option_widget(name: str, default: Any) -> W.Widget:
+def _option_widget(name: str, default: Any, hint: Any = None) -> W.Widget:
     style = {"description_width": "130px"}
     lay = W.Layout(width="250px")
+    if default is None and hint is not None and set(typing.get_args(hint)) == {bool, type(None)}:
+        # ``bool | None``: None means "the method decides" (e.g. HySure estimates a response only when unknown)
+        return W.Dropdown(options=[("auto", None), ("yes", True), ("no", False)], value=None, description=name,
+                          style=style, layout=lay)
     if isinstance(default, bool):
         return W.Checkbox(value=default, description=name, style=style, layout=lay, indent=False)
     if isinstance(default, int):
@@ -135,7 +140,11 @@ class RunPanel:
             desc.append(f"<b>{name}</b>{tag}: {info.description}")
             if name not in self.options:
                 opts = list(method_options(info.function).items())[:_MAX_OPTIONS]
-                self.options[name] = {k: _option_widget(k, v) for k, v in opts}
+                try:
+                    hints = typing.get_type_hints(info.function)
+                except Exception:  # noqa: BLE001 - an annotation that does not evaluate: plain widgets
+                    hints = {}
+                self.options[name] = {k: _option_widget(k, v, hints.get(k)) for k, v in opts}
                 for k, w in self.options[name].items():
                     w.add_class(f"fe-opt-{name}-{k}")
             if self.options[name]:

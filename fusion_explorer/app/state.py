@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import shutil
 import tempfile
 import threading
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,54 @@ PALETTE = (
 
 def colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
+
+
+# ---------------------------------------------------------------------- per-session directories
+def sessions_root() -> Path:
+    """``<tmp>/fusion-explorer-<uid>``: the parent of every session's private directory (mode 0700).
+
+    It is not a data root, so no session can list it. Refuses a symlink or a folder owned by another user."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    root = Path(tempfile.gettempdir()) / f"fusion-explorer-{uid if uid is not None else 'user'}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    st = os.lstat(root)
+    if not os.path.isdir(root) or os.path.islink(root) or (uid is not None and st.st_uid != uid):
+        raise PermissionError(f"{root} is not a private directory of this user; remove it or set TMPDIR")
+    if st.st_mode & 0o077:
+        os.chmod(root, 0o700)
+    return root
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def sweep_stale_sessions(root: Path | None = None) -> list[Path]:
+    """Delete session directories whose process is gone (a kernel killed before its exit handlers ran)."""
+    root = root or sessions_root()
+    removed = []
+    for d in root.glob("session-*-*"):
+        try:
+            pid = int(d.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed
+
+
+def new_session_dir() -> Path:
+    """A fresh private directory (mode 0700) for one dashboard session, named after this process."""
+    root = sessions_root()
+    sweep_stale_sessions(root)
+    return Path(tempfile.mkdtemp(prefix=f"session-{os.getpid()}-", dir=root))
 
 
 @dataclass
@@ -97,14 +148,24 @@ class AppState(T.HasTraits):
     busy = T.Bool(False)
 
     def __init__(self, session_dir: str | Path | None = None, **kwargs: Any) -> None:
+        """``session_dir``: where uploads and exports go. None (the dashboard): a private directory
+        (:func:`new_session_dir`, mode 0700) deleted with this state, at the kernel's exit or on a culled
+        kernel's shutdown; a directory given here belongs to the caller and is kept."""
         super().__init__(**kwargs)
         if session_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="fusion-explorer-")
-            session_dir = self._tmp.name
+            session_dir = new_session_dir()
+            self._cleanup = weakref.finalize(self, shutil.rmtree, str(session_dir), ignore_errors=True)
         self.session_dir = Path(session_dir)
         #: ground-truth endmembers ``(bands, p)`` of the scene when its file has them (Samson, Jasper Ridge)
         self.reference_endmembers: np.ndarray | None = None
-        self.session_dir.mkdir(parents=True, exist_ok=True)
+        self.session_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    @property
+    def uploads_dir(self) -> Path:
+        """This session's uploads (mode 0700), created on first use."""
+        path = self.session_dir / "uploads"
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path
 
     # ------------------------------------------------------------------ scene and problem
     def set_problem(self, truth: xr.DataArray, problem: Any) -> None:

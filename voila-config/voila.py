@@ -1,0 +1,38 @@
+"""Voila's configuration for the dashboard: ``make app`` and the browser tests load it with
+``--Voila.config_file_paths=voila-config`` (see README, "Serving the dashboard safely").
+
+Any value here can be overridden on the command line, e.g.
+``make app VOILA_ARGS="--MappingKernelManager.cull_idle_timeout=300"``.
+"""
+
+from fusion_explorer.config import MAX_SESSIONS, voila_prelaunch_hook
+
+c = get_config()  # noqa: F821 - provided by traitlets when it loads this file
+
+# Localhost only. To serve on a network, put an authenticating proxy in front (README).
+c.Voila.ip = "127.0.0.1"
+
+# Kernels end with their page. A closed tab sends voila's shutdown request (which works once the
+# prelaunch hook has set the _xsrf cookie); a kernel whose page went away without it (crash, network,
+# a curl GET) has no websocket left and is culled after 10 idle minutes. A kernel whose page is still
+# open is never culled (cull_connected=False), and neither is a busy one.
+c.MappingKernelManager.cull_idle_timeout = 600
+c.MappingKernelManager.cull_interval = 60
+c.MappingKernelManager.cull_connected = False
+c.MappingKernelManager.cull_busy = False
+
+# Sets the _xsrf cookie (XSRF checks stay on) and answers 503 past MAX_SESSIONS kernels.
+# A prelaunch hook excludes --preheat_kernel (voila refuses both); a pre-heated pool kernel, idle and
+# unconnected, would also be culled.
+c.VoilaConfiguration.prelaunch_hook = voila_prelaunch_hook(MAX_SESSIONS)
+
+# Voila renders the page from the notebook's outputs and waits only 4 s (nbclient's default) for the
+# kernel's output messages after the cell finishes; with 10 pages opened at once (the dashboard's
+# widget state is several MB per page) that was exceeded, the widget's output was dropped and the page
+# stayed blank (1 to 6 of 10 pages in benchmarks/bench_sessions.py runs). Wait up to 2 minutes.
+c.VoilaExecutor.iopub_timeout = 120
+
+# Uploads travel in 4 MiB messages (fusion_explorer.app.data_panel.Uploader), under tornado's default
+# 10 MiB websocket message limit, so no transport limit needs raising for the 100 MB upload cap. Keep
+# the limit explicit: a bigger single message is refused by tornado, not buffered.
+c.Voila.tornado_settings = {"websocket_max_message_size": 10 * 2**20}

@@ -211,3 +211,27 @@ def test_cli_fuse(cave_dir, tmp_path, method, capsys):
     assert main(args) == 0, capsys.readouterr()
     z = xr.open_dataarray(out, engine="h5netcdf")
     assert z.shape == (31, 64, 64) and z.attrs["method"] == method
+
+
+def test_dashboard_shows_hysure_estimated_responses(tmp_path):
+    """HySure's blind estimates reach the dashboard as MossFuse's do: its estimate options are offered
+    first (auto / yes / no), and a run with them on draws the estimated PSF and SRF beside the true ones."""
+    import ipywidgets as W
+
+    from fusion_explorer.app import App
+    from fusion_explorer.synth import default_scene
+
+    app = App(default_scene(128), "gaussian-x8", session_dir=tmp_path / "session")
+    app.runner.methods.value = ("hysure",)
+    widgets = app.runner.options["hysure"]
+    assert list(widgets)[:3] == ["estimate_srf", "estimate_psf", "iterations"]
+    assert isinstance(widgets["estimate_srf"], W.Dropdown) and widgets["estimate_srf"].value is None
+    widgets["estimate_srf"].value = True
+    widgets["estimate_psf"].value = True
+    widgets["iterations"].value = 20
+    app.runner.start(block=True)
+    run = app.state.run
+    assert run is not None and run.name.startswith("hysure")
+    assert run.result.psf is not None and run.result.srf is not None
+    figures = [c for box in app.endmembers.sensor.children if isinstance(box, W.HBox) for c in box.children]
+    assert len(figures) == 3  # estimated PSF, true PSF, SRF estimated vs true

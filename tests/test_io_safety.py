@@ -396,3 +396,22 @@ def test_list_scenes_stays_inside_root(tmp_path: Path) -> None:
     (root / "loop_b").symlink_to(root / "loop_a")
     found = list_scenes(root)
     assert [p.relative_to(root.resolve()).as_posix() for p in found] == ["mine.nc", "sub/b.nc"]
+
+
+def test_dashboard_upload_of_external_storage_file_is_refused(tmp_path: Path) -> None:
+    """The issue's probe through the dashboard: the crafted .nc is uploaded; the upload is answered with a
+    message, nothing of the other file reaches the session and the file is not kept."""
+    from fusion_explorer.app import App
+    from fusion_explorer.synth import default_scene
+
+    nbytes = int(np.prod(SHAPE))
+    secret = _secret(tmp_path, nbytes)
+    crafted = _netcdf_by_hand(
+        tmp_path / "evil.nc",
+        lambda f, name, shape: f.create_dataset(name, shape, "u1", external=[(str(secret), 0, nbytes)]),
+    )
+    app = App(default_scene(32), "gaussian-x8", session_dir=tmp_path / "session")
+    message = app.data.handle_upload([("evil.nc", crafted.read_bytes())])
+    assert "external file" in message and "could not read evil.nc" in message
+    assert not [v for _, v in app.data.scene.options if str(v).endswith("evil.nc")]
+    assert not list((tmp_path / "session").rglob("evil.nc"))

@@ -66,18 +66,23 @@ def _check_outputs(targets: Sequence[Path], inputs: Mapping[str, str | None], ov
 
 
 def _progress(desc: str):
+    """A progress callback drawing a tqdm bar on stderr, opened at the first update (so an error raised
+    before the method starts is the only line printed)."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(desc=desc, leave=False, file=sys.stderr)
+    bars: list = []
 
     def update(done: int, total: int, info: dict) -> None:
+        if not bars:
+            bars.append(tqdm(desc=desc, leave=False, file=sys.stderr))
+        bar = bars[0]
         bar.total = total
         bar.n = done
         if info:
             bar.set_postfix({k: f"{v:.4g}" for k, v in info.items() if isinstance(v, (int, float))})
         bar.refresh()
 
-    update.close = bar.close  # type: ignore[attr-defined]
+    update.close = lambda: bars and bars[0].close()  # type: ignore[attr-defined]
     return update
 
 

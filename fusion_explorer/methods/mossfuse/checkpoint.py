@@ -193,7 +193,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [""]
         if "Weights only load failed" in lines[0]:
             why = next((ln for ln in lines if "nsupported" in ln), lines[0])
-            raise ProblemError(f"{p}: refused: not a weights-only checkpoint ({why}); pickled objects are never loaded") from None
+            raise ProblemError(
+                f"{p}: refused: not a weights-only checkpoint ({why}); pickled objects are never loaded"
+            ) from None
         raise ProblemError(f"{p}: not a readable PyTorch checkpoint ({type(exc).__name__}: {lines[0]})") from None
     if isinstance(blob, dict) and REFERENCE_KEY in blob:
         return dict(blob[REFERENCE_KEY]), None, True

@@ -47,7 +47,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [""]
         if "Weights only load failed" in lines[0]:
             why = next((ln for ln in lines if "nsupported" in ln), lines[0])
-            raise ProblemError(f"{path}: refused: not a weights-only checkpoint ({why}); pickled objects are never loaded") from None
+            raise ProblemError(
+                f"{path}: refused: not a weights-only checkpoint ({why}); pickled objects are never loaded"
+            ) from None
         raise ProblemError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {lines[0]})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ProblemError(f"{path} is not a SCALMU checkpoint (expected a dict with 'config' and 'model')")

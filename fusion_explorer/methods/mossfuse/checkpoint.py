@@ -184,19 +184,10 @@ def config_from_reference_state(state: Mapping[str, torch.Tensor], ratio: int = 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, bool]:
     """``(state_dict, config or None, is_reference)`` of a published or own checkpoint file."""
+    from ...io.weights import load_weights
+
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise ProblemError(f"MossFuse checkpoint {str(p)!r} not found")
-    try:
-        blob = torch.load(p, map_location="cpu", weights_only=True)  # a pickle asking for more is refused
-    except Exception as exc:  # torch raises many kinds on a bad file; its messages run over many lines
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [""]
-        if "Weights only load failed" in lines[0]:
-            why = next((ln for ln in lines if "nsupported" in ln), lines[0])
-            raise ProblemError(
-                f"{p}: refused: not a weights-only checkpoint ({why}); pickled objects are never loaded"
-            ) from None
-        raise ProblemError(f"{p}: not a readable PyTorch checkpoint ({type(exc).__name__}: {lines[0]})") from None
+    blob = load_weights(p)
     if isinstance(blob, dict) and REFERENCE_KEY in blob:
         return dict(blob[REFERENCE_KEY]), None, True
     if isinstance(blob, dict) and OWN_KEY in blob:

@@ -38,19 +38,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     ``torch.load(weights_only=True)``: tensors, numbers, strings, lists, tuples and dicts; a pickle
     that asks for anything else (it could run code) is refused, as is a file torch cannot read.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ProblemError(f"SCALMU checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many kinds on a bad file
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [""]
-        if "Weights only load failed" in lines[0]:
-            why = next((ln for ln in lines if "nsupported" in ln), lines[0])
-            raise ProblemError(
-                f"{path}: refused: not a weights-only checkpoint ({why}); pickled objects are never loaded"
-            ) from None
-        raise ProblemError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {lines[0]})") from None
+    from ...io.weights import load_weights
+
+    ckpt = load_weights(path, map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ProblemError(f"{path} is not a SCALMU checkpoint (expected a dict with 'config' and 'model')")
     return ckpt

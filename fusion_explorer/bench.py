@@ -105,7 +105,8 @@ def run_benchmark(
 
     from .methods import fuse, get_method
     from .metrics import evaluate
-    from .physics import get_protocol, simulate
+    from .physics import get_protocol
+    from .problem import simulate
 
     for m in methods:
         get_method(m)  # fail fast on a typo, before any work

@@ -129,7 +129,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .cube import check_ratio
     from .io import write_netcdf
     from .io.atomic import atomic_target, write_bytes
-    from .physics import get_protocol, make_protocol, simulate
+    from .physics import get_protocol, make_protocol
+    from .problem import simulate
     from .srf import srf_from_name_or_path
 
     out = Path(args.out)
@@ -170,8 +171,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_fuse(args: argparse.Namespace) -> int:
     from .io import open_cube, write_netcdf
-    from .methods import FusionProblem, fuse
+    from .methods import fuse
     from .physics import default_kernel_size, gaussian_kernel, get_protocol
+    from .problem import FusionProblem
     from .srf import srf_from_name_or_path
 
     inputs = {"--lr-hsi": args.lr_hsi, "--hr-msi": args.hr_msi, "--srf": args.srf, "--checkpoint": args.checkpoint}

@@ -5,20 +5,22 @@
 
 Each degradation is a linear :class:`Operator` on tensors ``(..., bands, y, x)`` with ``forward``
 and ``adjoint`` (``<A x, y> = <x, A^T y>``), composable with ``@`` and device-agnostic (the
-operator follows the input's device and dtype). Named :class:`Protocol` objects reproduce published
-test set-ups exactly (see ``PROTOCOLS``).
+operator follows the input's device and dtype). A :class:`SensorPair` is one acquisition set-up
+(PSF, decimation, SRF, noise); the named ones in ``PROTOCOLS`` reproduce published test set-ups
+exactly. This module knows nothing of problems or methods: :func:`fusion_explorer.problem.simulate`
+turns a ground truth and a sensor pair into a :class:`~fusion_explorer.problem.FusionProblem`.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import xarray as xr
 
 from .errors import ProblemError
 
@@ -460,8 +462,8 @@ def add_noise(x: torch.Tensor, snr_db: float | None, generator: torch.Generator 
 
 
 @dataclass(frozen=True)
-class Protocol:
-    """A named simulation set-up: Gaussian PSF, decimation, SRF and noise.
+class SensorPair:
+    """A named acquisition set-up of an HSI and an MSI sensor: Gaussian PSF, decimation, SRF and noise.
 
     ``kernel_size`` x ``kernel_size`` Gaussian of ``sigma`` (HR pixels) with ``border`` extension,
     samples ``[offset::ratio, offset::ratio]``, MSI through the SRF ``srf`` (a built-in name), and
@@ -485,7 +487,7 @@ class Protocol:
     def spatial(self) -> SpatialDegradation:
         return SpatialDegradation(self.psf(), self.ratio, self.offset, self.border)
 
-    def with_(self, **changes: Any) -> Protocol:
+    def with_(self, **changes: Any) -> SensorPair:
         """A copy with some fields changed (its name says so)."""
         if not changes:
             return self
@@ -504,10 +506,10 @@ class Protocol:
         }
 
 
-PROTOCOLS: dict[str, Protocol] = {
+PROTOCOLS: dict[str, SensorPair] = {
     p.name: p
     for p in (
-        Protocol(
+        SensorPair(
             "mossfuse-cave-x32",
             ratio=32,
             sigma=2.0,
@@ -515,7 +517,7 @@ PROTOCOLS: dict[str, Protocol] = {
             offset=15,
             description="MossFuse CAVE test set-up: 31x31 Gaussian sigma 2, reflect-101, [15::32], Nikon D700",
         ),
-        Protocol(
+        SensorPair(
             "gaussian-x8",
             ratio=8,
             sigma=2.0,
@@ -527,9 +529,9 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
-def get_protocol(name: str | Protocol) -> Protocol:
+def get_protocol(name: str | SensorPair) -> SensorPair:
     """A protocol by name (see ``PROTOCOLS``), or ``custom`` ones built with :func:`make_protocol`."""
-    if isinstance(name, Protocol):
+    if isinstance(name, SensorPair):
         return name
     try:
         return PROTOCOLS[name]
@@ -546,7 +548,7 @@ def make_protocol(
     srf: str = "nikon-d700",
     snr_db: float | None = None,
     border: str = "reflect",
-) -> Protocol:
+) -> SensorPair:
     """A custom protocol; defaults: kernel ``default_kernel_size``, offset ``(ratio - 1) // 2``.
 
     The default offset puts the sample in the middle of each ``ratio`` block, as both named
@@ -558,7 +560,7 @@ def make_protocol(
     ks = kernel_size or default_kernel_size(sigma, ratio)
     off = (ratio - 1) // 2 if offset is None else int(offset)
     snr = "" if snr_db is None else f"-snr{snr_db:g}"
-    return Protocol(
+    return SensorPair(
         f"gaussian-x{ratio}-s{sigma:g}-k{ks}-o{off}{snr}",
         ratio=ratio,
         sigma=float(sigma),
@@ -571,54 +573,16 @@ def make_protocol(
     )
 
 
-def simulate(
-    truth: xr.DataArray,
-    protocol: str | Protocol = "mossfuse-cave-x32",
-    *,
-    srf: Any = None,
-    seed: int = 0,
-    device: str | torch.device | None = "cpu",
-):
-    """Make the fusion inputs a sensor pair would see of ``truth`` (band, y, x).
+def __getattr__(name: str) -> Any:
+    """Old names: ``Protocol`` (now :class:`SensorPair`; it shadowed ``typing.Protocol``) and
+    ``simulate`` (now :func:`fusion_explorer.problem.simulate`; physics knows no problem)."""
+    if name == "Protocol":
+        warnings.warn("fusion_explorer.physics.Protocol is now SensorPair", DeprecationWarning, stacklevel=2)
+        return SensorPair
+    if name == "simulate":
+        # Known exception to "physics imports nothing from problem" (tests/test_architecture.py):
+        # app/ still imports simulate from here; drop this once it imports fusion_explorer.problem.
+        from .problem import simulate
 
-    ``srf`` overrides the protocol's SRF (an :class:`~fusion_explorer.srf.SRF` or a built-in
-    name). Returns a :class:`~fusion_explorer.methods.FusionProblem` whose ``truth`` is the input
-    (for scoring only), with the true SRF and PSF attached and provenance in the cubes' attrs.
-    """
-    from .cube import check_ratio, from_tensor, to_tensor, validate_cube, wavelengths
-    from .methods.base import FusionProblem
-    from .srf import SRF, get_srf
-
-    proto = get_protocol(protocol)
-    validate_cube(truth, what="ground-truth cube", need_wavelength=srf is None or isinstance(srf, str))
-    check_ratio((truth.sizes["y"], truth.sizes["x"]), proto.ratio, what="ground-truth image")
-    spec = srf if srf is not None else proto.srf
-    the_srf = spec if isinstance(spec, SRF) else get_srf(spec, wavelengths(truth))
-    the_srf.check_cube(truth)
-
-    x = to_tensor(truth, device, torch.float64)
-    gen = torch.Generator().manual_seed(int(seed))
-    lr = add_noise(proto.spatial()(x), proto.snr_db, gen)
-    msi = add_noise(SpectralResponse(the_srf.matrix)(x), proto.snr_db, gen)
-
-    base = {k: v for k, v in truth.attrs.items() if k in ("scene", "source", "sensor", "format", "crop")}
-    base.update(proto.as_attrs(), srf=the_srf.name)
-    lr_hsi = from_tensor(lr, truth, attrs={**base, "kind": "LR-HSI"})
-    lr_hsi = lr_hsi.assign_coords(
-        y=np.arange(proto.offset, truth.sizes["y"], proto.ratio),
-        x=np.arange(proto.offset, truth.sizes["x"], proto.ratio),
-    )
-    hr_msi = from_tensor(msi, attrs={**base, "kind": "HR-MSI"})
-    hr_msi = hr_msi.assign_coords(band_name=("band", list(the_srf.band_names)))
-    return FusionProblem(
-        lr_hsi=lr_hsi,
-        hr_msi=hr_msi,
-        srf=the_srf,
-        ratio=proto.ratio,
-        psf=proto.psf().numpy(),
-        offset=proto.offset,
-        border=proto.border,
-        truth=truth,
-        name=f"{truth.attrs.get('scene', truth.name or 'scene')} / {proto.name}",
-        protocol=proto,
-    )
+        return simulate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,6 @@
-"""The method interface: a :class:`FusionProblem` goes in, a :class:`FusionResult` comes out.
+"""The method registry: a :class:`FusionProblem` goes in, a :class:`FusionResult` comes out.
+
+Both live in :mod:`fusion_explorer.problem` (re-exported here for old imports).
 
 A method is one function registered by name with :func:`register`; it appears in the CLI, the
 benchmark and the app without touching them::
@@ -11,194 +13,26 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
-import math
 import numbers
 import os
 import time
 import types
 import typing
-import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from typing import Protocol as _Protocol
 
 import numpy as np
 import torch
-import xarray as xr
 
-from ..cube import check_ratio, resolve_device, to_tensor, validate_cube, wavelengths
+from ..cube import resolve_device
 from ..errors import CubeError, ProblemError
+from ..problem import FusionProblem as FusionProblem
+from ..problem import FusionResult as FusionResult
 
 #: ``progress(done, total, info)``: called by long methods; ``info`` may carry e.g. the objective.
 ProgressCallback = Callable[[int, int, dict], None]
-
-
-@dataclass
-class FusionProblem:
-    """The inputs of a fusion: LR-HSI ``(band, y, x)`` and HR-MSI ``(msi_band, Y, X)``.
-
-    ``srf`` (:class:`~fusion_explorer.srf.SRF`) and ``psf`` (2-D kernel) are the known sensor
-    responses, or ``None`` when a method must estimate them. ``ratio`` is inferred from the sizes
-    when not given; ``offset`` is the sampling phase of the LR grid on the HR grid (``None``:
-    unknown). ``truth`` is the HR-HSI when known: it is for scoring only and methods never read it.
-    """
-
-    lr_hsi: xr.DataArray
-    hr_msi: xr.DataArray
-    srf: Any = None
-    ratio: int | None = None
-    psf: np.ndarray | None = None
-    offset: int | None = None
-    border: str = "reflect"
-    truth: xr.DataArray | None = None
-    name: str = ""
-    protocol: Any = None
-
-    def __post_init__(self) -> None:
-        validate_cube(self.lr_hsi, what="LR-HSI")
-        validate_cube(self.hr_msi, what="HR-MSI")
-        (h, w), (big_h, big_w) = self.lr_size, self.hr_size
-        if self.ratio is None:
-            if big_h % h or big_w % w or big_h // h != big_w // w:
-                raise ProblemError(
-                    f"the HR-MSI ({big_h}x{big_w}) is not an integer multiple of the LR-HSI ({h}x{w}) "
-                    "with one ratio for both axes"
-                )
-            self.ratio = big_h // h
-        check_ratio((big_h, big_w), self.ratio, what="HR-MSI")
-        if (big_h // self.ratio, big_w // self.ratio) != (h, w):
-            raise ProblemError(
-                f"LR-HSI is {h}x{w} but the HR-MSI {big_h}x{big_w} at ratio {self.ratio} needs "
-                f"{big_h // self.ratio}x{big_w // self.ratio}"
-            )
-        if self.offset is not None and not (int(self.offset) == self.offset and 0 <= self.offset < self.ratio):
-            raise ProblemError(
-                f"offset (the LR grid's sampling phase) must be an integer in 0..{self.ratio - 1} at ratio "
-                f"{self.ratio}; got {self.offset!r}"
-            )
-        if self.srf is not None:
-            if self.srf.hsi_bands != self.hsi_bands or self.srf.msi_bands != self.msi_bands:
-                raise ProblemError(
-                    f"SRF {self.srf.name!r} maps {self.srf.hsi_bands} to {self.srf.msi_bands} bands, but the "
-                    f"LR-HSI has {self.hsi_bands} bands and the HR-MSI {self.msi_bands}"
-                )
-            self.srf.check_cube(self.lr_hsi)
-        if self.psf is not None:
-            self.psf = np.asarray(self.psf, dtype=np.float64)
-            if self.psf.ndim != 2 or self.psf.size == 0 or not np.isfinite(self.psf).all():
-                raise ProblemError(f"the PSF must be a finite 2-D kernel; got shape {self.psf.shape}")
-            if max(self.psf.shape) > max(big_h, big_w):
-                raise ProblemError(
-                    f"the PSF ({self.psf.shape[0]}x{self.psf.shape[1]}) is larger than the HR image ({big_h}x{big_w})"
-                )
-        self._check_scales()
-        if self.truth is not None:
-            validate_cube(self.truth, what="ground truth")
-            if self.truth.shape != (self.hsi_bands, big_h, big_w):
-                raise ProblemError(
-                    f"ground truth has shape {self.truth.shape}; expected {(self.hsi_bands, big_h, big_w)}"
-                )
-
-    def _check_scales(self) -> None:
-        """Refuse an LR-HSI and an HR-MSI on different scales (an int16 cube x 1e4 beside reflectance).
-
-        The spatial degradation keeps means, so the HR-MSI's band means ``m`` should be the SRF applied
-        to the LR-HSI's band means ``h``: ``m ~ R h``. Without an SRF, each MSI band mean lies between
-        ``min(h)`` and ``max(h)`` (an SRF row is a weighted mean). Off by a factor over 3: error;
-        with an SRF, over 1.5: a warning.
-        """
-        h = np.asarray(self.lr_hsi.values).mean(axis=(1, 2), dtype=np.float64)
-        m = np.asarray(self.hr_msi.values).mean(axis=(1, 2), dtype=np.float64)
-        if self.srf is not None:
-            expected = float((self.srf.matrix @ h).sum())
-            what = f"the SRF applied to the LR-HSI has mean {expected / self.msi_bands:.4g}"
-            factor = m.sum() / expected if expected > 0 and m.sum() > 0 else 1.0
-        else:
-            what = f"the LR-HSI's band means span {h.min():.4g} to {h.max():.4g}"
-            factor = 1.0
-            if h.max() > 0 and m.min() > h.max():
-                factor = m.min() / h.max()
-            elif h.min() > 0 and 0 < m.max() < h.min():
-                factor = m.max() / h.min()
-        off = max(factor, 1 / factor)
-        if not math.isfinite(off) or off <= 1.5:
-            return
-        message = (
-            f"the LR-HSI and the HR-MSI are on different scales: the HR-MSI's mean is {m.mean():.4g} but "
-            f"{what} (a factor {factor:.3g}); put both on one scale (e.g. reflectance 0-1)"
-        )
-        power = round(math.log10(factor))
-        if power and abs(math.log10(factor) - power) < 0.3:
-            message += f", e.g. divide the {'LR-HSI' if power < 0 else 'HR-MSI'} by 1e{abs(power)}"
-        if off > 3:
-            raise ProblemError(message)
-        if self.srf is not None:
-            warnings.warn(message, UserWarning, stacklevel=4)
-
-    @property
-    def lr_size(self) -> tuple[int, int]:
-        return self.lr_hsi.sizes["y"], self.lr_hsi.sizes["x"]
-
-    @property
-    def hr_size(self) -> tuple[int, int]:
-        return self.hr_msi.sizes["y"], self.hr_msi.sizes["x"]
-
-    @property
-    def hsi_bands(self) -> int:
-        return self.lr_hsi.sizes["band"]
-
-    @property
-    def msi_bands(self) -> int:
-        return self.hr_msi.sizes["band"]
-
-    @property
-    def wavelength(self) -> np.ndarray | None:
-        return wavelengths(self.lr_hsi)
-
-    def tensors(self, device: Any = "auto", dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(Y_h, Y_m)`` as tensors ``(band, y, x)`` and ``(msi_band, Y, X)`` on ``device``."""
-        return to_tensor(self.lr_hsi, device, dtype), to_tensor(self.hr_msi, device, dtype)
-
-    def spatial_operator(self):
-        """The known spatial degradation (PSF + decimation), or ``None`` if the PSF is unknown."""
-        from ..physics import SpatialDegradation
-
-        if self.psf is None:
-            return None
-        offset = self.offset if self.offset is not None else (self.ratio - 1) // 2
-        return SpatialDegradation(self.psf, self.ratio, offset, self.border)
-
-
-@dataclass
-class FusionResult:
-    """The fused HR-HSI ``(band, y, x)`` and what the method can show of its work.
-
-    ``trace``: recorded iterates, one dict per recorded iteration/layer, with these keys (all
-    optional except ``iteration`` and ``label``):
-
-    - ``iteration`` (int, cumulative update/layer count; 0 = initialisation), ``label`` (str),
-    - ``endmembers`` ``(bands, p)`` and ``abundances`` ``(p, Y, X)`` (HR) for unmixing methods,
-      ``abundances_lr`` ``(p, y, x)``; the fused cube is then ``endmembers @ abundances``,
-    - ``fused`` ``(bands, Y, X)`` for methods that are not unmixings (snapshots),
-    - ``objective``, ``residual_hsi``, ``residual_msi`` (floats).
-
-    :func:`trace_fused` rebuilds the fused cube of one step either way. ``endmembers``
-    ``(bands, p)`` and ``abundances`` ``(p, y, x)`` for unmixing methods; ``srf``/``psf`` the
-    estimated responses for blind methods; ``extras`` anything else.
-    """
-
-    fused: xr.DataArray
-    method: str
-    params: dict = field(default_factory=dict)
-    seconds: float = float("nan")
-    device: str = "cpu"
-    trace: list[dict] = field(default_factory=list)
-    endmembers: np.ndarray | None = None
-    abundances: np.ndarray | None = None
-    srf: Any = None
-    psf: np.ndarray | None = None
-    extras: dict = field(default_factory=dict)
 
 
 def trace_fused(step: dict) -> np.ndarray:

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from ..cube import from_tensor
-from .base import FusionProblem, FusionResult, register
+from ..problem import FusionProblem, FusionResult
+from .base import register
 
 
 @register("bicubic", "bicubic upsampling of the LR-HSI (ignores the MSI); the baseline")

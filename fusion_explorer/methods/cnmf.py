@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from ..cube import from_tensor
 from ..errors import ProblemError
 from ..physics import SpatialDegradation, default_kernel_size, gaussian_kernel
-from .base import FusionProblem, FusionResult, ProgressCallback, register
+from ..problem import FusionProblem, FusionResult
+from .base import ProgressCallback, register
 from .consistency import project, spectral_prior
 from .guided import data_neighbours
 from .unmixing import (

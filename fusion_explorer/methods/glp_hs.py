@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..errors import ProblemError
-from .base import FusionProblem, FusionResult, ProgressCallback, register
+from ..problem import FusionProblem, FusionResult
+from .base import ProgressCallback, register
 from .gsa import (
     NYQUIST_GAIN,
     check_signal,

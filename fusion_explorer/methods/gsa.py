@@ -28,7 +28,8 @@ from scipy import ndimage
 from ..cube import make_cube
 from ..errors import ProblemError
 from ..physics import SpatialDegradation, default_kernel_size, gaussian_kernel
-from .base import FusionProblem, FusionResult, ProgressCallback, register
+from ..problem import FusionProblem, FusionResult
+from .base import ProgressCallback, register
 
 #: gain of the sensor MTF at the LR Nyquist frequency assumed when no PSF is known (the papers' ~0.3)
 NYQUIST_GAIN = 0.3

@@ -43,7 +43,8 @@ from scipy.optimize import nnls
 from ..cube import make_cube
 from ..errors import ProblemError
 from ..physics import SpatialDegradation
-from .base import FusionProblem, FusionResult, ProgressCallback, register
+from ..problem import FusionProblem, FusionResult
+from .base import ProgressCallback, register
 from .gsa import check_signal, sampling_offset, upsample
 
 #: the estimated PSF's largest default side (its normal matrix has side² rows)

@@ -2,7 +2,7 @@
 
 A sample is a :func:`~fusion_explorer.synth.scene.spectral_dead_leaves` truth ``X`` ``(B, H, W)``
 and what a random sensor pair (:class:`Degradation`) sees of it, with the operators of
-:mod:`fusion_explorer.physics` (the same as :func:`~fusion_explorer.physics.simulate`)::
+:mod:`fusion_explorer.physics` (the same as :func:`~fusion_explorer.problem.simulate`)::
 
     lr_hsi = add_noise(SpatialDegradation(psf, ratio, offset)(X), snr_hsi_db)     (B, H/ratio, W/ratio)
     hr_msi = add_noise(R X, snr_msi_db)                                            (m, H, W)
@@ -13,7 +13,7 @@ the SRF library (RGB cameras, satellites; only bands inside the cube's range are
 Gaussian bands, and noise levels by SNR (dB). Entry points:
 
 * :func:`training_sample` -> :class:`TrainingSample` (tensors, plus ``.problem()`` for a
-  :class:`~fusion_explorer.methods.FusionProblem`); :func:`random_training_problem` -> ``FusionProblem``;
+  :class:`~fusion_explorer.problem.FusionProblem`); :func:`random_training_problem` -> ``FusionProblem``;
 * :func:`training_batch` -> :class:`TrainingBatch`: ``N`` scenes through one sensor pair, stacked;
 * :class:`DeadLeavesDataset`: a map-style ``torch`` dataset of batches (use ``batch_size=None``).
 
@@ -47,7 +47,7 @@ import torch
 
 from ..physics import (
     PROTOCOLS,
-    Protocol,
+    SensorPair,
     SpatialDegradation,
     SpectralResponse,
     add_noise,
@@ -168,8 +168,8 @@ class Degradation:
     snr_msi_db: float | None = None
     border: str = "reflect"
 
-    def protocol(self) -> Protocol:
-        """The equivalent :class:`~fusion_explorer.physics.Protocol` (its noise is the HSI's)."""
+    def protocol(self) -> SensorPair:
+        """The equivalent :class:`~fusion_explorer.physics.SensorPair` (its noise is the HSI's)."""
         return make_protocol(
             self.ratio,
             self.psf_sigma,
@@ -323,13 +323,13 @@ class TrainingSample:
     attrs: dict = field(default_factory=dict)
 
     def problem(self) -> Any:
-        """This sample as a :class:`~fusion_explorer.methods.FusionProblem` with ``truth`` set."""
+        """This sample as a :class:`~fusion_explorer.problem.FusionProblem` with ``truth`` set."""
         return _problem(self.truth, self.lr_hsi, self.hr_msi, self.wavelength.numpy(), self.degradation, self.attrs)
 
 
 def _problem(truth, lr, msi, wl, deg: Degradation, attrs: dict):
     from ..cube import make_cube
-    from ..methods.base import FusionProblem
+    from ..problem import FusionProblem
 
     base = {k: v for k, v in attrs.items() if k in ("scene", "source", "sensor")}
     base.update(deg.as_attrs())
@@ -410,7 +410,7 @@ def training_sample(
 
 
 def random_training_problem(seed=0, *, size: int | tuple[int, int] = 64, wavelength="cave", **options: Any):
-    """A random :class:`~fusion_explorer.methods.FusionProblem` (with ``truth``); options as :func:`training_sample`."""
+    """A random :class:`~fusion_explorer.problem.FusionProblem` (with ``truth``); options as :func:`training_sample`."""
     return training_sample(seed, size=size, wavelength=wavelength, dtype=torch.float64, **options).problem()
 
 

@@ -25,7 +25,8 @@ import torch
 
 from ...cube import from_tensor
 from ...errors import ProblemError
-from ..base import FusionProblem, FusionResult, ProgressCallback, register
+from ...problem import FusionProblem, FusionResult
+from ..base import ProgressCallback, register
 from .checkpoint import convert_reference_state_dict, load_network, save_network
 from .fitting import FitSettings, check_memory, estimate_memory
 from .fitting import fit as fit_network

@@ -20,7 +20,8 @@ import torch
 
 from ...cube import from_tensor
 from ...errors import ProblemError
-from ..base import FusionProblem, FusionResult, ProgressCallback, register
+from ...problem import FusionProblem, FusionResult
+from ..base import ProgressCallback, register
 from .model import SCALMUNet, n_parameters
 from .start import problem_start
 

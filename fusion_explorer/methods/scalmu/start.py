@@ -16,7 +16,7 @@ import math
 import torch
 
 from ...physics import SpatialDegradation
-from ..base import FusionProblem
+from ...problem import FusionProblem
 from ..cnmf import SUM_TO_ONE_SCALE, cnmf, default_n_endmembers, flat_images, spatial_model
 from ..guided import data_neighbours
 from ..unmixing import CoupledData, CoupledState, flat_adjoint, flat_degradation

@@ -1,0 +1,239 @@
+"""The fusion problem, the hinge of the data flow: what a method takes and what it returns.
+
+    cube -> physics (degradation operators, sensor pairs) -> FusionProblem -> method -> FusionResult
+
+:class:`FusionProblem` holds the LR-HSI, the HR-MSI and the known sensor responses; :func:`simulate`
+makes one from a ground-truth cube through a :class:`~fusion_explorer.physics.SensorPair`;
+:class:`FusionResult` is what every registered method returns. This module knows physics, cubes and
+SRFs, and nothing of methods (the registry is :mod:`fusion_explorer.methods.base`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .cube import check_ratio, from_tensor, to_tensor, validate_cube, wavelengths
+from .errors import ProblemError
+from .physics import SensorPair, SpatialDegradation, SpectralResponse, add_noise, get_protocol
+from .srf import SRF, get_srf
+
+
+@dataclass
+class FusionProblem:
+    """The inputs of a fusion: LR-HSI ``(band, y, x)`` and HR-MSI ``(msi_band, Y, X)``.
+
+    ``srf`` (:class:`~fusion_explorer.srf.SRF`) and ``psf`` (2-D kernel) are the known sensor
+    responses, or ``None`` when a method must estimate them. ``ratio`` is inferred from the sizes
+    when not given; ``offset`` is the sampling phase of the LR grid on the HR grid (``None``:
+    unknown). ``truth`` is the HR-HSI when known: it is for scoring only and methods never read it.
+    """
+
+    lr_hsi: xr.DataArray
+    hr_msi: xr.DataArray
+    srf: Any = None
+    ratio: int | None = None
+    psf: np.ndarray | None = None
+    offset: int | None = None
+    border: str = "reflect"
+    truth: xr.DataArray | None = None
+    name: str = ""
+    protocol: Any = None
+
+    def __post_init__(self) -> None:
+        validate_cube(self.lr_hsi, what="LR-HSI")
+        validate_cube(self.hr_msi, what="HR-MSI")
+        (h, w), (big_h, big_w) = self.lr_size, self.hr_size
+        if self.ratio is None:
+            if big_h % h or big_w % w or big_h // h != big_w // w:
+                raise ProblemError(
+                    f"the HR-MSI ({big_h}x{big_w}) is not an integer multiple of the LR-HSI ({h}x{w}) "
+                    "with one ratio for both axes"
+                )
+            self.ratio = big_h // h
+        check_ratio((big_h, big_w), self.ratio, what="HR-MSI")
+        if (big_h // self.ratio, big_w // self.ratio) != (h, w):
+            raise ProblemError(
+                f"LR-HSI is {h}x{w} but the HR-MSI {big_h}x{big_w} at ratio {self.ratio} needs "
+                f"{big_h // self.ratio}x{big_w // self.ratio}"
+            )
+        if self.offset is not None and not (int(self.offset) == self.offset and 0 <= self.offset < self.ratio):
+            raise ProblemError(
+                f"offset (the LR grid's sampling phase) must be an integer in 0..{self.ratio - 1} at ratio "
+                f"{self.ratio}; got {self.offset!r}"
+            )
+        if self.srf is not None:
+            if self.srf.hsi_bands != self.hsi_bands or self.srf.msi_bands != self.msi_bands:
+                raise ProblemError(
+                    f"SRF {self.srf.name!r} maps {self.srf.hsi_bands} to {self.srf.msi_bands} bands, but the "
+                    f"LR-HSI has {self.hsi_bands} bands and the HR-MSI {self.msi_bands}"
+                )
+            self.srf.check_cube(self.lr_hsi)
+        if self.psf is not None:
+            self.psf = np.asarray(self.psf, dtype=np.float64)
+            if self.psf.ndim != 2 or self.psf.size == 0 or not np.isfinite(self.psf).all():
+                raise ProblemError(f"the PSF must be a finite 2-D kernel; got shape {self.psf.shape}")
+            if max(self.psf.shape) > max(big_h, big_w):
+                raise ProblemError(
+                    f"the PSF ({self.psf.shape[0]}x{self.psf.shape[1]}) is larger than the HR image ({big_h}x{big_w})"
+                )
+        self._check_scales()
+        if self.truth is not None:
+            validate_cube(self.truth, what="ground truth")
+            if self.truth.shape != (self.hsi_bands, big_h, big_w):
+                raise ProblemError(
+                    f"ground truth has shape {self.truth.shape}; expected {(self.hsi_bands, big_h, big_w)}"
+                )
+
+    def _check_scales(self) -> None:
+        """Refuse an LR-HSI and an HR-MSI on different scales (an int16 cube x 1e4 beside reflectance).
+
+        The spatial degradation keeps means, so the HR-MSI's band means ``m`` should be the SRF applied
+        to the LR-HSI's band means ``h``: ``m ~ R h``. Without an SRF, each MSI band mean lies between
+        ``min(h)`` and ``max(h)`` (an SRF row is a weighted mean). Off by a factor over 3: error;
+        with an SRF, over 1.5: a warning.
+        """
+        h = np.asarray(self.lr_hsi.values).mean(axis=(1, 2), dtype=np.float64)
+        m = np.asarray(self.hr_msi.values).mean(axis=(1, 2), dtype=np.float64)
+        if self.srf is not None:
+            expected = float((self.srf.matrix @ h).sum())
+            what = f"the SRF applied to the LR-HSI has mean {expected / self.msi_bands:.4g}"
+            factor = m.sum() / expected if expected > 0 and m.sum() > 0 else 1.0
+        else:
+            what = f"the LR-HSI's band means span {h.min():.4g} to {h.max():.4g}"
+            factor = 1.0
+            if h.max() > 0 and m.min() > h.max():
+                factor = m.min() / h.max()
+            elif h.min() > 0 and 0 < m.max() < h.min():
+                factor = m.max() / h.min()
+        off = max(factor, 1 / factor)
+        if not math.isfinite(off) or off <= 1.5:
+            return
+        message = (
+            f"the LR-HSI and the HR-MSI are on different scales: the HR-MSI's mean is {m.mean():.4g} but "
+            f"{what} (a factor {factor:.3g}); put both on one scale (e.g. reflectance 0-1)"
+        )
+        power = round(math.log10(factor))
+        if power and abs(math.log10(factor) - power) < 0.3:
+            message += f", e.g. divide the {'LR-HSI' if power < 0 else 'HR-MSI'} by 1e{abs(power)}"
+        if off > 3:
+            raise ProblemError(message)
+        if self.srf is not None:
+            warnings.warn(message, UserWarning, stacklevel=4)
+
+    @property
+    def lr_size(self) -> tuple[int, int]:
+        return self.lr_hsi.sizes["y"], self.lr_hsi.sizes["x"]
+
+    @property
+    def hr_size(self) -> tuple[int, int]:
+        return self.hr_msi.sizes["y"], self.hr_msi.sizes["x"]
+
+    @property
+    def hsi_bands(self) -> int:
+        return self.lr_hsi.sizes["band"]
+
+    @property
+    def msi_bands(self) -> int:
+        return self.hr_msi.sizes["band"]
+
+    @property
+    def wavelength(self) -> np.ndarray | None:
+        return wavelengths(self.lr_hsi)
+
+    def tensors(self, device: Any = "auto", dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(Y_h, Y_m)`` as tensors ``(band, y, x)`` and ``(msi_band, Y, X)`` on ``device``."""
+        return to_tensor(self.lr_hsi, device, dtype), to_tensor(self.hr_msi, device, dtype)
+
+    def spatial_operator(self):
+        """The known spatial degradation (PSF + decimation), or ``None`` if the PSF is unknown."""
+        if self.psf is None:
+            return None
+        offset = self.offset if self.offset is not None else (self.ratio - 1) // 2
+        return SpatialDegradation(self.psf, self.ratio, offset, self.border)
+
+
+@dataclass
+class FusionResult:
+    """The fused HR-HSI ``(band, y, x)`` and what the method can show of its work.
+
+    ``trace``: recorded iterates, one dict per recorded iteration/layer, with these keys (all
+    optional except ``iteration`` and ``label``):
+
+    - ``iteration`` (int, cumulative update/layer count; 0 = initialisation), ``label`` (str),
+    - ``endmembers`` ``(bands, p)`` and ``abundances`` ``(p, Y, X)`` (HR) for unmixing methods,
+      ``abundances_lr`` ``(p, y, x)``; the fused cube is then ``endmembers @ abundances``,
+    - ``fused`` ``(bands, Y, X)`` for methods that are not unmixings (snapshots),
+    - ``objective``, ``residual_hsi``, ``residual_msi`` (floats).
+
+    :func:`~fusion_explorer.methods.trace_fused` rebuilds the fused cube of one step either way. ``endmembers``
+    ``(bands, p)`` and ``abundances`` ``(p, y, x)`` for unmixing methods; ``srf``/``psf`` the
+    estimated responses for blind methods; ``extras`` anything else.
+    """
+
+    fused: xr.DataArray
+    method: str
+    params: dict = field(default_factory=dict)
+    seconds: float = float("nan")
+    device: str = "cpu"
+    trace: list[dict] = field(default_factory=list)
+    endmembers: np.ndarray | None = None
+    abundances: np.ndarray | None = None
+    srf: Any = None
+    psf: np.ndarray | None = None
+    extras: dict = field(default_factory=dict)
+
+
+def simulate(
+    truth: xr.DataArray,
+    protocol: str | SensorPair = "mossfuse-cave-x32",
+    *,
+    srf: Any = None,
+    seed: int = 0,
+    device: str | torch.device | None = "cpu",
+) -> FusionProblem:
+    """Make the fusion inputs a sensor pair would see of ``truth`` (band, y, x).
+
+    ``srf`` overrides the protocol's SRF (an :class:`~fusion_explorer.srf.SRF` or a built-in
+    name). Returns a :class:`FusionProblem` whose ``truth`` is the input
+    (for scoring only), with the true SRF and PSF attached and provenance in the cubes' attrs.
+    """
+    proto = get_protocol(protocol)
+    validate_cube(truth, what="ground-truth cube", need_wavelength=srf is None or isinstance(srf, str))
+    check_ratio((truth.sizes["y"], truth.sizes["x"]), proto.ratio, what="ground-truth image")
+    spec = srf if srf is not None else proto.srf
+    the_srf = spec if isinstance(spec, SRF) else get_srf(spec, wavelengths(truth))
+    the_srf.check_cube(truth)
+
+    x = to_tensor(truth, device, torch.float64)
+    gen = torch.Generator().manual_seed(int(seed))
+    lr = add_noise(proto.spatial()(x), proto.snr_db, gen)
+    msi = add_noise(SpectralResponse(the_srf.matrix)(x), proto.snr_db, gen)
+
+    base = {k: v for k, v in truth.attrs.items() if k in ("scene", "source", "sensor", "format", "crop")}
+    base.update(proto.as_attrs(), srf=the_srf.name)
+    lr_hsi = from_tensor(lr, truth, attrs={**base, "kind": "LR-HSI"})
+    lr_hsi = lr_hsi.assign_coords(
+        y=np.arange(proto.offset, truth.sizes["y"], proto.ratio),
+        x=np.arange(proto.offset, truth.sizes["x"], proto.ratio),
+    )
+    hr_msi = from_tensor(msi, attrs={**base, "kind": "HR-MSI"})
+    hr_msi = hr_msi.assign_coords(band_name=("band", list(the_srf.band_names)))
+    return FusionProblem(
+        lr_hsi=lr_hsi,
+        hr_msi=hr_msi,
+        srf=the_srf,
+        ratio=proto.ratio,
+        psf=proto.psf().numpy(),
+        offset=proto.offset,
+        border=proto.border,
+        truth=truth,
+        name=f"{truth.attrs.get('scene', truth.name or 'scene')} / {proto.name}",
+        protocol=proto,
+    )

@@ -580,8 +580,8 @@ def __getattr__(name: str) -> Any:
         warnings.warn("fusion_explorer.physics.Protocol is now SensorPair", DeprecationWarning, stacklevel=2)
         return SensorPair
     if name == "simulate":
-        # Known exception to "physics imports nothing from problem" (tests/test_architecture.py):
-        # app/ still imports simulate from here; drop this once it imports fusion_explorer.problem.
+        # Known exception to "physics imports nothing from problem" (tests/test_architecture.py): an alias
+        # for code outside the package (tests, benchmarks); the package imports fusion_explorer.problem.
         from .problem import simulate
 
         return simulate

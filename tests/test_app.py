@@ -130,6 +130,55 @@ def test_run_off_the_widget_thread_and_cancel(app, toy_iterative):
     app2.runner.thread.join(10)
     assert not app2.state.busy and toy_iterative not in app2.state.runs
     assert "cancelled" in app2.runner.log.value
+    assert "cancelled" in app2.runner.progress_label.value and "done" not in app2.runner.progress_label.value
+    assert app2.runner.progress.bar_style == "warning" and app2.runner.progress.value < 1
+
+
+def _run(app, *methods, **options):
+    """Run ``methods`` (one Run click) with option widget values ``{"method-option": value}``."""
+    app.runner.methods.value = methods
+    for key, value in options.items():
+        name, opt = key.rsplit("-", 1)
+        app.runner.options[name][opt].value = value
+    app.runner.start(block=True)
+
+
+def test_newest_run_is_selected_and_a_failed_run_says_so(app, toy_iterative):
+    """Issue 21 defect 1: the third run used to jump back to the first (reassigning the "show run" options
+    reset ipywidgets' index to 0, and the dropdown wrote that back to the state); a failed run said "done"."""
+
+    def broken(problem, *, device, progress=None, seed=0):
+        raise RuntimeError("pass checkpoint=PATH")
+
+    register("toy-broken", "test-only failing method")(broken)
+    app = App(default_scene(64), session_dir=app.state.session_dir)  # lists the test-only methods
+    shown = []
+    app.state.observe(lambda ch: shown.append(ch["new"]), "selected")
+    _run(app, "bicubic")
+    _run(app, toy_iterative)
+    _run(app, toy_iterative, **{f"{toy_iterative}-steps": 3})  # the third run: it used to show bicubic
+    _run(app, "bicubic", toy_iterative, **{f"{toy_iterative}-steps": 5})  # several methods in one Run
+    newest = f"{toy_iterative} steps=5"
+    assert list(app.state.runs) == ["bicubic", toy_iterative, f"{toy_iterative} steps=3", newest]
+    assert shown == ["bicubic", toy_iterative, f"{toy_iterative} steps=3", "bicubic", newest]  # never an older one
+    assert app.state.selected == newest and app.pixels.run.value == newest and app.state.step == -1
+    assert f"<b>{newest}</b> · final" in app.pixels.step_label.value
+    assert app.pixels.image.layout["title"]["text"].startswith(newest)
+    assert app.iterations.metric.layout["title"]["text"] == f"{newest}: quality vs iteration"
+    assert newest in app.endmembers.note.value and app.compare.export_run.value == newest
+    assert app.runner.progress_label.value == "done (2 of 2)" and app.runner.progress.bar_style == "success"
+    try:
+        app.runner.progress.value = 0
+        _run(app, "toy-broken")
+        label = app.runner.progress_label.value
+        assert "failed" in label and "toy-broken" in label and "done" not in label
+        assert app.runner.progress.bar_style == "danger" and app.runner.progress.value < 1
+        assert "pass checkpoint=PATH" in app.runner.log.value
+        assert app.state.selected == newest  # the last good run stays shown
+        _run(app, "toy-broken", "bicubic")  # one of two failed: still not "done"
+        assert "failed" in app.runner.progress_label.value and "1 of 2 done" in app.runner.progress_label.value
+    finally:
+        _REGISTRY.pop("toy-broken", None)
 
 
 def test_iteration_stepper_and_endmembers(app, toy_iterative):
@@ -162,6 +211,61 @@ def test_iteration_stepper_and_endmembers(app, toy_iterative):
     assert "e2" in app.endmembers.large.layout["title"]["text"]
     app.endmembers.which.value = "lr"
     assert "LR" in app.endmembers.large.layout["title"]["text"]
+
+
+def test_clearing_a_plot_resets_its_title_markers_and_axes(app, toy_iterative):
+    """Issue 21 defect 2: an empty plot kept the previous run's title, step marker and log x axis."""
+    app = App(default_scene(64), session_dir=app.state.session_dir)
+    _run(app, toy_iterative, **{f"{toy_iterative}-steps": 20})  # iterations 0..190: a log iteration axis
+    long_run = app.state.selected
+    metric = app.iterations.metric
+    assert metric.layout["xaxis"]["type"] == "log" and metric.layout["shapes"]
+    assert app.endmembers.endmembers.layout["title"]["text"].startswith("Endmembers W (toy")
+    _run(app, "bicubic")
+    for fig in (app.iterations.metric, app.iterations.residual, app.endmembers.endmembers, app.endmembers.large):
+        assert fig.data == [] and fig.layout == fig.base_layout, fig.layout
+        assert "shapes" not in fig.layout and fig.layout.get("xaxis", {}).get("type") != "log"
+    assert app.iterations.metric.layout["title"]["text"] == "Quality vs iteration"
+    assert app.endmembers.endmembers.layout["title"]["text"] == "Endmembers W"
+    # one iterative run after another: the short run's axis is linear and has no second y axis left over
+    app.runner.options.clear()
+    _run(app, toy_iterative)
+    assert app.state.selected == toy_iterative != long_run
+    assert metric.layout["xaxis"].get("type") != "log" and len(metric.layout["shapes"]) == 1
+    app.state.selected = long_run
+    assert metric.layout["xaxis"]["type"] == "log"
+    # the figure itself: clear() keeps nothing but the layout it was made with
+    fig = PlotlyFigure(layout={"title": {"text": "empty"}})
+    fig.update([{"type": "scatter", "y": [1, 2]}], {"title": {"text": "run"}, "shapes": [{"type": "line"}],
+                                                    "xaxis": {"type": "log"}})
+    fig.clear()
+    assert fig.data == [] and fig.layout == {"title": {"text": "empty"}}
+
+
+def test_scene_change_clears_pixel_info_pins_csv_and_export_links(app):
+    """Issue 21 defect 3: after a scene change the pixel text, the CSV and the NetCDF link described the old scene."""
+    _run(app, "bicubic")
+    app.pixels.image.click(x=60, y=50)
+    app.pixels.pin.click()
+    app.compare.export()
+    assert "y=50, x=60" in app.pixels.where.value and "data:text/csv" in app.pixels.csv.value
+    assert "download bicubic.nc" in app.compare.export_msg.value and app.runner.log.value
+    app.use_scene(default_scene(32, seed=5))
+    st = app.state
+    assert st.runs == {} and st.pins == [] and st.cursor is None and st.selected == ""
+    assert app.pixels.where.value == "" and app.pixels.csv.value == "" and app.compare.export_msg.value == ""
+    assert app.pixels.run.options == () and app.pixels.run.value is None
+    assert app.pixels.spectrum.data == [] and app.pixels.spectrum.layout["title"]["text"] == "Spectra: click any image"
+    for fig in (app.pixels.image, app.pixels.sam, app.pixels.error):
+        assert not fig.layout.get("shapes") and not fig.layout.get("annotations")
+    assert app.pixels.image.layout["title"]["text"] == "HR truth (no run yet)"
+    assert app.runner.progress_label.value == "idle" and app.runner.log.value == ""
+    assert "no runs yet" in app.compare.table.value
+    # the new scene's pixels work and the CSV describes them
+    app.pixels.image.click(x=40, y=40)  # clamped into the new 32x32 scene
+    assert st.cursor == (31, 31) and "y=31, x=31" in app.pixels.where.value
+    csv = st.spectra_csv().splitlines()
+    assert len(csv) == 1 + 2 and csv[1].startswith("1,31,31,truth")
 
 
 def test_export_netcdf_with_provenance(app):

@@ -44,9 +44,9 @@ LAYERS = [
 #: Edges allowed against the rules above, each with the reason; remove one once it is gone (a stale
 #: entry fails :func:`test_known_exceptions_still_exist`).
 KNOWN_EXCEPTIONS = {
-    # physics.__getattr__("simulate"): a lazy re-export of problem.simulate kept because
-    # fusion_explorer/app (data_panel.py, app.py) still does `from ..physics import simulate`.
-    # Drop it (and this entry) once app/ imports simulate from fusion_explorer.problem.
+    # physics.__getattr__("simulate"): a lazy re-export of problem.simulate kept for code outside the
+    # package (tests, benchmarks, users) that does `from fusion_explorer.physics import simulate`; the
+    # package itself imports it from fusion_explorer.problem. Drop it (and this entry) with that alias.
     ("fusion_explorer.physics", "fusion_explorer.problem"),
 }
 

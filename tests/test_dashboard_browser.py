@@ -235,6 +235,114 @@ def test_run_click_step_upload(browser, voila_url):
     page.close()
 
 
+def shown_run(page) -> str:
+    """The run named in the "show run" dropdown as the page shows it ('' when it has none)."""
+    return page.evaluate("() => { const s = document.querySelector('.fe-show-run select');"  # ipywidgets: nbsp
+                         " return s && s.selectedIndex >= 0 ? s.options[s.selectedIndex].textContent"
+                         ".replace(/\\u00a0/g, ' ') : ''; }")
+
+
+def drawn(page, cls: str) -> dict | None:
+    """What figure ``.cls`` shows: its title as drawn in the SVG, its marker count and x-axis type."""
+    return page.evaluate(
+        """(cls) => {
+            const d = document.querySelector('.' + cls + ' .fe-plot');
+            if (!d || !d._fullLayout) return null;
+            const t = d.querySelector('.gtitle');
+            return {title: t ? t.textContent : '', shapes: (d._fullLayout.shapes || []).length,
+                    xtype: d._fullLayout.xaxis ? d._fullLayout.xaxis.type : '', traces: (d.data || []).length};
+        }""",
+        cls,
+    )
+
+
+def wait_for(what: str, probe, check, timeout: float = 30.0):
+    """Poll ``probe()`` until ``check(value)``; fail with the last value seen."""
+    deadline, value = time.time() + timeout, None
+    while time.time() < deadline:
+        value = probe()
+        if check(value):
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: the page still shows {value!r} after {timeout:.0f} s")
+
+
+def run_methods(page, methods: list[str], log: str, options: dict | None = None) -> None:
+    """Pick ``methods``, press Run and wait until the run log says ``log`` and Run is enabled again."""
+    page.locator(".fe-methods select").select_option(methods)
+    for selector, value in (options or {}).items():
+        set_text(page, selector, value)
+    page.click("button.fe-run")
+    page.wait_for_selector(f".fe-run-log >> text={log}", timeout=120_000)
+    page.wait_for_function("() => !document.querySelector('button.fe-run').disabled", timeout=30_000)
+
+
+def expect_shown(page, run: str) -> None:
+    """Every panel shows ``run``: the dropdown, the label above the images and the fused image's title."""
+    wait_for("show run", lambda: shown_run(page), lambda v: v == run)
+    wait_for("run label", lambda: page.locator(".fe-run-label").inner_text(), lambda v: v.startswith(run + " ·"))
+    wait_for("fused title", lambda: drawn(page, "fe-fused"), lambda v: v and v["title"].startswith(run + ":"))
+
+
+def test_newest_run_is_shown_failures_say_so_and_a_scene_change_clears(browser, voila_url):
+    """Issue 21 defects 1-3 as a user meets them: three runs back to back (the third used to show the first
+    run again), a failing method (it used to say "done" with a full bar), a plot emptied by a non-iterative
+    run (it kept the previous run's title, marker and log axis), then a scene change (pixel text, CSV and
+    NetCDF link of the old scene stayed)."""
+    page = open_app(browser, voila_url)
+    truth_before = plot_state(page, "fe-truth")
+    select_option(page, "fe-crop", "64")
+    page.click(".fe-load button, button.fe-load")
+    wait_changed(page, "fe-truth", truth_before, 60)
+
+    cnmf = "cnmf inner_iterations=40"
+    run_methods(page, ["cnmf"], f"{cnmf}: done", {".fe-opt-cnmf-inner_iterations": "40"})
+    expect_shown(page, cnmf)
+    wait_for("quality plot", lambda: drawn(page, "fe-metric"),
+             lambda v: v and v["title"] == f"{cnmf}: quality vs iteration" and v["shapes"] == 1)
+    run_methods(page, ["bicubic"], "bicubic: done")
+    expect_shown(page, "bicubic")
+    # defect 2: the emptied plots show their own empty layout, nothing of cnmf's
+    metric = wait_for("quality plot emptied", lambda: drawn(page, "fe-metric"),
+                      lambda v: v and v["traces"] == 0 and v["title"] == "Quality vs iteration")
+    assert metric["shapes"] == 0 and metric["xtype"] != "log", metric
+    wait_for("endmember plot emptied", lambda: drawn(page, "fe-endmembers"),
+             lambda v: v and v["traces"] == 0 and v["title"] == "Endmembers W" and v["shapes"] == 0)
+    run_methods(page, ["gsa"], "gsa: done")
+    expect_shown(page, "gsa")  # the third run: "show run" used to jump back to the first
+    assert page.locator(".fe-progress").inner_text().strip() == "done"
+    options = page.locator(".fe-show-run select option").all_inner_texts()
+    assert [o.replace("\xa0", " ").strip() for o in options] == [cnmf, "bicubic", "gsa"]
+
+    # a failed run says so and leaves the last good run shown
+    run_methods(page, ["mossfuse"], "mossfuse failed")
+    progress = page.locator(".fe-progress").inner_text()
+    assert "failed" in progress and "done" not in progress, progress
+    assert shown_run(page) == "gsa"
+    full_screenshot(page, "05-runs-back-to-back.png")
+
+    # defect 3: a scene change clears pixel info, pins, the CSV and the export link
+    click_and_check(page, "fe-fused", 0.3, 0.4)
+    page.click("button.fe-pin")
+    page.click("button.fe-export")
+    page.wait_for_selector(".fe-export-msg a[download='gsa.nc']", timeout=30_000)
+    assert "pixel" in page.locator(".fe-where").inner_text()
+    assert page.locator(".fe-csv a[download='spectra.csv']").count() == 1
+    truth_before = plot_state(page, "fe-truth")
+    select_option(page, "fe-crop", "128")
+    page.click(".fe-load button, button.fe-load")
+    wait_changed(page, "fe-truth", truth_before, 60)
+    wait_for("fused image reset", lambda: drawn(page, "fe-fused"),
+             lambda v: v and v["title"] == "HR truth (no run yet)" and v["shapes"] == 0)
+    wait_for("pixel text", lambda: page.locator(".fe-where").inner_text().strip(), lambda v: v == "")
+    assert page.locator(".fe-csv a").count() == 0 and page.locator(".fe-export-msg a").count() == 0
+    assert page.locator(".fe-show-run select option").count() == 0 and shown_run(page) == ""
+    assert "idle" in page.locator(".fe-progress").inner_text()
+    full_screenshot(page, "06-after-scene-change.png")
+    assert own_errors(page) == [], own_errors(page)
+    page.close()
+
+
 def upload(page, files) -> None:
     with page.expect_file_chooser() as chooser:
         page.click(".fe-upload button")

@@ -70,7 +70,8 @@ class App:
 
     def use_scene(self, scene: xr.DataArray, protocol: str = "gaussian-x8") -> None:
         """Show ``scene`` (band, y, x) under a named protocol (bypassing the data panel's scene list)."""
-        from ..physics import get_protocol, simulate
+        from ..physics import get_protocol
+        from ..problem import simulate
         from .data_panel import prepare
 
         proto = get_protocol(protocol)

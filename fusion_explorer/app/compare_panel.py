@@ -23,8 +23,11 @@ class ComparePanel:
         self.export_button = W.Button(description="Export NetCDF", icon="download", layout=W.Layout(width="140px"))
         self.export_msg = W.HTML()
         self.table.add_class("fe-compare")
+        self.export_button.add_class("fe-export")
+        self.export_msg.add_class("fe-export-msg")
         self.export_button.on_click(lambda _: self.export())
         state.observe(lambda _: self.draw(), ["runs", "selected"])
+        state.observe(lambda _: setattr(self.export_msg, "value", ""), "problem")  # no link to a previous scene's run
         self.widget = W.VBox([self.table, W.HBox([self.export_run, self.export_button]), self.export_msg])
 
     def draw(self) -> None:

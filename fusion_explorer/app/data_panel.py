@@ -500,7 +500,8 @@ class DataPanel:
     # ------------------------------------------------------------------ load
     def load(self) -> bool:
         """Read the chosen scene, simulate the sensor pair and publish it on the state."""
-        from ..physics import PROTOCOLS, make_protocol, simulate
+        from ..physics import PROTOCOLS, make_protocol
+        from ..problem import simulate
 
         self.message.value = "<i>loading…</i>"
         key = self.scene.value or ""

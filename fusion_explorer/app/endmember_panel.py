@@ -65,8 +65,8 @@ class EndmemberPanel:
         s = self._step()
         if s is None:
             self.note.value = "<i>the selected run is not an unmixing (no endmembers); run cnmf to see them</i>"
-            self.endmembers.update([])
-            self.large.update([])
+            self.endmembers.clear()
+            self.large.clear()
             self.thumbs.children = []
             self._thumbs_key = None
             self.pick.options = []
@@ -91,7 +91,7 @@ class EndmemberPanel:
                 traces.append({"type": "scatter", "mode": "lines", "x": wl, "y": ref[:, k],
                                "name": f"ground truth {k + 1}", "line": {"color": "#222", "dash": "dash", "width": 2}})
         self.endmembers.update(traces, {"title": {"text": f"Endmembers W ({s.get('label', '')})", "x": 0.02,
-                                                  "font": {"size": 13}}, "showlegend": p <= 12})
+                                                  "font": {"size": 13}}, "showlegend": p <= 12}, replace=True)
         opts = [("all", -1), *[(f"e{k + 1}", k) for k in range(p)]]
         if list(self.pick.options) != opts:
             self.pick.options = opts
@@ -102,7 +102,7 @@ class EndmemberPanel:
         self.large.update([{**heatmap_trace(h[k], "abundance", f"e{k + 1}", max_side=160, zmax=float(h[k].max())),
                             "colorscale": "Cividis"}],
                           image_layout(f"abundance of e{k + 1} ({'HR' if h_key == 'abundances' else 'LR'})",
-                                       size, 300, colorbar=True))
+                                       size, 300, colorbar=True), replace=True)
         key = (id(s[h_key]), sel, p)
         if key == self._thumbs_key:  # same abundances (unmixings keep H between some steps): nothing to redraw
             return

@@ -123,17 +123,30 @@ class PlotlyFigure(anywidget.AnyWidget):
     def __init__(self, data: list | None = None, layout: dict | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._click_handlers: list[Callable[[dict], None]] = []
+        #: the layout this figure was made with: what :meth:`clear` and ``update(replace=True)`` start from
+        self.base_layout: dict = jsonable(layout or {})
         self.on_msg(self._on_custom_msg)
         self.update(data or [], layout or {})
 
-    def update(self, data: list | None = None, layout: dict | None = None) -> None:
-        """Replace the traces and/or merge into the layout; one message, one redraw."""
+    def update(self, data: list | None = None, layout: dict | None = None, replace: bool = False) -> None:
+        """Replace the traces and merge ``layout`` into the current one; one message, one redraw.
+
+        ``replace``: the layout becomes :attr:`base_layout` updated with ``layout``, so nothing of an
+        earlier draw (a title, ``shapes`` markers, a log axis, a second y axis) survives. Draws of a
+        new run or step use it; only marker moves (pins, cursor) merge."""
         with self.hold_sync():
             if data is not None:
                 self.data = jsonable(data)
-            if layout is not None:
+            if replace:
+                self.layout = {**self.base_layout, **jsonable(layout or {})}
+            elif layout is not None:
                 self.layout = {**self.layout, **jsonable(layout)}
             self.revision += 1
+
+    def clear(self, layout: dict | None = None) -> None:
+        """No traces, and the layout back to :attr:`base_layout` (updated with ``layout``, e.g. a title
+        saying why the plot is empty)."""
+        self.update([], layout, replace=True)
 
     def on_click(self, fn: Callable[[dict], None]) -> None:
         self._click_handlers.append(fn)

@@ -27,6 +27,9 @@ class IterationPanel:
                                                       width=520, height=300))
         self.residual = PlotlyFigure(layout=line_layout("Residuals vs iteration", "iteration", "residual",
                                                         width=460, height=300))
+        self._syncing = False  # True while the panel itself moves the slider (state -> widget): not a user step
+        self.metric.add_class("fe-metric")
+        self.residual.add_class("fe-residual")
         self.slider.observe(lambda ch: self._set_step(ch["new"]), "value")
         self.final.on_click(lambda _: setattr(state, "step", -1))
         state.observe(lambda _: self._on_run(), ["selected", "runs"])
@@ -38,7 +41,7 @@ class IterationPanel:
 
     def _set_step(self, value: int) -> None:
         run = self.state.run
-        if run is not None and run.iterative:
+        if not self._syncing and run is not None and run.iterative:
             self.state.step = int(value) - 1  # the slider counts steps from 1, like the labels
 
     def _on_run(self) -> None:
@@ -49,11 +52,16 @@ class IterationPanel:
         if not active:
             self.label.value = ("<i>no iterations recorded for this run</i>" if run is not None
                                 else "<i>run an iterative method (e.g. cnmf) to step through it</i>")
-            self.metric.update([])
-            self.residual.update([])
+            # back to the empty plots' own layout: no title, marker or log axis of the previous run survives
+            self.metric.clear()
+            self.residual.clear()
             return
         n = len(run.trace)
-        self.slider.max = self.play.max = n
+        self._syncing = True
+        try:
+            self.slider.max = self.play.max = n
+        finally:
+            self._syncing = False
         self._draw_curves()
         self._on_step()
 
@@ -100,7 +108,11 @@ class IterationPanel:
         n = len(run.trace)
         step = n - 1 if self.state.step < 0 else min(self.state.step, n - 1)
         if self.slider.value != step + 1:
-            self.slider.value = step + 1
+            self._syncing = True  # showing the final result moves the slider to the last step; the state keeps -1
+            try:
+                self.slider.value = step + 1
+            finally:
+                self._syncing = False
         m = run.step_metrics[step] if step < len(run.step_metrics) else {}
         text = str(m.get("label", ""))
         bits = [f"<b>{text}</b>"] + ([] if "iteration" in text else [f"iteration {m.get('iteration', '?')}"])
@@ -111,5 +123,5 @@ class IterationPanel:
         x = m.get("iteration", step)
         marker = {"type": "line", "xref": "x", "yref": "paper", "x0": x, "x1": x, "y0": 0, "y1": 1,
                   "line": {"color": "#444", "dash": "dot", "width": 1.5}}
-        self.metric.update(self._metric_traces, {**self._metric_layout, "shapes": [marker]})
-        self.residual.update(self._residual_traces, {**self._residual_layout, "shapes": [marker]})
+        self.metric.update(self._metric_traces, {**self._metric_layout, "shapes": [marker]}, replace=True)
+        self.residual.update(self._residual_traces, {**self._residual_layout, "shapes": [marker]}, replace=True)

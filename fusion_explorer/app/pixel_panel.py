@@ -36,11 +36,16 @@ class PixelPanel:
         for fig in (self.image, self.sam, self.error):
             fig.on_click(self._on_click)
         for key, w in {"fe-fused": self.image, "fe-sam": self.sam, "fe-error": self.error,
-                       "fe-spectrum": self.spectrum, "fe-pin": self.pin, "fe-clear": self.clear}.items():
+                       "fe-spectrum": self.spectrum, "fe-pin": self.pin, "fe-clear": self.clear,
+                       "fe-show-run": self.run, "fe-run-label": self.step_label, "fe-where": self.where,
+                       "fe-csv": self.csv}.items():
             w.add_class(key)
         self.pin.on_click(lambda _: self._pin())
         self.clear.on_click(lambda _: setattr(state, "pins", []))
-        self.run.observe(lambda ch: ch["new"] and setattr(state, "selected", ch["new"]), "value")
+        # the dropdown is a view of ``state.selected``: only a user's pick writes back. Reassigning its options
+        # resets ipywidgets' index to 0 (the oldest run), which used to overwrite the newest run's selection.
+        self._syncing = False
+        self.run.observe(lambda ch: not self._syncing and ch["new"] and setattr(state, "selected", ch["new"]), "value")
         self._views: dict = {}
         state.observe(self._on_runs, "runs")
         state.observe(self._warm, "runs")
@@ -61,23 +66,35 @@ class PixelPanel:
     def _reset(self) -> None:
         st = self.state
         self._views = {}
-        self.run.options = []
+        self._on_runs()
         self.step_label.value = "<i>run a method to see its result here</i>" if st.problem is not None else ""
         if st.problem is not None:
             h, w = st.hr_size
             self.image.update([image_trace(*rgb_display(st.truth.values, st.wavelength), "truth")],
-                              {**image_layout("HR truth (no run yet)", (h, w), 300), **pins_layout([], None, (h, w))})
-            self.sam.update([], image_layout("SAM map (needs a run)", (h, w), 300, colorbar=True))
-            self.error.update([], image_layout("error map (needs a run)", (h, w), 300, colorbar=True))
+                              {**image_layout("HR truth (no run yet)", (h, w), 300), **pins_layout([], None, (h, w))},
+                              replace=True)
+            self.sam.clear(image_layout("SAM map (needs a run)", (h, w), 300, colorbar=True))
+            self.error.clear(image_layout("error map (needs a run)", (h, w), 300, colorbar=True))
+        else:
+            for fig in (self.image, self.sam, self.error):
+                fig.clear()
         self.draw_spectra()
 
     def _on_runs(self, _=None) -> None:
-        self.run.options = list(self.state.runs)
-        self._sync_selected()
+        self._syncing = True
+        try:
+            self.run.options = list(self.state.runs)
+            self.run.value = self.state.selected if self.state.selected in self.state.runs else None
+        finally:
+            self._syncing = False
 
     def _sync_selected(self) -> None:
         if self.state.selected in self.run.options and self.run.value != self.state.selected:
-            self.run.value = self.state.selected
+            self._syncing = True
+            try:
+                self.run.value = self.state.selected
+            finally:
+                self._syncing = False
 
     def views(self, run, step: int) -> tuple[dict, dict, dict]:
         """The fused true colour, SAM map and error map traces of ``run`` at ``step`` (cached)."""
@@ -126,9 +143,12 @@ class PixelPanel:
         self.step_label.value = f"<b>{run.name}</b> · {label}"
         pins = pins_layout(st.pins, st.cursor, (h, w))
         image, sam, err = self.views(run, min(st.step, len(run.trace) - 1) if run.iterative else -1)
-        self.image.update([image], {**image_layout(f"{run.name}: fused (true colour)", (h, w), 300), **pins})
-        self.sam.update([sam], {**image_layout("SAM vs truth (degrees)", (h, w), 300, colorbar=True), **pins})
-        self.error.update([err], {**image_layout("per-pixel RMSE vs truth", (h, w), 300, colorbar=True), **pins})
+        self.image.update([image], {**image_layout(f"{run.name}: fused (true colour)", (h, w), 300), **pins},
+                          replace=True)
+        self.sam.update([sam], {**image_layout("SAM vs truth (degrees)", (h, w), 300, colorbar=True), **pins},
+                        replace=True)
+        self.error.update([err], {**image_layout("per-pixel RMSE vs truth", (h, w), 300, colorbar=True), **pins},
+                          replace=True)
 
     def _draw_markers(self) -> None:
         if self.state.problem is None:
@@ -142,11 +162,15 @@ class PixelPanel:
         """Spectra of the cursor pixel (every source) and of each pin (truth and the selected run)."""
         st = self.state
         if st.problem is None:
-            self.spectrum.update([])
+            self.spectrum.clear()
+            self.where.value = self.csv.value = ""
             return
         wl = st.wavelength
         traces = []
-        if st.cursor is not None:
+        # pixel info and the CSV link describe the current cursor and pins only (cleared with them on a scene change)
+        if st.cursor is None:
+            self.where.value = ""
+        else:
             y, x = st.cursor
             ly, lx = st.lr_pixel(y, x)
             self.where.value = (f"<b>pixel</b> y={y}, x={x}<br>LR pixel ({ly}, {lx})<br>"
@@ -164,8 +188,10 @@ class PixelPanel:
                 traces.append({"type": "scatter", "mode": "lines", "x": wl, "y": spectra[st.selected],
                                "name": f"pin {k + 1} {st.selected}", "line": {"color": colour(k), "dash": "dash"}})
         title = "Spectra: click any image" if st.cursor is None else f"Spectra at y={st.cursor[0]}, x={st.cursor[1]}"
-        self.spectrum.update(traces, {"title": {"text": title, "font": {"size": 13}, "x": 0.02}})
-        if traces:
+        self.spectrum.update(traces, {"title": {"text": title, "font": {"size": 13}, "x": 0.02}}, replace=True)
+        if not traces:
+            self.csv.value = ""
+        else:
             data = base64.b64encode(st.spectra_csv().encode()).decode()
             self.csv.value = (f"<a download='spectra.csv' href='data:text/csv;base64,{data}' "
                               "style='display:inline-block;padding:4px 10px;border:1px solid #888;border-radius:3px;"

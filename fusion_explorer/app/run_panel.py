@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import inspect
 import threading
 import time
@@ -122,6 +123,7 @@ class RunPanel:
         self.run_button.on_click(lambda _: self.start())
         self.cancel_button.on_click(lambda _: self.cancel())
         state.observe(lambda _: self._enable(), ["problem", "busy"])
+        state.observe(lambda _: self._on_problem(), "problem")
         self._on_methods()
         self._enable()
         self.widget = W.VBox([
@@ -182,7 +184,10 @@ class RunPanel:
     def _work(self, problem, jobs: list[tuple[str, dict]]) -> None:
         from ..methods import fuse
 
-        messages = []
+        messages: list[str] = []
+        finished: list[str] = []
+        failed: list[str] = []
+        cancelled = False
         try:
             for k, (name, options) in enumerate(jobs):
                 prefix = f"{name} ({k + 1}/{len(jobs)})"
@@ -198,31 +203,64 @@ class RunPanel:
                         stage = f" · {info['stage']}" if isinstance(info, dict) and "stage" in info else ""
                         self.progress_label.value = f"{prefix}: {done}/{total}{stage}"
 
+                self.progress.bar_style = ""
                 self.progress.value = 0
                 self.progress_label.value = f"{prefix}: starting"
                 try:
                     result = fuse(problem, name, device=self.device.value, progress=progress,
                                   seed=int(self.seed.value), **options)
+                    if problem is not self.state.problem:
+                        messages.append(f"{name}: the scene changed while running; result dropped")
+                        failed.append(name)
+                        break
+                    self.progress_label.value = f"{prefix}: scoring"
+                    label = name if not options else f"{name} " + ",".join(f"{a}={b}" for a, b in options.items())
+                    run = Run(label, result)
+                    score(run, problem)
                 except Cancelled:
+                    cancelled = True
                     messages.append(f"<span style='color:#b36b00'>{name}: cancelled</span>")
                     break
                 except Exception as e:  # noqa: BLE001 - shown to the user
-                    messages.append(f"<span style='color:#b00020'>{name} failed: {type(e).__name__}: {e}</span>")
+                    failed.append(name)
+                    messages.append(f"<span style='color:#b00020'>{name} failed: {type(e).__name__}: "
+                                    f"{html.escape(str(e))}</span>")
                     continue
                 if problem is not self.state.problem:
-                    messages.append(f"{name}: the scene changed while running; result dropped")
+                    messages.append(f"{name}: the scene changed while scoring; result dropped")
+                    failed.append(name)
                     break
-                self.progress_label.value = f"{prefix}: scoring"
-                label = name if not options else f"{name} " + ",".join(f"{a}={b}" for a, b in options.items())
-                run = Run(label, result)
-                score(run, problem)
-                self.state.add_run(run)
-                messages.append(f"{label}: done in {result.seconds:.2f} s on {result.device}")
+                self.state.add_run(run)  # selects it: the newest run is the one shown
+                finished.append(label)
+                messages.append(f"{html.escape(label)}: done in {result.seconds:.2f} s on {result.device}")
+        except Exception as e:  # noqa: BLE001 - never leave the panel saying "done" after a crash
+            failed.append("run")
+            messages.append(f"<span style='color:#b00020'>failed: {type(e).__name__}: {html.escape(str(e))}</span>")
         finally:
-            self.progress.value = 1 if not self._cancel.is_set() else self.progress.value
-            self.progress_label.value = "cancelled" if self._cancel.is_set() else "done"
+            cancelled = cancelled or (self._cancel.is_set() and len(finished) + len(failed) < len(jobs))
+            self.progress_label.value, self.progress.bar_style = outcome(len(jobs), finished, failed, cancelled)
+            if not (cancelled or failed):
+                self.progress.value = 1
             self.log.value = "<br>".join(messages)
             self.state.busy = False
+
+    def _on_problem(self) -> None:
+        """A new scene: the last run's outcome and log describe the old one."""
+        if not self.state.busy:
+            self.progress.value = 0
+            self.progress.bar_style = ""
+            self.progress_label.value = "idle"
+            self.log.value = ""
+
+
+def outcome(total: int, done: list[str], failed: list[str], cancelled: bool) -> tuple[str, str]:
+    """The progress label and bar style after a Run: says "done" only when every method finished."""
+    of = f" ({len(done)} of {total} done)" if total > 1 else ""
+    if cancelled:
+        return f"<span style='color:#b36b00'><b>cancelled</b>{of}</span>", "warning"
+    if failed:
+        return f"<span style='color:#b00020'><b>failed</b>: {html.escape(', '.join(failed))}{of}</span>", "danger"
+    return f"done ({len(done)} of {total})" if total > 1 else "done", "success"
 
 
 def _devices() -> list[str]:

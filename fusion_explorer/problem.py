@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .cube import check_ratio, from_tensor, to_tensor, validate_cube, wavelengths
+from .cube import check_ratio, clip_small_negatives, from_tensor, to_tensor, validate_cube, wavelengths
 from .errors import ProblemError
 from .physics import SensorPair, SpatialDegradation, SpectralResponse, add_noise, get_protocol
 from .srf import SRF, get_srf
@@ -33,6 +33,12 @@ class FusionProblem:
     responses, or ``None`` when a method must estimate them. ``ratio`` is inferred from the sizes
     when not given; ``offset`` is the sampling phase of the LR grid on the HR grid (``None``:
     unknown). ``truth`` is the HR-HSI when known: it is for scoring only and methods never read it.
+
+    Small negative values in the LR-HSI or the HR-MSI (noise around 0, dark-subtracted or
+    atmospherically corrected data) are clipped to 0 for the non-negative model
+    (:func:`~fusion_explorer.cube.clip_small_negatives`), with one ``UserWarning`` and the counts in
+    ``attrs`` and the LR-HSI's attrs (so in the fused cube's): ``negative_clipped_lr_hsi``,
+    ``negative_clipped_hr_msi``. Strongly negative data raise :class:`~fusion_explorer.errors.CubeError`.
     """
 
     lr_hsi: xr.DataArray
@@ -45,10 +51,12 @@ class FusionProblem:
     truth: xr.DataArray | None = None
     name: str = ""
     protocol: Any = None
+    attrs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        validate_cube(self.lr_hsi, what="LR-HSI")
-        validate_cube(self.hr_msi, what="HR-MSI")
+        validate_cube(self.lr_hsi, what="LR-HSI", allow_negative=True)
+        validate_cube(self.hr_msi, what="HR-MSI", allow_negative=True)
+        self._clip_negatives()
         (h, w), (big_h, big_w) = self.lr_size, self.hr_size
         if self.ratio is None:
             if big_h % h or big_w % w or big_h // h != big_w // w:
@@ -90,6 +98,33 @@ class FusionProblem:
                 raise ProblemError(
                     f"ground truth has shape {self.truth.shape}; expected {(self.hsi_bands, big_h, big_w)}"
                 )
+
+    def _clip_negatives(self) -> None:
+        """Clip small negative values of both images to 0 (methods never see negatives); record and warn once."""
+        lr, n_lr, min_lr = clip_small_negatives(self.lr_hsi, what="LR-HSI")
+        msi, n_msi, min_msi = clip_small_negatives(self.hr_msi, what="HR-MSI")
+        if not (n_lr or n_msi):
+            return
+        lr, msi = lr.copy(deep=False), msi.copy(deep=False)  # never the caller's attrs
+        lr.attrs, msi.attrs = dict(lr.attrs), dict(msi.attrs)
+        counts = {"negative_clipped_lr_hsi": n_lr, "negative_clipped_hr_msi": n_msi}
+        self.attrs.update(counts)
+        lr.attrs.update(counts)
+        msi.attrs["negative_clipped_hr_msi"] = n_msi
+        for cube, n, vmin in ((lr, n_lr, min_lr), (msi, n_msi, min_msi)):
+            if n:  # replaces io's "kept as stored"
+                cube.attrs["value_note"] = (
+                    f"{n} negative values (min {vmin:.4g}) clipped to 0 for the non-negative model"
+                )
+        self.lr_hsi, self.hr_msi = lr, msi
+        found = ((n_lr, min_lr, "LR-HSI"), (n_msi, min_msi, "HR-MSI"))
+        parts = " and ".join(f"{n} in the {what} (min {v:.3g})" for n, v, what in found if n)
+        warnings.warn(
+            f"clipped small negative values to 0 for the non-negative model: {parts}; counts recorded in "
+            "attrs negative_clipped_lr_hsi/_hr_msi",
+            UserWarning,
+            stacklevel=4,
+        )
 
     def _check_scales(self) -> None:
         """Refuse an LR-HSI and an HR-MSI on different scales (an int16 cube x 1e4 beside reflectance).

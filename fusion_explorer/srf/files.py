@@ -264,7 +264,9 @@ def read_srf_file(
       beside a matrix, or a ``(bands, 31)`` matrix taken to be on 400–700/10 nm.
     * ``.csv``/``.txt``/``.tsv``/``.dat``: first column nm (µm when all values < 30), one column per
       band, optional header row of names, ``#`` comments.
-    * ``.nc``: a NetCDF written from :meth:`SRF.to_dataarray` (resampled if its wavelengths differ).
+    * ``.nc``: a NetCDF written from :meth:`SRF.to_dataarray` (resampled if its wavelengths differ;
+      when ``wavelength`` is a cube without a ``wavelength`` coordinate, used as is if it has one
+      column per band of the cube).
     * ``.xls``/``.xlsx``: only if ``pandas`` can read it here (needs ``xlrd``/``openpyxl``); first
       column nm.
 
@@ -276,6 +278,22 @@ def read_srf_file(
     if not p.exists():
         raise ReadError(p, "no such file")
     suffix = p.suffix.lower()
+    unlabelled = isinstance(wavelength, xr.DataArray) and wavelength.ndim > 1 and "wavelength" not in wavelength.coords
+    if unlabelled and suffix not in _NETCDF_SUFFIXES:
+        raise SRFError(
+            f"{p}: the HSI has no 'wavelength' coordinate, so a response table cannot be resampled to its bands; "
+            "give the SRF as a (msi_band, band) matrix NetCDF (SRF.to_dataarray) or add the band centres (nm)"
+        )
+    if unlabelled:  # a matrix on the cube's bands, matched by count (nothing to resample to)
+        srf = _read_netcdf(p)
+        srf = dataclasses.replace(srf, name=name) if name else srf
+        n = int(wavelength.sizes.get("band", wavelength.shape[0]))
+        if srf.hsi_bands != n:
+            raise SRFError(
+                f"{p}: the SRF matrix is defined on {srf.hsi_bands} bands but the HSI has {n} bands and no "
+                "'wavelength' coordinate to resample it to; give a matrix with one column per HSI band"
+            )
+        return srf
     wl = _as_wavelength(wavelength, "HSI wavelength")
     if suffix in _NETCDF_SUFFIXES:
         srf = _read_netcdf(p)

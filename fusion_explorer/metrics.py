@@ -139,10 +139,20 @@ def _mse_per_band(ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
     return ((ref - est) ** 2).mean(dim=(1, 2))
 
 
-def _psnr(ref: torch.Tensor, est: torch.Tensor, data_range: float) -> float:
-    mse = _mse_per_band(ref, est)
+def _signal_bands(ref: torch.Tensor) -> torch.Tensor:
+    """``(bands,)`` bool: the bands of the reference that are not zero at every pixel."""
+    return (ref != 0).flatten(1).any(dim=1)
+
+
+def _psnr(ref: torch.Tensor, est: torch.Tensor, data_range: float) -> tuple[float, int]:
+    """PSNR over the signal bands, and how many bands that is."""
+    keep = _signal_bands(ref)
+    n = int(keep.sum())
+    if n == 0:
+        raise CubeError("PSNR is undefined: every band of the reference is zero at every pixel")
+    mse = _mse_per_band(ref[keep], est[keep])
     per_band = 10.0 * torch.log10(data_range**2 / mse)  # mse 0 -> +inf (IEEE division)
-    return float(per_band.mean())
+    return float(per_band.mean()), n
 
 
 def _rmse(ref: torch.Tensor, est: torch.Tensor) -> float:
@@ -226,16 +236,22 @@ def _box_max(t: torch.Tensor, win: int) -> torch.Tensor:
 
 
 def psnr(reference: ArrayLike, estimate: ArrayLike, data_range: float = 1.0) -> float:
-    """Peak signal-to-noise ratio in dB: ``mean_b 10 log10(data_range^2 / MSE_b)``.
+    """Peak signal-to-noise ratio in dB: ``mean_b 10 log10(data_range^2 / MSE_b)`` over the valid bands.
 
-    ``MSE_b`` is the mean squared error of band ``b`` over all pixels. Edge cases: a band with
-    ``MSE_b = 0`` has PSNR ``+inf``, so the mean is ``+inf`` too (as scikit-image and
-    torchmetrics; no cap: a cap would shift the mean by an arbitrary amount). ``data_range``
-    must be > 0 (ProblemError).
+    ``MSE_b`` is the mean squared error of band ``b`` over all pixels. Valid bands are those whose
+    reference is not zero at every pixel: a band the provider zeroed (AVIRIS water-absorption and
+    dead bands) carries no signal, and its PSNR would be ``+inf`` for any method that also outputs
+    zeros there, making the mean ``+inf``; such bands are left out of the band mean, as fusion
+    studies drop water-absorption bands before scoring. On data without all-zero bands this is the plain
+    per-band mean. :func:`evaluate` reports how many bands were used as ``psnr_bands`` when some
+    were left out. Edge cases: a valid band reconstructed exactly (``MSE_b = 0``) has PSNR ``+inf``,
+    so the mean is ``+inf`` too (as scikit-image and torchmetrics; no cap: a cap would shift the
+    mean by an arbitrary amount); a reference that is zero everywhere raises CubeError.
+    ``data_range`` must be > 0 (ProblemError).
     """
     data_range = _check_positive(data_range, "data_range")
     ref, est, _ = _pair(reference, estimate)
-    return _psnr(ref, est, data_range)
+    return _psnr(ref, est, data_range)[0]
 
 
 def rmse(reference: ArrayLike, estimate: ArrayLike) -> float:
@@ -277,7 +293,9 @@ def ergas(reference: ArrayLike, estimate: ArrayLike, ratio: float) -> float:
 
     ``ratio`` is the HR/LR pixel-size ratio (e.g. 32), any positive number. Edge cases: a band
     whose reference mean is 0 has no relative error and is left out of the band mean (the mean
-    is over the remaining bands); if every band has mean 0, CubeError. Identical inputs give 0.
+    is over the remaining bands); if every band has mean 0, CubeError. For non-negative data these
+    are exactly the all-zero bands that :func:`psnr` leaves out (zeroed water-absorption bands),
+    so ERGAS stays finite on such cubes. Identical inputs give 0.
     """
     ratio = _check_ratio(ratio)
     ref, est, _ = _pair(reference, estimate)
@@ -357,7 +375,9 @@ def evaluate(
     With ``clip`` (the convention for every reported figure) the estimate is clipped to
     ``[0, 1]`` first; the reference never is. Names: ``psnr`` (dB), ``rmse``, ``sam`` (degrees),
     ``ergas`` (uses ``ratio``), ``ssim``, ``uiqi`` (8x8 windows). With ``sam_min_brightness``
-    the dict also holds ``sam_bright``: SAM over pixels whose reference mean exceeds it.
+    the dict also holds ``sam_bright``: SAM over pixels whose reference mean exceeds it. When the
+    reference has all-zero bands (which :func:`psnr` leaves out), the dict also holds
+    ``psnr_bands``: the number of bands the PSNR was averaged over.
     Inputs are checked and converted once. Edge cases are those of each metric.
     """
     names = list(metrics)
@@ -374,14 +394,20 @@ def evaluate(
     if "uiqi" in names:
         _check_window(ref.shape, 8, "UIQI")
     compute = {
-        "psnr": lambda: _psnr(ref, est, data_range),
         "rmse": lambda: _rmse(ref, est),
         "sam": lambda: _sam(ref, est, None),
         "ergas": lambda: _ergas(ref, est, ratio),
         "ssim": lambda: _ssim(ref, est, data_range),
         "uiqi": lambda: _uiqi(ref, est, 8),
     }
-    out = {name: compute[name]() for name in names}
+    out: dict[str, float] = {}
+    for name in names:
+        if name == "psnr":
+            out["psnr"], n_bands = _psnr(ref, est, data_range)
+            if n_bands < ref.shape[0]:
+                out["psnr_bands"] = n_bands
+        else:
+            out[name] = compute[name]()  # psnr is handled above
     if sam_min_brightness is not None:
         out["sam_bright"] = _sam(ref, est, sam_min_brightness)
     return out

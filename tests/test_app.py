@@ -389,3 +389,38 @@ def test_scalmu_run_steps_through_its_layers_and_consistency_layer(app):
     assert app.pixels.image.data[0]["source"] != image_src
     assert "consistency" in app.endmembers.endmembers.layout["title"]["text"]
     assert app.endmembers.endmembers.revision > w_rev
+
+
+def test_compare_table_never_bolds_or_shows_a_non_finite_value():
+    from fusion_explorer.app.compare_panel import _best_values, _format_value
+
+    runs = [{"psnr": float("inf"), "sam": float("nan")}, {"psnr": 31.5, "sam": 4.0}, {"psnr": 29.0, "sam": 5.0}]
+    best = _best_values(runs)
+    assert best["psnr"] == 31.5 and best["sam"] == 4.0
+    assert _format_value(float("inf"), ".2f") == "∞" and _format_value(float("nan"), ".3f") == "n/a"
+    assert "psnr" not in _best_values([{"psnr": float("inf")}])  # nothing finite: nothing bold
+
+
+@pytest.mark.filterwarnings("ignore:SRF .nikon-d700. covers")
+def test_aviris_with_zeroed_bands_gives_finite_table_and_curve(tmp_path, toy_iterative):
+    from pathlib import Path
+
+    from fusion_explorer.io import open_cube
+
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "remote" / "aviris_santabarbara_90x90x224.mat"
+    if not path.exists():
+        pytest.skip(f"AVIRIS cube not found at {path}")
+    cube = open_cube(path).isel(y=slice(0, 64), x=slice(0, 64))
+    cube = (cube / float(cube.max())).clip(0, None)
+    app = App(cube, "gaussian-x8", session_dir=tmp_path / "session")
+    _run(app, "bicubic", toy_iterative)
+    table = app.compare.table.value
+    assert "inf" not in table.lower() and "∞" not in table
+    for run in app.state.runs.values():
+        assert np.isfinite(run.metrics["psnr"]) and run.metrics["psnr_bands"] < cube.sizes["band"]
+    best = max(r.metrics["psnr"] for r in app.state.runs.values())
+    assert f"<b>{best:.2f}</b>" in table  # the finite best PSNR is bold
+    assert "bands whose truth is not all zero" in table
+    app.state.selected = toy_iterative
+    psnr_curve = next(t for t in app.iterations._metric_traces if t["name"] == "PSNR (dB)")
+    assert psnr_curve["y"] and all(y is not None and np.isfinite(y) for y in psnr_curve["y"])

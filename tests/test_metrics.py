@@ -390,3 +390,59 @@ def test_cuda_tensors_give_the_cpu_numbers(crop_pair):
     gpu = M.evaluate(torch.tensor(ref, device="cuda"), torch.tensor(est, device="cuda"), 8)
     for k in cpu:
         assert rel_close(cpu[k], gpu[k], 1e-9), k
+
+
+# --------------------------------------------------------------------------- d) zeroed bands (real AVIRIS data)
+
+AVIRIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "remote" / "aviris_santabarbara_90x90x224.mat"
+
+
+@pytest.fixture(scope="module")
+def aviris_bicubic():
+    """A 64x64 AVIRIS crop (43 of 224 bands zeroed by the provider) scaled to [0, 1], x4 + Sentinel-2A, bicubic."""
+    if not AVIRIS.exists():
+        pytest.skip(f"AVIRIS cube not found at {AVIRIS}")
+    from fusion_explorer.cube import wavelengths
+    from fusion_explorer.io import open_cube
+    from fusion_explorer.methods import fuse
+    from fusion_explorer.physics import make_protocol
+    from fusion_explorer.problem import simulate
+    from fusion_explorer.srf import get_srf
+
+    cube = open_cube(AVIRIS).isel(y=slice(0, 64), x=slice(0, 64))
+    cube = (cube / float(cube.max())).clip(0, None)
+    problem = simulate(cube, make_protocol(4, sigma=1.0), srf=get_srf("sentinel-2a", wavelengths(cube)))
+    fused = fuse(problem, "bicubic", device="cpu").fused
+    return np.asarray(problem.truth.values, np.float64), np.asarray(fused.values, np.float64), problem, fused
+
+
+def test_aviris_metrics_are_finite_and_over_the_valid_bands(aviris_bicubic):
+    ref, est, problem, fused = aviris_bicubic
+    zero = ~(ref != 0).reshape(ref.shape[0], -1).any(axis=1)
+    assert zero.sum() >= 40 and (~zero).sum() >= 150  # the water-absorption bands are zeroed
+    got = M.evaluate(problem.truth, fused, 4)
+    assert all(np.isfinite(got[k]) for k in ("psnr", "sam", "ergas", "rmse", "ssim", "uiqi")), got
+    assert got["psnr_bands"] == int((~zero).sum())
+    # independent numpy: the estimate clipped to [0, 1], then each metric over the valid bands only
+    e = np.clip(est, 0, 1)
+    r, v = ref[~zero], e[~zero]
+    mse = ((r - v) ** 2).mean(axis=(1, 2))
+    assert rel_close(got["psnr"], float(np.mean(10 * np.log10(1.0 / mse))))
+    ergas = 100 / 4 * np.sqrt(np.mean(mse / r.mean(axis=(1, 2)) ** 2))
+    assert rel_close(got["ergas"], float(ergas))
+    cos = (r * v).sum(0) / (np.linalg.norm(r, axis=0) * np.linalg.norm(v, axis=0) + M.SAM_EPS)
+    assert rel_close(got["sam"], float(np.degrees(np.arccos(np.clip(cos, -1, 1))).mean()))
+    assert rel_close(M.psnr(ref, e), got["psnr"])
+
+
+def test_psnr_leaves_out_all_zero_reference_bands(crop_pair):
+    ref, est = crop_pair
+    r, e = ref[:4].copy(), est[:4].copy()
+    r[2] = 0.0
+    e[2] = 0.0  # a zeroed band, reproduced exactly: no signal, not an infinite PSNR
+    assert rel_close(M.psnr(r, e), M.psnr(r[[0, 1, 3]], e[[0, 1, 3]]))
+    got = M.evaluate(r, e, 8, metrics=("psnr",))
+    assert got["psnr_bands"] == 3 and np.isfinite(got["psnr"])
+    assert "psnr_bands" not in M.evaluate(ref, est, 8, metrics=("psnr",))  # nothing left out: unchanged dict
+    with pytest.raises(CubeError, match="every band"):
+        M.psnr(np.zeros((2, 8, 8)), np.zeros((2, 8, 8)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import re
 
 import ipywidgets as W
@@ -13,6 +14,38 @@ from .state import AppState
 _COLUMNS = (("psnr", "PSNR (dB)", ".2f"), ("ssim", "SSIM", ".4f"), ("sam", "SAM (°)", ".3f"),
             ("ergas", "ERGAS", ".3f"), ("rmse", "RMSE", ".4f"))
 _LINK_LIMIT = 64 * 2**20
+
+
+def _best_values(metrics) -> dict[str, float]:
+    """Per column, the best finite value over the runs (higher for PSNR/SSIM, else lower); none if no finite one."""
+    best: dict[str, float] = {}
+    rows = list(metrics)
+    for key, _, _ in _COLUMNS:
+        vals = [float(m[key]) for m in rows if m.get(key) is not None and math.isfinite(float(m[key]))]
+        if vals:
+            best[key] = max(vals) if key in ("psnr", "ssim") else min(vals)
+    return best
+
+
+def _format_value(v, fmt: str) -> str:
+    """A table cell: '—' when missing, '∞' / 'n/a' when not finite, else the number in ``fmt``."""
+    if v is None:
+        return "—"
+    v = float(v)
+    if math.isnan(v):
+        return "n/a"
+    if math.isinf(v):
+        return "∞" if v > 0 else "−∞"
+    return format(v, fmt)
+
+
+def _bands_note(runs) -> str:
+    """Says over how many bands PSNR was averaged when all-zero truth bands were left out."""
+    used = sorted({int(r.metrics["psnr_bands"]) for r in runs if "psnr_bands" in r.metrics})
+    if not used:
+        return ""
+    n = ", ".join(str(u) for u in used)
+    return f"; PSNR over the {n} bands whose truth is not all zero (zeroed bands left out)"
 
 
 class ComparePanel:
@@ -38,18 +71,14 @@ class ComparePanel:
         if not runs:
             self.table.value = "<i>no runs yet</i>"
             return
-        best = {}
-        for key, _, _ in _COLUMNS:
-            vals = [r.metrics[key] for r in runs.values() if key in r.metrics]
-            if vals:
-                best[key] = max(vals) if key in ("psnr", "ssim") else min(vals)
+        best = _best_values(r.metrics for r in runs.values())
         head = "".join(f"<th>{h}</th>" for _, h, _ in _COLUMNS)
         rows = []
         for name, r in runs.items():
             cells = []
             for key, _, fmt in _COLUMNS:
                 v = r.metrics.get(key)
-                txt = "—" if v is None else format(v, fmt)
+                txt = _format_value(v, fmt)
                 cells.append(f"<td><b>{txt}</b></td>" if v is not None and v == best.get(key) else f"<td>{txt}</td>")
             sel = " style='background:#eef5ff'" if name == self.state.selected else ""
             rows.append(f"<tr{sel}><td style='text-align:left'>{html.escape(name)}</td>{''.join(cells)}"
@@ -58,7 +87,8 @@ class ComparePanel:
             "<style>.fe-table td,.fe-table th{padding:3px 10px;text-align:right;border-bottom:1px solid #ddd}"
             ".fe-table th{background:#f4f4f4}</style>"
             f"<table class='fe-table'><tr><th style='text-align:left'>run</th>{head}<th>seconds</th><th>device</th>"
-            f"</tr>{''.join(rows)}</table><small>best value per column in bold; metrics against the HR truth</small>")
+            f"</tr>{''.join(rows)}</table><small>best finite value per column in bold; metrics against the HR "
+            f"truth{_bands_note(runs.values())}</small>")
 
     def export(self):
         """Write the chosen run's fused cube as NetCDF (provenance in attrs) under the session dir; offer a link."""

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import math
+
 import ipywidgets as W
 
 from .figure import PlotlyFigure
 from .images import line_layout
 from .state import AppState
+
+
+def _finite(v) -> float | None:
+    """``v`` as a float for a curve, or None (a gap in the line) when missing or not finite (e.g. PSNR +inf)."""
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _number(v) -> str:
+    v = float(v)
+    return format(v, ".3g") if math.isfinite(v) else ("∞" if v > 0 else "n/a" if math.isnan(v) else "−∞")
 
 
 class IterationPanel:
@@ -72,10 +87,12 @@ class IterationPanel:
         traces = []
         layout: dict = {"title": {"text": f"{run.name}: quality vs iteration", "font": {"size": 13}, "x": 0.02}}
         if sm and "psnr" in sm[0]:
-            traces.append({"type": "scatter", "mode": "lines+markers", "x": it, "y": [m["psnr"] for m in sm],
-                           "name": "PSNR (dB)", "line": {"color": "#1f77b4"}})
-            traces.append({"type": "scatter", "mode": "lines+markers", "x": it, "y": [m["sam"] for m in sm],
-                           "name": "SAM (°)", "yaxis": "y2", "line": {"color": "#d62728"}})
+            traces.append({"type": "scatter", "mode": "lines+markers", "x": it,
+                           "y": [_finite(m.get("psnr")) for m in sm], "name": "PSNR (dB)",
+                           "line": {"color": "#1f77b4"}})
+            traces.append({"type": "scatter", "mode": "lines+markers", "x": it,
+                           "y": [_finite(m.get("sam")) for m in sm], "name": "SAM (°)", "yaxis": "y2",
+                           "line": {"color": "#d62728"}})
             layout["yaxis"] = {"title": {"text": "PSNR (dB)", "font": {"color": "#1f77b4"}}}
             layout["yaxis2"] = {"title": {"text": "SAM (°)", "font": {"color": "#d62728"}}, "overlaying": "y",
                                 "side": "right", "showgrid": False}
@@ -116,7 +133,7 @@ class IterationPanel:
         m = run.step_metrics[step] if step < len(run.step_metrics) else {}
         text = str(m.get("label", ""))
         bits = [f"<b>{text}</b>"] + ([] if "iteration" in text else [f"iteration {m.get('iteration', '?')}"])
-        bits += [f"{k.upper()} {m[k]:.3g}" for k in ("psnr", "sam") if k in m]
+        bits += [f"{k.upper()} {_number(m[k])}" for k in ("psnr", "sam") if k in m]
         bits += [f"{k.replace('_', ' ')} {m[k]:.3g}" for k in ("residual_hsi", "residual_msi") if k in m]
         final = " <span style='color:#777'>(final result shown)</span>" if self.state.step < 0 else ""
         self.label.value = " · ".join(bits) + final

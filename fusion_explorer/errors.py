@@ -15,11 +15,8 @@ class CubeError(FusionExplorerError, ValueError):
     """A cube (array) has the wrong dims, shape, values or coordinates."""
 
 
-class ReadError(FusionExplorerError, OSError):
-    """A file could not be read: missing, corrupt, truncated or not what was expected.
-
-    The message always names the file.
-    """
+class _FileError(FusionExplorerError, OSError):
+    """A file-level failure whose message always names the file: ``"{path}: {reason}"``."""
 
     def __init__(self, path, reason: str):
         self.path = str(path)
@@ -30,6 +27,10 @@ class ReadError(FusionExplorerError, OSError):
         return f"{self.path}: {self.reason}"
 
 
+class ReadError(_FileError):
+    """A file could not be read: missing, corrupt, truncated or not what was expected."""
+
+
 class SRFError(FusionExplorerError, ValueError):
     """A spectral response does not fit the cube (bands, wavelengths) or cannot be built."""
 
@@ -38,16 +39,5 @@ class ProblemError(FusionExplorerError, ValueError):
     """A fusion problem is inconsistent (sizes, ratio, SRF) or a method was misused."""
 
 
-class WriteError(FusionExplorerError, OSError):
-    """A file could not be written, or writing it would replace something it must not.
-
-    The message always names the file.
-    """
-
-    def __init__(self, path, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+class WriteError(_FileError):
+    """A file could not be written, or writing it would replace something it must not."""

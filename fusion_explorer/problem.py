@@ -205,7 +205,17 @@ class FusionResult:
     - ``endmembers`` ``(bands, p)`` and ``abundances`` ``(p, Y, X)`` (HR) for unmixing methods,
       ``abundances_lr`` ``(p, y, x)``; the fused cube is then ``endmembers @ abundances``,
     - ``fused`` ``(bands, Y, X)`` for methods that are not unmixings (snapshots),
-    - ``objective``, ``residual_hsi``, ``residual_msi`` (floats).
+    - ``objective``, ``residual_hsi``, ``residual_msi`` (floats),
+    - ``stage`` (str): the name of the stage the step belongs to (one of ``stages``' names),
+    - ``learned`` (dict name -> ndarray): what a learned layer applied at this step (SCALMU: its
+      preconditioning matrices, exponents, steps), ``plain`` (dict, same keys): what the plain
+      multiplicative update applies in their place (so ``learned - plain`` is what learning changed),
+      ``learned_doc`` (dict name -> one sentence on what the part does),
+    - ``correction`` ``(Y, X)``: per-pixel norm over bands of a consistency stage's correction ``Z - W H``.
+
+    ``stages``: the run's stages in order, each ``{"name": str, "start": int, "end": int}`` in the
+    trace's one ``iteration`` numbering (end inclusive), e.g. CNMF's HSI init, MSI init, rounds;
+    SCALMU's start, layers, consistency. Empty for methods without stages.
 
     :func:`~fusion_explorer.methods.trace_fused` rebuilds the fused cube of one step either way. ``endmembers``
     ``(bands, p)`` and ``abundances`` ``(p, y, x)`` for unmixing methods; ``srf``/``psf`` the
@@ -218,6 +228,7 @@ class FusionResult:
     seconds: float = float("nan")
     device: str = "cpu"
     trace: list[dict] = field(default_factory=list)
+    stages: list[dict] = field(default_factory=list)
     endmembers: np.ndarray | None = None
     abundances: np.ndarray | None = None
     srf: Any = None

@@ -194,7 +194,17 @@ def _box_mean(t: torch.Tensor, win: int) -> torch.Tensor:
     return F.avg_pool2d(t[:, None], kernel_size=win, stride=1)[:, 0]
 
 
+def _signal(ref: torch.Tensor, est: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bands of both where the reference is not all zero (as :func:`psnr`): an all-zero band
+    (a water-vapour band set to 0, a dead detector) would otherwise count as a near-perfect 1."""
+    keep = _signal_bands(ref)
+    if not bool(keep.any()):
+        raise CubeError(f"{metric} is undefined: every band of the reference is zero at every pixel")
+    return (ref, est) if bool(keep.all()) else (ref[keep], est[keep])
+
+
 def _ssim(ref: torch.Tensor, est: torch.Tensor, data_range: float) -> float:
+    ref, est = _signal(ref, est, "SSIM")
     win = _SSIM_WIN
     cov_norm = win * win / (win * win - 1.0)  # sample covariance, as scikit-image
     mu_x, mu_y = _box_mean(ref, win), _box_mean(est, win)
@@ -210,6 +220,7 @@ def _ssim(ref: torch.Tensor, est: torch.Tensor, data_range: float) -> float:
 
 
 def _uiqi(ref: torch.Tensor, est: torch.Tensor, block: int) -> float:
+    ref, est = _signal(ref, est, "UIQI")
     mu_x, mu_y = _box_mean(ref, block), _box_mean(est, block)
     var_x = (_box_mean(ref * ref, block) - mu_x * mu_x).clamp_min(0.0)
     var_y = (_box_mean(est * est, block) - mu_y * mu_y).clamp_min(0.0)
@@ -308,7 +319,8 @@ def ssim(reference: ArrayLike, estimate: ArrayLike, data_range: float = 1.0) -> 
     Per window: ``((2 mu_x mu_y + C1)(2 s_xy + C2)) / ((mu_x^2 + mu_y^2 + C1)(s_x^2 + s_y^2 + C2))``
     with a 7x7 uniform window, sample (co)variances (``N / (N - 1)``), ``C1 = (0.01 R)^2``,
     ``C2 = (0.03 R)^2``, ``R = data_range``; averaged over the windows lying fully inside the
-    image (scikit-image's 3-pixel border crop) and over bands. Not torchmetrics' SSIM (Gaussian
+    image (scikit-image's 3-pixel border crop) and over the bands where the reference is not all
+    zero (as :func:`psnr`; scikit-image would count such a band as about 1). Not torchmetrics' SSIM (Gaussian
     11x11 window by default, and a different border handling even with a 7x7 uniform window).
     Edge cases: identical inputs give 1; images smaller than 7x7 raise CubeError.
     """
@@ -322,7 +334,8 @@ def uiqi(reference: ArrayLike, estimate: ArrayLike, block: int = 8) -> float:
     """Wang-Bovik universal image quality index: ``Q = 4 s_xy mu_x mu_y / ((s_x^2 + s_y^2)(mu_x^2 + mu_y^2))``.
 
     Computed on every ``block x block`` window fully inside the image (sliding, stride 1; Wang &
-    Bovik 2002 use 8x8), averaged over windows and bands. The variance normalisation cancels.
+    Bovik 2002 use 8x8), averaged over windows and over the bands where the reference is not all
+    zero (as :func:`psnr`). The variance normalisation cancels.
     Edge cases: ``Q`` is the product of a structure factor ``2 s_xy / (s_x^2 + s_y^2)`` and a
     luminance factor ``2 mu_x mu_y / (mu_x^2 + mu_y^2)``; a factor that is ``0/0`` counts as 1.
     So two flat windows give the luminance factor (1 if equal), two all-zero windows give 1, and

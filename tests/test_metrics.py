@@ -280,11 +280,15 @@ def test_uiqi_flat_bands(crop_pair):
     e[0] = 0.3  # equal flat bands: Q = 1
     r[1] = 0.3
     e[1] = 0.6  # flat vs flat: Q = 2 c d / (c^2 + d^2)
-    r[2] = 0.0  # all zero vs textured: Q = 0
+    r[2] = 0.0  # an all-zero reference band: left out, as by PSNR
     assert M.uiqi(r[:1], e[:1]) == 1.0
     assert M.uiqi(r[1:2], e[1:2]) == pytest.approx(2 * 0.3 * 0.6 / (0.3**2 + 0.6**2))
-    assert M.uiqi(r[2:3], e[2:3]) == 0.0
-    assert M.uiqi(np.zeros((1, 9, 9)), np.zeros((1, 9, 9))) == 1.0
+    with pytest.raises(CubeError, match="every band"):
+        M.uiqi(r[2:3], e[2:3])
+    with pytest.raises(CubeError, match="every band"):
+        M.uiqi(np.zeros((1, 9, 9)), np.zeros((1, 9, 9)))
+    assert rel_close(M.uiqi(r, e), uiqi_loop(r[:2], e[:2], 8))
+    r[2, 3, 3] = 0.5  # one non-zero pixel: flat-zero windows against textured ones count 0 again
     assert rel_close(M.uiqi(r, e), uiqi_loop(r, e, 8))
 
 
@@ -433,6 +437,9 @@ def test_aviris_metrics_are_finite_and_over_the_valid_bands(aviris_bicubic):
     cos = (r * v).sum(0) / (np.linalg.norm(r, axis=0) * np.linalg.norm(v, axis=0) + M.SAM_EPS)
     assert rel_close(got["sam"], float(np.degrees(np.arccos(np.clip(cos, -1, 1))).mean()))
     assert rel_close(M.psnr(ref, e), got["psnr"])
+    # SSIM and UIQI leave out the same bands (scikit-image over the kept bands; a zero band would read ~1)
+    assert rel_close(got["ssim"], float(sk_ssim(r, v, data_range=1.0, channel_axis=0)))
+    assert got["ssim"] < float(sk_ssim(ref, e, data_range=1.0, channel_axis=0))
 
 
 def test_psnr_leaves_out_all_zero_reference_bands(crop_pair):

@@ -1,6 +1,8 @@
 """Benchmark API: methods x scenes x protocols -> a table of metrics and seconds.
 
-Used by ``fusion-explorer bench``, ``benchmarks/`` scripts and ``notebooks/benchmark.ipynb``.
+Used by ``fusion-explorer bench``, ``benchmarks/`` scripts and ``notebooks/benchmark.ipynb``. Scenes
+(:func:`load_scene`, :func:`center_crop`, :func:`cave_scenes`, :func:`remote_crops`) come from
+:mod:`fusion_explorer.scenes` and are re-exported here for old imports.
 """
 
 from __future__ import annotations
@@ -14,53 +16,21 @@ from typing import Any
 
 import xarray as xr
 
-from .config import default_data_dir
-from .errors import FusionExplorerError
+from .scenes import cave_scenes, center_crop, load_scene, remote_crops
+
+__all__ = [
+    "METRIC_COLUMNS",
+    "BenchRow",
+    "cave_scenes",
+    "center_crop",
+    "format_table",
+    "load_scene",
+    "remote_crops",
+    "run_benchmark",
+    "write_results",
+]
 
 METRIC_COLUMNS = ("psnr", "sam", "ergas", "rmse", "ssim", "uiqi")
-
-
-def load_scene(spec: str | Path) -> xr.DataArray:
-    """A scene by path (any format :func:`~fusion_explorer.io.open_cube` reads) or ``"default"``."""
-    if str(spec) == "default":
-        from .synth import default_scene
-
-        return default_scene()
-    from .io import open_cube
-
-    cube = open_cube(spec)
-    cube.attrs.setdefault("scene", Path(str(spec)).name)
-    return cube
-
-
-def center_crop(cube: xr.DataArray, size: int | None, multiple: int = 1) -> xr.DataArray:
-    """The central ``size`` x ``size`` window, shrunk to a multiple of ``multiple`` (None: whole cube
-    shrunk to that multiple)."""
-    from .cube import crop
-
-    h, w = cube.sizes["y"], cube.sizes["x"]
-    sh = min(size or h, h) // multiple * multiple
-    sw = min(size or w, w) // multiple * multiple
-    if sh == 0 or sw == 0:
-        raise FusionExplorerError(f"crop {size} is smaller than the ratio {multiple}")
-    if (sh, sw) == (h, w):
-        return cube
-    y0, x0 = (h - sh) // 2, (w - sw) // 2
-    return crop(cube, (y0, y0 + sh), (x0, x0 + sw))
-
-
-def cave_scenes(data_dir: str | Path | None = None) -> list[Path]:
-    """CAVE scene folders under ``<data_dir>/cave`` (default data dir: see ``config``)."""
-    root = Path(data_dir) if data_dir else default_data_dir()
-    if root is None:
-        raise FusionExplorerError("no data directory: set FUSION_EXPLORER_DATA or pass --scenes")
-    base = root / "cave" if (root / "cave").is_dir() else root
-    from .io.cave import is_cave_scene
-
-    scenes = sorted(p for p in base.iterdir() if is_cave_scene(p))
-    if not scenes:
-        raise FusionExplorerError(f"{base}: no CAVE scene folders found")
-    return scenes
 
 
 @dataclass
@@ -192,29 +162,3 @@ def write_results(rows: Sequence[BenchRow], path: str | Path) -> Path:
 
         pd.DataFrame.from_records(records).to_csv(path, index=False)
     return path
-
-
-def remote_crops(data_dir: str | Path | None = None) -> dict[str, xr.DataArray]:
-    """Two small airborne crops for quick remote-sensing benchmarks, scaled to a peak of 1.
-
-    ``paviaU 48x48x103`` (ROSIS, band centres from ``paviaU_band_centers_103.mat``) and
-    ``samson 64x64x156`` (401–889 nm, evenly spaced), from ``data_dir/remote``.
-    """
-    import numpy as np
-    import scipy.io
-
-    from .cube import make_cube
-
-    remote = (Path(data_dir) if data_dir else default_data_dir()) / "remote"
-    pavia = scipy.io.loadmat(remote / "paviaU_subimg_50x50x103.mat")["paviaU_subimg"].astype(np.float64)
-    pavia_wl = scipy.io.loadmat(remote / "paviaU_band_centers_103.mat")["paviaU_spec"].ravel()
-    samson = scipy.io.loadmat(remote / "samson_95x95x156.mat")["SamSon"].astype(np.float64)
-    crops = {
-        "paviaU 48x48x103": (pavia[1:49, 1:49], pavia_wl),
-        "samson 64x64x156": (samson[15:79, 15:79], np.linspace(401, 889, samson.shape[2])),
-    }
-    out = {}
-    for name, (x, wl) in crops.items():
-        x = x.transpose(2, 0, 1)
-        out[name] = make_cube(x / x.max(), wl, attrs={"scene": name})
-    return out

@@ -49,7 +49,9 @@ def make_cube(
     """Wrap an array of shape ``(band, y, x)`` as a cube.
 
     ``wavelength`` (nm), if given, must have one value per band. ``attrs`` are copied
-    (provenance: ``sensor``, ``source``, ...). Values are converted to ``dtype``.
+    (provenance: ``sensor``, ``source``, ...). Values are converted to ``dtype``. ``y`` and ``x``
+    carry pixel indices ``0..n-1`` (a :func:`crop` keeps them, so a crop knows where it lies in its
+    scene; an LR cube made from an HR one carries the HR pixel indices it samples).
     """
     if isinstance(data, torch.Tensor):
         data = data.detach().cpu().numpy()
@@ -58,7 +60,7 @@ def make_cube(
         raise CubeError(f"a cube needs 3 dims (band, y, x); got an array of shape {arr.shape}")
     if dtype is not None:
         arr = arr.astype(dtype, copy=False)
-    coords = {}
+    coords: dict[str, Any] = {"y": np.arange(arr.shape[1]), "x": np.arange(arr.shape[2])}
     if wavelength is not None:
         wl = np.asarray(wavelength, dtype=np.float64).ravel()
         if wl.size != arr.shape[0]:
@@ -75,6 +77,47 @@ def wavelengths(cube: xr.DataArray) -> np.ndarray | None:
     return None
 
 
+def is_lazy(cube: xr.DataArray) -> bool:
+    """Whether the cube's values are a dask array (computed on demand, chunk by chunk)."""
+    return cube.chunks is not None
+
+
+def _finite_and_min(cube: xr.DataArray) -> tuple[int, float]:
+    """``(number of non-finite values, minimum of the finite ones)``; one chunked pass for a dask cube."""
+    if is_lazy(cube):
+        import dask
+        import dask.array as da
+
+        data = cube.data
+        n_bad, vmin = dask.compute((~da.isfinite(data)).sum(), da.nanmin(da.where(da.isfinite(data), data, np.inf)))
+        return int(n_bad), float(vmin)
+    values = np.asarray(cube.values)
+    finite = np.isfinite(values)
+    if finite.all():
+        return 0, float(values.min())
+    return int((~finite).sum()), float(values[finite].min()) if finite.any() else float("nan")
+
+
+def _first_nonfinite(cube: xr.DataArray) -> tuple[int, int, int]:
+    """``(band, y, x)`` of the first non-finite value (for a dask cube: finds the band first, loads that band)."""
+    if is_lazy(cube):
+        import dask.array as da
+
+        per_band = np.asarray((~da.isfinite(cube.data)).any(axis=(1, 2)).compute())
+        b = int(np.argmax(per_band))
+        plane = ~np.isfinite(np.asarray(cube.data[b].compute()))
+        y, x = np.argwhere(plane)[0]
+        return b, int(y), int(x)
+    bad = np.argwhere(~np.isfinite(np.asarray(cube.values)))[0]
+    return int(bad[0]), int(bad[1]), int(bad[2])
+
+
+def _count_negative(cube: xr.DataArray) -> int:
+    if is_lazy(cube):
+        return int((cube.data < 0).sum().compute())
+    return int((np.asarray(cube.values) < 0).sum())
+
+
 def validate_cube(
     cube: Any,
     *,
@@ -85,6 +128,8 @@ def validate_cube(
     """Check that ``cube`` is a finite, non-negative ``(band, y, x)`` DataArray; return it.
 
     Raises :class:`~fusion_explorer.errors.CubeError` naming ``what`` and the first problem found.
+    A dask-backed cube is checked by chunked reductions (one pass over its chunks; never loaded
+    whole) and returned still lazy.
     """
     if not isinstance(cube, xr.DataArray):
         raise CubeError(f"{what} must be an xarray.DataArray with dims {DIMS}; got {type(cube).__name__}")
@@ -94,22 +139,18 @@ def validate_cube(
         raise CubeError(f"{what} is empty: shape {dict(zip(cube.dims, cube.shape, strict=True))}")
     if not np.issubdtype(cube.dtype, np.number) or np.issubdtype(cube.dtype, np.complexfloating):
         raise CubeError(f"{what} must hold real numbers; got dtype {cube.dtype}")
-    values = np.asarray(cube.values)
-    finite = np.isfinite(values)
-    if not finite.all():
-        bad = np.argwhere(~finite)[0]
-        n_bad = int((~finite).sum())
+    n_bad, vmin = _finite_and_min(cube)
+    if n_bad:
+        bad = _first_nonfinite(cube)
         raise CubeError(
             f"{what} has {n_bad} non-finite values (NaN or Inf), first at band {bad[0]}, y {bad[1]}, x {bad[2]}"
         )
-    if not allow_negative:
-        vmin = float(values.min())
-        if vmin < 0:
-            n_neg = int((values < 0).sum())
-            raise CubeError(
-                f"{what} has {n_neg} negative values (min {vmin:.4g}); reflectance/radiance must be >= 0 "
-                "(clip or offset the data first)"
-            )
+    if not allow_negative and vmin < 0:
+        n_neg = _count_negative(cube)
+        raise CubeError(
+            f"{what} has {n_neg} negative values (min {vmin:.4g}); reflectance/radiance must be >= 0 "
+            "(clip or offset the data first)"
+        )
     wl = wavelengths(cube)
     if need_wavelength and wl is None:
         raise CubeError(f"{what} has no 'wavelength' coordinate (nm) on its band dim")
@@ -135,6 +176,12 @@ def clip_small_negatives(
     a flat scene. Data offset below 0 or on a signed scale raise :class:`CubeError`. A cube without
     negative values is returned as it is, with ``(cube, 0, min)``.
     """
+    if is_lazy(cube):
+        import dask
+
+        n_neg, vmin = dask.compute((cube.data < 0).sum(), cube.data.min())
+        if not int(n_neg):
+            return cube, 0, float(vmin)
     values = np.asarray(cube.values)
     n_neg = int(np.count_nonzero(values < 0))
     vmin = float(values.min())
@@ -186,8 +233,9 @@ def from_tensor(
 ) -> xr.DataArray:
     """A ``(band, y, x)`` tensor (a leading batch dim of 1 is dropped) back to a cube.
 
-    Wavelengths come from ``wavelength``, else from ``like`` (when its band count matches);
-    attrs are ``like.attrs`` updated with ``attrs``.
+    Wavelengths come from ``wavelength``, else from ``like`` (when its band count matches); ``y``/``x``
+    coordinates from ``like`` when its spatial size matches (else pixel indices); attrs are
+    ``like.attrs`` updated with ``attrs``.
     """
     t = tensor.detach()
     if t.ndim == 4 and t.shape[0] == 1:
@@ -197,11 +245,21 @@ def from_tensor(
         wavelength = wavelengths(like)
     merged = dict(like.attrs) if like is not None else {}
     merged.update(attrs or {})
-    return make_cube(arr, wavelength, attrs=merged, name=name if name is not None else getattr(like, "name", None))
+    cube = make_cube(arr, wavelength, attrs=merged, name=name if name is not None else getattr(like, "name", None))
+    return with_pixel_coords(cube, like)
+
+
+def with_pixel_coords(cube: xr.DataArray, like: xr.DataArray | None) -> xr.DataArray:
+    """``cube`` with the ``y``/``x`` coordinates of ``like`` when both have the same spatial size."""
+    if like is None or (like.sizes.get("y"), like.sizes.get("x")) != (cube.sizes["y"], cube.sizes["x"]):
+        return cube
+    coords = {d: like.coords[d].values for d in ("y", "x") if d in like.coords}
+    return cube.assign_coords(coords) if coords else cube
 
 
 def crop(cube: xr.DataArray, y: slice | tuple[int, int], x: slice | tuple[int, int]) -> xr.DataArray:
-    """Spatial crop by index ranges, recording it in ``attrs['crop']``."""
+    """Spatial crop by index ranges, recording it in ``attrs['crop']``; ``y``/``x`` coordinates are kept
+    (the crop's pixels keep their indices in the scene)."""
     ys = y if isinstance(y, slice) else slice(*y)
     xs = x if isinstance(x, slice) else slice(*x)
     out = cube.isel(y=ys, x=xs)

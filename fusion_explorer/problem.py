@@ -19,20 +19,35 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .cube import check_ratio, clip_small_negatives, from_tensor, to_tensor, validate_cube, wavelengths
+from .cube import (
+    check_ratio,
+    clip_small_negatives,
+    from_tensor,
+    to_tensor,
+    validate_cube,
+    wavelengths,
+    with_pixel_coords,
+)
 from .errors import ProblemError
-from .physics import SensorPair, SpatialDegradation, SpectralResponse, add_noise, get_protocol
+from .physics import SensorPair, SpatialDegradation, get_protocol
 from .srf import SRF, get_srf
 
+#: Default of :class:`FusionProblem`'s loose sensor keywords: "take it from ``sensors``" (else unknown).
+_FROM_SENSORS: Any = type("_FromSensors", (), {"__repr__": lambda self: "<from sensors>"})()
 
-@dataclass
+
+@dataclass(init=False, eq=False)
 class FusionProblem:
-    """The inputs of a fusion: LR-HSI ``(band, y, x)`` and HR-MSI ``(msi_band, Y, X)``.
+    """The inputs of a fusion: LR-HSI ``(band, y, x)`` and HR-MSI ``(msi_band, Y, X)`` and their sensor pair.
 
-    ``srf`` (:class:`~fusion_explorer.srf.SRF`) and ``psf`` (2-D kernel) are the known sensor
-    responses, or ``None`` when a method must estimate them. ``ratio`` is inferred from the sizes
-    when not given; ``offset`` is the sampling phase of the LR grid on the HR grid (``None``:
+    ``sensors`` (:class:`~fusion_explorer.physics.SensorPair`) is how the two images were acquired: the
+    spatial operator (PSF, ``ratio``, sampling ``offset``, ``border``), the SRF and the noise model;
+    parts a method must estimate are ``None``. It can be given whole (``sensors=``) or by the loose
+    keywords of old (``srf``, ``ratio``, ``psf``, ``offset``, ``border``), which override its parts;
+    ``problem.srf/.ratio/.psf/.offset/.border`` read them back (read-only). ``ratio`` is inferred from
+    the sizes when not given; ``offset`` is the sampling phase of the LR grid on the HR grid (``None``:
     unknown). ``truth`` is the HR-HSI when known: it is for scoring only and methods never read it.
+    ``protocol`` is the named preset the inputs were simulated with (provenance), if any.
 
     Small negative values in the LR-HSI or the HR-MSI (noise around 0, dark-subtracted or
     atmospherically corrected data) are clipped to 0 for the non-negative model
@@ -43,61 +58,127 @@ class FusionProblem:
 
     lr_hsi: xr.DataArray
     hr_msi: xr.DataArray
-    srf: Any = None
-    ratio: int | None = None
-    psf: np.ndarray | None = None
-    offset: int | None = None
-    border: str = "reflect"
+    sensors: SensorPair
     truth: xr.DataArray | None = None
     name: str = ""
     protocol: Any = None
     attrs: dict = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        lr_hsi: xr.DataArray,
+        hr_msi: xr.DataArray,
+        srf: Any = _FROM_SENSORS,
+        ratio: int | None = _FROM_SENSORS,
+        psf: np.ndarray | None = _FROM_SENSORS,
+        offset: int | None = _FROM_SENSORS,
+        border: str = _FROM_SENSORS,
+        truth: xr.DataArray | None = None,
+        name: str = "",
+        protocol: Any = None,
+        attrs: dict | None = None,
+        *,
+        sensors: SensorPair | None = None,
+    ) -> None:
+        self.lr_hsi, self.hr_msi = lr_hsi, hr_msi
+        self.truth, self.name, self.protocol = truth, name, protocol
+        self.attrs = {} if attrs is None else attrs
         validate_cube(self.lr_hsi, what="LR-HSI", allow_negative=True)
         validate_cube(self.hr_msi, what="HR-MSI", allow_negative=True)
         self._clip_negatives()
+        self.sensors = self._make_sensors(sensors, srf=srf, ratio=ratio, psf=psf, offset=offset, border=border)
+        self._check_scales()
+        if self.truth is not None:
+            validate_cube(self.truth, what="ground truth")
+            if self.truth.shape != (self.hsi_bands, *self.hr_size):
+                raise ProblemError(
+                    f"ground truth has shape {self.truth.shape}; expected {(self.hsi_bands, *self.hr_size)}"
+                )
+
+    def _make_sensors(self, sensors: SensorPair | None, **loose: Any) -> SensorPair:
+        """The sensor pair from ``sensors`` and the loose keywords (which win), checked against the images."""
+        given = {k: v for k, v in loose.items() if v is not _FROM_SENSORS}
+        if sensors is None:
+            sensors = SensorPair.known(
+                given.get("ratio") or 1,
+                psf=given.get("psf"),
+                offset=given.get("offset"),
+                border=given.get("border") or "reflect",
+                srf=given.get("srf"),
+            )
+            ratio = given.get("ratio")
+        else:
+            changes = {k: v for k, v in given.items() if k in ("srf", "ratio", "offset", "border")}
+            if "psf" in given:
+                psf = SensorPair.known(1, psf=given["psf"]).kernel
+                changes.update(kernel=psf, sigma=None, kernel_size=None)
+            sensors = sensors.with_parts(**changes)
+            ratio = sensors.ratio
         (h, w), (big_h, big_w) = self.lr_size, self.hr_size
-        if self.ratio is None:
+        if ratio is None:
             if big_h % h or big_w % w or big_h // h != big_w // w:
                 raise ProblemError(
                     f"the HR-MSI ({big_h}x{big_w}) is not an integer multiple of the LR-HSI ({h}x{w}) "
                     "with one ratio for both axes"
                 )
-            self.ratio = big_h // h
-        check_ratio((big_h, big_w), self.ratio, what="HR-MSI")
-        if (big_h // self.ratio, big_w // self.ratio) != (h, w):
+            ratio = big_h // h
+        check_ratio((big_h, big_w), ratio, what="HR-MSI")
+        if (big_h // ratio, big_w // ratio) != (h, w):
             raise ProblemError(
-                f"LR-HSI is {h}x{w} but the HR-MSI {big_h}x{big_w} at ratio {self.ratio} needs "
-                f"{big_h // self.ratio}x{big_w // self.ratio}"
+                f"LR-HSI is {h}x{w} but the HR-MSI {big_h}x{big_w} at ratio {ratio} needs "
+                f"{big_h // ratio}x{big_w // ratio}"
             )
-        if self.offset is not None and not (int(self.offset) == self.offset and 0 <= self.offset < self.ratio):
+        offset = sensors.offset
+        if offset is not None and not (int(offset) == offset and 0 <= offset < ratio):
             raise ProblemError(
-                f"offset (the LR grid's sampling phase) must be an integer in 0..{self.ratio - 1} at ratio "
-                f"{self.ratio}; got {self.offset!r}"
+                f"offset (the LR grid's sampling phase) must be an integer in 0..{ratio - 1} at ratio "
+                f"{ratio}; got {offset!r}"
             )
-        if self.srf is not None:
-            if self.srf.hsi_bands != self.hsi_bands or self.srf.msi_bands != self.msi_bands:
+        srf = sensors.srf_for(wavelengths(self.lr_hsi)) if isinstance(sensors.srf, str) else sensors.srf
+        if srf is not None:
+            if srf.hsi_bands != self.hsi_bands or srf.msi_bands != self.msi_bands:
                 raise ProblemError(
-                    f"SRF {self.srf.name!r} maps {self.srf.hsi_bands} to {self.srf.msi_bands} bands, but the "
+                    f"SRF {srf.name!r} maps {srf.hsi_bands} to {srf.msi_bands} bands, but the "
                     f"LR-HSI has {self.hsi_bands} bands and the HR-MSI {self.msi_bands}"
                 )
-            self.srf.check_cube(self.lr_hsi)
-        if self.psf is not None:
-            self.psf = np.asarray(self.psf, dtype=np.float64)
-            if self.psf.ndim != 2 or self.psf.size == 0 or not np.isfinite(self.psf).all():
-                raise ProblemError(f"the PSF must be a finite 2-D kernel; got shape {self.psf.shape}")
-            if max(self.psf.shape) > max(big_h, big_w):
-                raise ProblemError(
-                    f"the PSF ({self.psf.shape[0]}x{self.psf.shape[1]}) is larger than the HR image ({big_h}x{big_w})"
-                )
-        self._check_scales()
-        if self.truth is not None:
-            validate_cube(self.truth, what="ground truth")
-            if self.truth.shape != (self.hsi_bands, big_h, big_w):
-                raise ProblemError(
-                    f"ground truth has shape {self.truth.shape}; expected {(self.hsi_bands, big_h, big_w)}"
-                )
+            srf.check_cube(self.lr_hsi)
+        sensors = sensors.with_parts(ratio=int(ratio), srf=srf) if (ratio != sensors.ratio or srf is not sensors.srf) \
+            else sensors
+        psf = sensors.psf_array()
+        if psf is not None and max(psf.shape) > max(big_h, big_w):
+            raise ProblemError(
+                f"the PSF ({psf.shape[0]}x{psf.shape[1]}) is larger than the HR image ({big_h}x{big_w})"
+            )
+        return sensors
+
+    # The sensor pair's parts, read-only (give a new problem, or sensors=, to change them).
+    @property
+    def srf(self) -> Any:
+        """The known SRF (:class:`~fusion_explorer.srf.SRF`), or ``None``."""
+        return self.sensors.srf
+
+    @property
+    def ratio(self) -> int:
+        return self.sensors.ratio
+
+    @property
+    def psf(self) -> np.ndarray | None:
+        """The known PSF (2-D float64 array), or ``None``."""
+        return self.sensors.psf_array()
+
+    @property
+    def offset(self) -> int | None:
+        """The LR grid's sampling phase on the HR grid, or ``None`` when unknown."""
+        return self.sensors.offset
+
+    @property
+    def border(self) -> str:
+        return self.sensors.border
+
+    @property
+    def sample_offset(self) -> int:
+        """``offset``, or :func:`~fusion_explorer.physics.default_offset` when it is unknown."""
+        return self.sensors.sample_offset
 
     def _clip_negatives(self) -> None:
         """Clip small negative values of both images to 0 (methods never see negatives); record and warn once."""
@@ -123,7 +204,7 @@ class FusionProblem:
             f"clipped small negative values to 0 for the non-negative model: {parts}; counts recorded in "
             "attrs negative_clipped_lr_hsi/_hr_msi",
             UserWarning,
-            stacklevel=4,
+            stacklevel=3,
         )
 
     def _check_scales(self) -> None:
@@ -160,7 +241,7 @@ class FusionProblem:
         if off > 3:
             raise ProblemError(message)
         if self.srf is not None:
-            warnings.warn(message, UserWarning, stacklevel=4)
+            warnings.warn(message, UserWarning, stacklevel=3)
 
     @property
     def lr_size(self) -> tuple[int, int]:
@@ -186,12 +267,10 @@ class FusionProblem:
         """``(Y_h, Y_m)`` as tensors ``(band, y, x)`` and ``(msi_band, Y, X)`` on ``device``."""
         return to_tensor(self.lr_hsi, device, dtype), to_tensor(self.hr_msi, device, dtype)
 
-    def spatial_operator(self):
-        """The known spatial degradation (PSF + decimation), or ``None`` if the PSF is unknown."""
-        if self.psf is None:
-            return None
-        offset = self.offset if self.offset is not None else (self.ratio - 1) // 2
-        return SpatialDegradation(self.psf, self.ratio, offset, self.border)
+    def spatial_operator(self) -> SpatialDegradation | None:
+        """The known spatial degradation (PSF + decimation), or ``None`` if the PSF is unknown; an unknown
+        offset is taken as :func:`~fusion_explorer.physics.default_offset`."""
+        return self.sensors.spatial()
 
 
 @dataclass
@@ -248,7 +327,8 @@ def simulate(
 
     ``srf`` overrides the protocol's SRF (an :class:`~fusion_explorer.srf.SRF` or a built-in
     name). Returns a :class:`FusionProblem` whose ``truth`` is the input
-    (for scoring only), with the true SRF and PSF attached and provenance in the cubes' attrs.
+    (for scoring only), with the true sensor pair attached (the protocol with its SRF resolved) and
+    provenance in the cubes' attrs. All cubes share the truth's ``y``/``x`` pixel coordinates.
     """
     proto = get_protocol(protocol)
     validate_cube(truth, what="ground-truth cube", need_wavelength=srf is None or isinstance(srf, str))
@@ -257,29 +337,25 @@ def simulate(
     the_srf = spec if isinstance(spec, SRF) else get_srf(spec, wavelengths(truth))
     the_srf.check_cube(truth)
 
+    sensors = proto.with_parts(srf=the_srf)
     x = to_tensor(truth, device, torch.float64)
     gen = torch.Generator().manual_seed(int(seed))
-    lr = add_noise(proto.spatial()(x), proto.snr_db, gen)
-    msi = add_noise(SpectralResponse(the_srf.matrix)(x), proto.snr_db, gen)
+    lr = sensors.noise.hsi(sensors.spatial()(x), gen)
+    msi = sensors.noise.msi(sensors.spectral()(x), gen)
 
     base = {k: v for k, v in truth.attrs.items() if k in ("scene", "source", "sensor", "format", "crop")}
     base.update(proto.as_attrs(), srf=the_srf.name)
     lr_hsi = from_tensor(lr, truth, attrs={**base, "kind": "LR-HSI"})
-    lr_hsi = lr_hsi.assign_coords(
-        y=np.arange(proto.offset, truth.sizes["y"], proto.ratio),
-        x=np.arange(proto.offset, truth.sizes["x"], proto.ratio),
-    )
-    hr_msi = from_tensor(msi, attrs={**base, "kind": "HR-MSI"})
+    # the LR pixels carry the truth's (HR) pixel coordinates of their samples; the HR-MSI the truth's own
+    ys, xs = (truth.coords[d].values if d in truth.coords else np.arange(truth.sizes[d]) for d in ("y", "x"))
+    lr_hsi = lr_hsi.assign_coords(y=ys[proto.offset :: proto.ratio], x=xs[proto.offset :: proto.ratio])
+    hr_msi = with_pixel_coords(from_tensor(msi, attrs={**base, "kind": "HR-MSI"}), truth)
     hr_msi = hr_msi.assign_coords(band_name=("band", list(the_srf.band_names)))
     return FusionProblem(
         lr_hsi=lr_hsi,
         hr_msi=hr_msi,
-        srf=the_srf,
-        ratio=proto.ratio,
-        psf=proto.psf().numpy(),
-        offset=proto.offset,
-        border=proto.border,
         truth=truth,
         name=f"{truth.attrs.get('scene', truth.name or 'scene')} / {proto.name}",
         protocol=proto,
+        sensors=sensors,
     )

@@ -200,3 +200,61 @@ def test_dense_taps_and_convolution_paths_agree_on_a_real_crop(balloons, border,
         for path in ("dense", "taps"):
             for a, b in zip(results[path], results["conv"], strict=True):
                 torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=f"{path} {border} x{ratio}")
+
+
+def test_problem_holds_one_sensor_pair_and_old_keywords_still_work(balloons):
+    import dataclasses
+
+    from fusion_explorer.physics import SensorPair, default_offset
+    from fusion_explorer.problem import FusionProblem
+
+    truth = make_cube(balloons[:64, :64].transpose(2, 0, 1), WL)
+    problem = simulate(truth, "gaussian-x8")
+    pair = problem.sensors
+    assert isinstance(pair, SensorPair) and pair.name == "gaussian-x8"
+    # the problem's parts are the pair's, read-only
+    assert (problem.ratio, problem.offset, problem.border) == (8, 3, "reflect")
+    assert problem.srf is pair.srf and problem.srf.name == "nikon-d700"
+    np.testing.assert_array_equal(problem.psf, gaussian_kernel(15, 2.0).numpy())
+    with pytest.raises(AttributeError):
+        problem.psf = None
+    # the pair's operators reproduce the images (noiseless protocol), independently of simulate's code path
+    x = torch.as_tensor(truth.values, dtype=torch.float64)
+    np.testing.assert_allclose(pair.spatial()(x).numpy(), problem.lr_hsi.values, atol=1e-6)
+    np.testing.assert_allclose(pair.spectral()(x).numpy(), problem.hr_msi.values, atol=1e-6)
+    expected_lr = scipy_degrade(balloons[:64, :64], 15, 2.0, 8, 3)
+    np.testing.assert_allclose(problem.spatial_operator()(x).numpy(), expected_lr, atol=1e-6)
+    # today's keywords, by name or position, build the same pair
+    loose = FusionProblem(problem.lr_hsi, problem.hr_msi, problem.srf, 8, problem.psf, 3, "reflect")
+    np.testing.assert_array_equal(loose.psf, problem.psf)
+    assert (loose.ratio, loose.offset, loose.srf.name) == (8, 3, "nikon-d700")
+    # dataclasses.replace (used by methods) changes parts of the pair; None means unknown
+    blind = dataclasses.replace(problem, psf=None, offset=None)
+    assert blind.psf is None and blind.offset is None and blind.spatial_operator() is None
+    assert blind.sample_offset == default_offset(8) == 3 and blind.srf is problem.srf
+    # a named preset given whole: its SRF name is resolved on the LR-HSI's wavelengths
+    preset = FusionProblem(problem.lr_hsi, problem.hr_msi, sensors=PROTOCOLS["gaussian-x8"])
+    np.testing.assert_allclose(preset.srf.matrix, problem.srf.matrix)
+    with pytest.raises(ProblemError, match="ratio 32 needs"):
+        FusionProblem(problem.lr_hsi, problem.hr_msi, sensors=PROTOCOLS["mossfuse-cave-x32"])
+
+
+def test_default_offset_is_the_block_centre_of_both_presets():
+    from fusion_explorer.physics import default_offset
+
+    for proto in PROTOCOLS.values():
+        assert proto.offset == default_offset(proto.ratio)
+    assert [default_offset(r) for r in (1, 2, 3, 4, 8)] == [0, 0, 1, 1, 3]
+
+
+def test_noise_model_of_a_pair_uses_its_two_snrs():
+    from fusion_explorer.physics import NoiseModel
+
+    pair = make_protocol(8, snr_db=30.0)
+    assert pair.noise == NoiseModel(30.0, 30.0)
+    assert pair.with_parts(snr_msi_db=None).noise == NoiseModel(30.0, None)
+    x = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.5
+    assert torch.equal(NoiseModel(30.0, None).msi(x), x)
+    noisy = NoiseModel(30.0, None).hsi(x, torch.Generator().manual_seed(1))
+    measured = 10 * torch.log10(x.pow(2).mean() / (noisy - x).pow(2).mean())
+    assert abs(float(measured) - 30.0) < 0.5

@@ -329,3 +329,18 @@ def test_named_protocols_are_drawn_when_asked():
     # at 64 x 64 the x32 protocol would leave 2 x 2 LR pixels: only gaussian-x8 fits
     d = random_degradation("cave", 0, size=64, named_protocol_probability=1.0)
     assert (d.ratio, d.kernel_size, d.offset) == (8, 15, 3)
+
+
+def test_training_problem_holds_the_drawn_sensor_pair():
+    from fusion_explorer.physics import SensorPair
+
+    s = training_sample(5, size=64, snr_hsi_db=20.0, snr_msi_db=35.0, noiseless_probability=0.0, dtype=torch.float64)
+    pair = s.degradation.sensor_pair()
+    assert isinstance(pair, SensorPair) and pair.srf is s.degradation.srf
+    assert (pair.noise.snr_hsi_db, pair.noise.snr_msi_db) == (20.0, 35.0)
+    problem = s.problem()
+    assert problem.sensors == pair
+    assert (problem.ratio, problem.offset) == (s.ratio, s.offset)
+    np.testing.assert_allclose(problem.psf, s.psf.numpy(), atol=1e-12)
+    clean_lr = pair.spatial()(s.truth)
+    np.testing.assert_allclose(clean_lr.numpy(), s.degradation.spatial()(s.truth).numpy())

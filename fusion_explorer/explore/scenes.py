@@ -5,29 +5,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from ..cube import wavelengths
-from ..io.published import nominal_wavelengths
+from ..io.published import nominal_wavelengths as nominal_wavelengths  # re-exported
 
 
 def open_scene(path: str | os.PathLike) -> xr.DataArray:
-    """:func:`~fusion_explorer.io.open_cube`, adding :func:`nominal_wavelengths` when the file stores none
-    (noted in ``attrs['wavelength_note']``)."""
-    from ..io import open_cube
+    """:func:`fusion_explorer.scenes.load_scene`: :func:`~fusion_explorer.io.open_cube`, adding
+    :func:`nominal_wavelengths` when the file stores none (noted in ``attrs['wavelength_note']``)."""
+    from ..scenes import load_scene
 
-    hint = nominal_wavelengths(path) if Path(path).suffix.lower() == ".mat" else None
-    if hint is None:
-        cube = open_cube(path)
-    else:
-        cube = open_cube(path, wavelength=hint[0])
-        cube.attrs["wavelength_note"] = hint[1]
-    cube.attrs.setdefault("scene", Path(path).name)
-    return cube
+    return load_scene(path)
 
 
 def value_summary(cubes: Mapping[str, xr.DataArray]) -> Any:

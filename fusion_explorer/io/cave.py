@@ -26,7 +26,10 @@ from ..errors import ReadError
 from .guard import check_inside, check_size, cube_nbytes
 
 N_BANDS = 31
-WAVELENGTHS = np.arange(400.0, 701.0, 10.0)
+#: Band centres of CAVE (and of SRF tables made for it): 400–700 nm in 10 nm steps, shape (31,). The one
+#: definition: :mod:`fusion_explorer.srf` and :mod:`fusion_explorer.synth` re-export it.
+CAVE_WAVELENGTHS = np.arange(400.0, 701.0, 10.0)
+WAVELENGTHS = CAVE_WAVELENGTHS
 _BAND_FILE = re.compile(r"^(?P<scene>.+)_(?P<num>\d{1,3})\.png$", re.I)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"

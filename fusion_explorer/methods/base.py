@@ -26,7 +26,7 @@ from typing import Protocol as _Protocol
 import numpy as np
 import torch
 
-from ..cube import resolve_device
+from ..cube import resolve_device, with_pixel_coords
 from ..errors import CubeError, ProblemError
 from ..problem import FusionProblem as FusionProblem
 from ..problem import FusionResult as FusionResult
@@ -223,4 +223,6 @@ def fuse(
     if "wavelength" not in fused.coords and problem.wavelength is not None:
         fused = fused.assign_coords(wavelength=("band", problem.wavelength, {"units": "nm"}))
         result.fused = fused
+    # the fused cube lies on the HR-MSI's pixels: give it their y/x coordinates (so it aligns with the truth)
+    result.fused = with_pixel_coords(result.fused, problem.hr_msi)
     return result

@@ -60,7 +60,7 @@ def lowpass_operator(problem: FusionProblem, psf: str = "known", nyquist_gain: f
     if psf == "known" and problem.psf is not None:
         return problem.spatial_operator(), "problem's PSF"
     sigma = mtf_sigma(problem.ratio, nyquist_gain)
-    offset = problem.offset if problem.offset is not None else (problem.ratio - 1) // 2
+    offset = problem.sensors.sample_offset
     kernel = gaussian_kernel(default_kernel_size(sigma, problem.ratio), sigma)
     note = f"MTF-matched Gaussian, sigma {sigma:.3f} HR px (Nyquist gain {nyquist_gain:g})"
     return SpatialDegradation(kernel, problem.ratio, offset, "reflect"), note
@@ -86,7 +86,8 @@ def upsample(lr: np.ndarray, hr_size: tuple[int, int], ratio: int, offset: int) 
 
 
 def sampling_offset(problem: FusionProblem) -> int:
-    return problem.offset if problem.offset is not None else (problem.ratio - 1) // 2
+    """The LR grid's sampling phase: the problem's, or :func:`~fusion_explorer.physics.default_offset`."""
+    return problem.sensors.sample_offset
 
 
 def msi_at_lr(problem: FusionProblem, spatial: SpatialDegradation) -> np.ndarray:

@@ -207,8 +207,8 @@ def hysure(
     - ``psf_size``: side of the estimated PSF (odd); default ``min(2 ratio - 1, 31)``.
     - ``srf_blur`` (1.0): sigma, in LR pixels, of the common blur of the relative-blur trick (0: no
       blur; on the full CAVE scenes at x32, where the PSF is narrow and the LR-HSI aliased,
-      ``srf_blur=0, lambda_r=0.1`` gave SRF errors of 0.14–0.34 against 0.48–0.96 with the defaults;
-      at x8 the defaults were better; benchmarks/RESULTS.md);
+      ``srf_blur=0, lambda_r=0.1`` estimated the SRF better than the defaults, at x8 the defaults
+      were better; the estimation errors of the defaults are in benchmarks/RESULTS.md);
       ``lambda_r`` (1e-2): spectral smoothness weight of the SRF estimate; ``srf_nonnegative``
       (True): solve it with ``r ≥ 0`` (NNLS; the paper's problem is unconstrained).
     - ``lambda_b`` (1e-3): spatial smoothness weight of the PSF estimate.
@@ -219,8 +219,8 @@ def hysure(
     - ``dtype``: ``"float32"`` (default) or ``"float64"`` for the ADMM (estimation is float64).
     - ``snapshot_every``: record the fused cube every this many iterations in ``trace``.
     - ``threads``: CPU threads for the ADMM (default: 1 for images of at most 128x128 pixels, as
-      for MossFuse, else torch's setting; on this project's shared 2-core machine under load, 2
-      threads ran 50 iterations on 512x512 in 36 s against 13 s for 1).
+      for MossFuse, else torch's setting; on a shared 2-core machine under load, 2 threads were
+      slower than 1).
 
     ``result.psf`` and ``result.srf`` hold the *estimated* responses, as MossFuse's do (``None``
     for a response taken from the problem): the PSF ``(size, size)`` summing to 1, the SRF as an

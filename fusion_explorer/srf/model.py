@@ -19,11 +19,10 @@ import xarray as xr
 
 from ..cube import resolve_device
 from ..errors import SRFError
+from ..io.cave import CAVE_WAVELENGTHS as CAVE_WAVELENGTHS  # noqa: F401 - re-exported (one definition)
 
 #: Tolerance (nm) when comparing an SRF's wavelengths with a cube's.
 WAVELENGTH_TOLERANCE_NM = 0.5
-#: Band centres of CAVE (and of SRF tables made for it): 400–700 nm in 10 nm steps, shape (31,).
-CAVE_WAVELENGTHS = np.arange(400.0, 701.0, 10.0)
 #: Band centres of the ROSIS-03 Pavia University crop: 430–858.4 nm in 4.2 nm steps, shape (103,).
 ROSIS_WAVELENGTHS = 430.0 + 4.2 * np.arange(103)
 

@@ -11,7 +11,8 @@
   HR-MSI, SRF, PSF) pairs a learned method trains on, deterministic by seed.
 
 Modules: :mod:`.spectra` (reflectances), :mod:`.leaves` (the dead leaves geometry), :mod:`.scene`
-(mixing, texture), :mod:`.training` (degradations and datasets; imports torch).
+(mixing, texture), :mod:`.sensors` (random sensor pairs: :class:`~fusion_explorer.physics.SensorPair`
+draws), :mod:`.training` (samples, batches and datasets; imports torch).
 """
 
 from __future__ import annotations

@@ -23,11 +23,9 @@ import xarray as xr
 from scipy import ndimage
 
 from ..cube import make_cube
+from ..io.cave import CAVE_WAVELENGTHS
 from .leaves import SHAPES, Leaves, dead_leaves
 from .spectra import random_spectra
-
-#: The CAVE grid: 31 bands, 400–700 nm in 10 nm steps.
-CAVE_WAVELENGTHS = np.arange(400.0, 701.0, 10.0)
 
 
 def as_generator(seed) -> np.random.Generator:

@@ -1,54 +1,24 @@
-"""Degradation physics: how a sensor sees the high-resolution hyperspectral scene ``X``.
+"""Linear degradation operators on tensors ``(..., bands, y, x)``: :class:`Operator` (``forward``,
+``adjoint``, composition with ``@``), the spatial degradation (PSF blur + decimation, with fast
+separable paths), :class:`Decimate`, :func:`Blur` and the spectral response :class:`SpectralResponse`.
 
-    LR-HSI  Y_h = S(X) + n_h,   S = decimate_{ratio, offset} ∘ blur_PSF      (spatial)
-    HR-MSI  Y_m = R X + n_m,    R = SRF matrix (msi_bands, hsi_bands)        (spectral)
-
-Each degradation is a linear :class:`Operator` on tensors ``(..., bands, y, x)`` with ``forward``
-and ``adjoint`` (``<A x, y> = <x, A^T y>``), composable with ``@`` and device-agnostic (the
-operator follows the input's device and dtype). A :class:`SensorPair` is one acquisition set-up
-(PSF, decimation, SRF, noise); the named ones in ``PROTOCOLS`` reproduce published test set-ups
-exactly. This module knows nothing of problems or methods: :func:`fusion_explorer.problem.simulate`
-turns a ground truth and a sensor pair into a :class:`~fusion_explorer.problem.FusionProblem`.
+    S(X) = decimate_{ratio, offset}(PSF * X)        R X = SRF matrix (msi_bands, hsi_bands) @ X
 """
 
 from __future__ import annotations
 
-import math
-import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ProblemError
+from ..errors import ProblemError
 
 #: Border modes: names used here -> ``torch.nn.functional.pad`` modes. "reflect" is reflect-101
 #: (``dcb|abcd|cba``), OpenCV's default border and scipy.ndimage's ``mirror``.
 BORDERS = {"reflect": "reflect", "replicate": "replicate", "circular": "circular", "zeros": "constant"}
-
-
-def gaussian_kernel_1d(size: int, sigma: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """``g_i = exp(-(i - (size-1)/2)^2 / (2 sigma^2))``, normalised to sum 1; shape ``(size,)``."""
-    if int(size) != size or size < 1:
-        raise ProblemError(f"PSF size must be a positive integer; got {size!r}")
-    if not sigma > 0:
-        raise ProblemError(f"PSF sigma must be > 0; got {sigma!r}")
-    i = torch.arange(int(size), dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(i**2) / (2 * float(sigma) ** 2))
-    return (g / g.sum()).to(dtype)
-
-
-def gaussian_kernel(size: int, sigma: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """Separable isotropic Gaussian PSF ``outer(g, g)``, shape ``(size, size)``, sums to 1."""
-    g = gaussian_kernel_1d(size, sigma, dtype)
-    return torch.outer(g, g)
-
-
-def default_kernel_size(sigma: float, ratio: int) -> int:
-    """An odd size covering +-3 sigma and at least one LR pixel: ``max(2 ceil(3 sigma) + 1, ratio | 1)``."""
-    return max(2 * math.ceil(3 * sigma) + 1, ratio + 1 - ratio % 2)
 
 
 class Operator:
@@ -445,144 +415,3 @@ class SpectralResponse(Operator):
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         return torch.einsum("mb,...myx->...byx", self.matrix.to(dtype=y.dtype, device=y.device), y)
-
-
-def add_noise(x: torch.Tensor, snr_db: float | None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Add white Gaussian noise at ``snr_db`` per band: ``sigma_b^2 = mean(x_b^2) / 10^(snr/10)``.
-
-    ``None`` or ``inf`` returns ``x`` unchanged. The result is clipped at 0: sensors report
-    non-negative values and every method here expects them.
-    """
-    if snr_db is None or math.isinf(snr_db):
-        return x
-    power = x.pow(2).mean(dim=(-2, -1), keepdim=True)
-    sigma = (power / 10 ** (float(snr_db) / 10)).sqrt()
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device="cpu").to(x.device)
-    return (x + sigma * noise).clamp_min(0)
-
-
-@dataclass(frozen=True)
-class SensorPair:
-    """A named acquisition set-up of an HSI and an MSI sensor: Gaussian PSF, decimation, SRF and noise.
-
-    ``kernel_size`` x ``kernel_size`` Gaussian of ``sigma`` (HR pixels) with ``border`` extension,
-    samples ``[offset::ratio, offset::ratio]``, MSI through the SRF ``srf`` (a built-in name), and
-    optional noise ``snr_db`` on both images.
-    """
-
-    name: str
-    ratio: int
-    sigma: float
-    kernel_size: int
-    offset: int
-    border: str = "reflect"
-    srf: str = "nikon-d700"
-    snr_db: float | None = None
-    description: str = ""
-    attrs: dict = field(default_factory=dict, compare=False)
-
-    def psf(self) -> torch.Tensor:
-        return gaussian_kernel(self.kernel_size, self.sigma)
-
-    def spatial(self) -> SpatialDegradation:
-        return SpatialDegradation(self.psf(), self.ratio, self.offset, self.border)
-
-    def with_(self, **changes: Any) -> SensorPair:
-        """A copy with some fields changed (its name says so)."""
-        if not changes:
-            return self
-        desc = ", ".join(f"{k}={v}" for k, v in changes.items())
-        return replace(self, name=f"{self.name}({desc})", **changes)
-
-    def as_attrs(self) -> dict[str, Any]:
-        return {
-            "protocol": self.name,
-            "ratio": self.ratio,
-            "psf_sigma": self.sigma,
-            "psf_size": self.kernel_size,
-            "sample_offset": self.offset,
-            "border": self.border,
-            "snr_db": "none" if self.snr_db is None else self.snr_db,
-        }
-
-
-PROTOCOLS: dict[str, SensorPair] = {
-    p.name: p
-    for p in (
-        SensorPair(
-            "mossfuse-cave-x32",
-            ratio=32,
-            sigma=2.0,
-            kernel_size=31,
-            offset=15,
-            description="MossFuse CAVE test set-up: 31x31 Gaussian sigma 2, reflect-101, [15::32], Nikon D700",
-        ),
-        SensorPair(
-            "gaussian-x8",
-            ratio=8,
-            sigma=2.0,
-            kernel_size=15,
-            offset=3,
-            description="15x15 Gaussian sigma 2, reflect-101, [3::8], Nikon D700",
-        ),
-    )
-}
-
-
-def get_protocol(name: str | SensorPair) -> SensorPair:
-    """A protocol by name (see ``PROTOCOLS``), or ``custom`` ones built with :func:`make_protocol`."""
-    if isinstance(name, SensorPair):
-        return name
-    try:
-        return PROTOCOLS[name]
-    except KeyError:
-        raise ProblemError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}") from None
-
-
-def make_protocol(
-    ratio: int,
-    sigma: float = 2.0,
-    *,
-    kernel_size: int | None = None,
-    offset: int | None = None,
-    srf: str = "nikon-d700",
-    snr_db: float | None = None,
-    border: str = "reflect",
-) -> SensorPair:
-    """A custom protocol; defaults: kernel ``default_kernel_size``, offset ``(ratio - 1) // 2``.
-
-    The default offset puts the sample in the middle of each ``ratio`` block, as both named
-    protocols do (15 for x32, 3 for x8).
-    """
-    ratio = int(ratio)
-    if ratio < 1:
-        raise ProblemError(f"ratio must be >= 1; got {ratio}")
-    ks = kernel_size or default_kernel_size(sigma, ratio)
-    off = (ratio - 1) // 2 if offset is None else int(offset)
-    snr = "" if snr_db is None else f"-snr{snr_db:g}"
-    return SensorPair(
-        f"gaussian-x{ratio}-s{sigma:g}-k{ks}-o{off}{snr}",
-        ratio=ratio,
-        sigma=float(sigma),
-        kernel_size=ks,
-        offset=off,
-        border=border,
-        srf=srf,
-        snr_db=snr_db,
-        description=f"{ks}x{ks} Gaussian sigma {sigma:g}, {border}, [{off}::{ratio}], SRF {srf}",
-    )
-
-
-def __getattr__(name: str) -> Any:
-    """Old names: ``Protocol`` (now :class:`SensorPair`; it shadowed ``typing.Protocol``) and
-    ``simulate`` (now :func:`fusion_explorer.problem.simulate`; physics knows no problem)."""
-    if name == "Protocol":
-        warnings.warn("fusion_explorer.physics.Protocol is now SensorPair", DeprecationWarning, stacklevel=2)
-        return SensorPair
-    if name == "simulate":
-        # Known exception to "physics imports nothing from problem" (tests/test_architecture.py): an alias
-        # for code outside the package (tests, benchmarks); the package imports fusion_explorer.problem.
-        from .problem import simulate
-
-        return simulate
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

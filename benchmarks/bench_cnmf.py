@@ -13,6 +13,7 @@ Prints a table and writes ``benchmarks/results/cnmf.json`` (``cnmf_blind_psf.jso
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -62,7 +63,7 @@ def main() -> None:
         for protocol in ("mossfuse-cave-x32", "gaussian-x8"):
             problem = simulate(truth, protocol)
             if args.blind_psf:
-                problem.psf = None
+                problem = dataclasses.replace(problem, psf=None)
             seconds, cpu, result = [], [], None
             for _ in range(args.repeat):
                 start, start_cpu = time.perf_counter(), time.process_time()

@@ -24,14 +24,29 @@ import torch
 from fusion_explorer.bench import cave_scenes, load_scene
 from fusion_explorer.memory import keep_freed_memory
 from fusion_explorer.methods.consistency import msi_gain, project, spectral_prior
-from fusion_explorer.methods.guided import data_neighbours, transfer
 from fusion_explorer.methods.scalmu import load_model
 from fusion_explorer.methods.scalmu.start import problem_start
+from fusion_explorer.methods.unmixing.guided import Neighbours, data_neighbours, transfer
 from fusion_explorer.metrics import psnr
 from fusion_explorer.physics import simulate
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ALPHAS = (0.0, 0.5, 1.0)
+
+
+def leave_one_out(data, problem, spatial) -> Neighbours:
+    """Every HR pixel's nearest LR pixels in colour but for the one it sits in: the ``k + 1``
+    nearest with that one dropped (or the farthest, when it is not among them)."""
+    k = data.neighbours.index.shape[1]
+    nb = data_neighbours(data, problem.hr_size, problem.lr_size, spatial.ratio, spatial.offset, k=k + 1)
+    (big_h, big_w), (h, w) = problem.hr_size, problem.lr_size
+    ys, xs = torch.meshgrid(torch.arange(big_h), torch.arange(big_w), indexing="ij")
+    cell = lambda v, n: ((v - spatial.offset).double() / spatial.ratio).round().long().clamp(0, n - 1)  # noqa: E731
+    own = (cell(ys, h) * w + cell(xs, w)).reshape(1, 1, -1)
+    keep = nb.index != own
+    keep[:, -1] &= ~keep[:, :-1].all(dim=1)  # own not among them: drop the farthest instead
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :k]
+    return Neighbours(*(t.gather(1, order) for t in (nb.index, nb.distance, nb.scale)))
 
 
 def band_psnr(z: torch.Tensor, x: torch.Tensor) -> float:
@@ -66,8 +81,7 @@ def main() -> None:
                     row[f"alpha={alpha:g}"] = band_psnr(project(t_y + alpha * detail, data, prior), x)
                 # leave-one-out α: predict every LR pixel from neighbours that exclude it
                 spatial = problem.spatial_operator()
-                loo = data_neighbours(data, problem.hr_size, problem.lr_size, spatial.ratio, spatial.offset,
-                                      exclude_own=True)
+                loo = leave_one_out(data, problem, spatial)
                 gain = msi_gain(data.srf, prior)
                 a = data.degrade(off_msi(transfer(data.lr_hsi, loo), gain, data.srf) + gain @ data.hr_msi)
                 b = data.degrade(off_msi(z - transfer(data.degrade(z), loo), gain, data.srf))

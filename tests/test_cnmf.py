@@ -316,13 +316,13 @@ def test_tiled_msi_loop_equals_the_whole_image_loop(cave_dir, monkeypatch, optio
     tile (``TILE_PIXELS``): iterates, trace records, costs and the stopping point must be those of
     the whole-image loop (``TILE_PIXELS = 0``), also when the stopping rule fires mid-stage
     (``threshold=1e-2``) and with uneven tiles."""
-    import fusion_explorer.methods.cnmf as cnmf_module
+    import fusion_explorer.methods.unmixing.schedule as schedule_module
 
     truth = center_crop(load_scene(cave_dir / "chart_and_stuffed_toy_ms"), 64)
     problem = simulate(truth, "gaussian-x8")
     runs = {}
     for tile in (0, 37, 4096):
-        monkeypatch.setattr(cnmf_module, "TILE_PIXELS", tile)
+        monkeypatch.setattr(schedule_module, "TILE_PIXELS", tile)
         runs[tile] = fuse(problem, "cnmf", device="cpu", inner_iterations=40, **options)
     ref = runs[0]
     for tile in (37, 4096):

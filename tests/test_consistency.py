@@ -212,24 +212,6 @@ def test_neighbours_are_the_nearest_in_colour_within_the_window(guide_problem):
         assert len(set(nb.index[0, :, x].tolist())) == NEIGHBOURS  # no repeats, even in the corners
 
 
-def test_leave_one_out_neighbours_skip_the_pixels_own_lr_pixel(guide_problem):
-    """``exclude_own``: every HR pixel's neighbours are the nearest in colour but for the LR pixel it
-    sits in (the leave-one-out transfer of benchmarks/guided_blend.py)."""
-    problem, data, nb = guide_problem
-    (big_h, big_w), (h, w) = problem.hr_size, problem.lr_size
-    loo = data_neighbours(data, problem.hr_size, problem.lr_size, 8, problem.offset, exclude_own=True)
-    ys, xs = torch.meshgrid(torch.arange(big_h), torch.arange(big_w), indexing="ij")
-    cell = lambda v, n: ((v - problem.offset).double() / 8).round().long().clamp(0, n - 1)  # noqa: E731
-    own = (cell(ys, h) * w + cell(xs, w)).reshape(-1)
-    assert (nb.index[0] == own).any(dim=0).float().mean() > 0.5  # usually among its own neighbours
-    assert not (loo.index[0] == own).any()
-    assert torch.isfinite(loo.distance).all()
-    # the others keep their order: the leave-one-out set is the full one with the own pixel dropped
-    for x in [0, 777, 5000, big_h * big_w - 1]:
-        full = [i for i in nb.index[0, :, x].tolist() if i != int(own[x])]
-        assert loo.index[0, : len(full), x].tolist() == full
-
-
 def test_transfer_recovers_the_msi_better_than_interpolation(guide_problem):
     """Carried by colour from the LR grid, the MSI's own LR image lands close to the HR-MSI: closer
     than bicubic interpolation of it, since each HR pixel takes the colour of a same-coloured LR pixel

@@ -138,7 +138,12 @@ def test_any_band_count_and_trace(tmp_path, wavelength, bands):
     assert result.fused.shape == (bands, 32, 32)
     assert (result.fused.values >= 0).all()
     trace = result.trace
-    assert [s["iteration"] for s in trace] == [0, 1, 2, 3, 4]  # start, 3 layers, the consistency layer
+    # start, 3 layers, the consistency layer, numbered on from the start's own MU iterations
+    n0 = trace[0]["iteration"]
+    assert n0 > 0 and [s["iteration"] for s in trace] == [n0, n0 + 1, n0 + 2, n0 + 3, n0 + 4]
+    assert [s["stage"] for s in trace] == ["start", "layers", "layers", "layers", "consistency"]
+    assert result.stages == [{"name": "start", "start": 0, "end": n0}, {"name": "layers", "start": n0, "end": n0 + 3},
+                             {"name": "consistency", "start": n0 + 3, "end": n0 + 4}]
     assert "fused" in trace[-1] and "fused" not in trace[-2]
     p = result.endmembers.shape[1]
     for step in trace:

@@ -57,7 +57,7 @@ def _estimated_srf(matrix: np.ndarray, problem: FusionProblem):
 def _build_network(problem: FusionProblem, checkpoint: Any, options: dict[str, Any], fitting: bool) -> MossFuseNet:
     ratio = int(problem.ratio)
     psf_size = options.pop("psf_size", None)
-    offset = problem.offset if problem.offset is not None else (ratio - 1) // 2
+    offset = problem.sensors.sample_offset
     if checkpoint:
         net = load_network(checkpoint, ratio=ratio, psf_size=psf_size, offset=offset)
         cfg = net.config
@@ -151,6 +151,7 @@ def mossfuse(
     }
     extras: dict[str, Any] = {}
     trace: list[dict] = []
+    stages: list[dict] = []
     if fit:
         settings = FitSettings(
             steps=int(steps),
@@ -177,7 +178,7 @@ def mossfuse(
             log = fit_network(net, hr_msi, lr_hsi, settings, progress=progress)
         finally:
             torch.set_num_threads(before)
-        trace = log.trace
+        trace, stages = log.trace, log.stages
         params.update(fit=True, steps=settings.steps, lr=settings.lr, seed=seed)
         extras.update(
             objective=log.objective, best_step=log.best_step, steps_run=log.steps_run, stopped_early=log.stopped_early
@@ -201,6 +202,7 @@ def mossfuse(
         "mossfuse",
         params=params,
         trace=trace,
+        stages=stages,
         srf=_estimated_srf(srf_np, problem),
         psf=psf.to("cpu", torch.float64).numpy(),
         extras=extras,

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ProblemError
+from ..unmixing.trace import DEFAULT_BUDGET_MB, TraceRecorder
 from .network import MossFuseNet, MossFuseOutputs
 
 GiB = 1024**3
@@ -182,7 +183,9 @@ class FitSettings:
     cosine-annealed to 1/90 of their start); stop
     early when the objective has not dropped below ``(1 - min_delta)`` times its best for
     ``patience`` steps (``None``: never). A snapshot of the fused cube every ``snapshot_every``
-    steps; a checkpoint to ``save_to`` every ``save_every`` steps and at the end (``None``: no file)."""
+    steps, kept within ``trace_budget_mb`` (:class:`~fusion_explorer.methods.unmixing.trace.TraceRecorder`:
+    the start and the last step are reserved); a checkpoint to ``save_to`` every ``save_every``
+    steps and at the end (``None``: no file)."""
 
     steps: int = 500
     lr: float = 1e-3
@@ -195,11 +198,15 @@ class FitSettings:
     save_to: str | None = None
     save_every: int | None = None
     restore_best: bool = True
+    trace_budget_mb: float = DEFAULT_BUDGET_MB
 
 
 @dataclass
 class FitLog:
+    """What a fit did: ``trace`` steps (stage ``fit``) and ``stages`` (one, ``fit``, in step numbers)."""
+
     trace: list[dict] = field(default_factory=list)
+    stages: list[dict] = field(default_factory=list)
     objective: list[float] = field(default_factory=list)
     best_step: int = 0
     steps_run: int = 0
@@ -235,8 +242,9 @@ def fit(
     """Fit ``net`` in place on one pair ``(1, msi_bands, Y, X)``, ``(1, hsi_bands, y, x)``.
 
     Leaves ``net`` in eval mode with the best (or last) weights and BatchNorm statistics of this
-    image. Trace entries: ``{"iteration", "label", "fused" (bands, Y, X) float32, "objective"}``;
-    iteration 0 is the starting network.
+    image. Trace entries: ``{"iteration", "label", "stage", "fused" (bands, Y, X) float32,
+    "objective"}``; iteration 0 is the starting network; the start and the last step are always
+    kept (room reserved), the others while the trace budget lasts.
     """
     s = settings
     if s.steps < 1:
@@ -257,15 +265,20 @@ def fit(
     best, best_state, since_best = math.inf, None, 0
     start = time.perf_counter()
 
-    def snapshot(step: int, fused: torch.Tensor, value: float, label: str) -> None:
-        log.trace.append(
-            {
-                "iteration": step,
-                "label": label,
-                "fused": fused.detach()[0].to("cpu", torch.float32).numpy().copy(),
-                "objective": value,
-            }
-        )
+    recorder = TraceRecorder(s.trace_budget_mb)
+    recorder.reserve(2, 4 * lr_hsi.shape[1] * hr_msi.shape[-2] * hr_msi.shape[-1])
+    recorder.begin("fit", 0)
+
+    def snapshot(step: int, fused: torch.Tensor, value: float, label: str, forced: bool) -> None:
+        if not recorder.room(4 * fused[0].numel(), forced=forced):
+            recorder.skip(forced=forced)
+            return
+        recorder.add({
+            "iteration": step,
+            "label": label,
+            "fused": fused.detach()[0].to("cpu", torch.float32).numpy().copy(),
+            "objective": value,
+        }, forced=forced)
 
     net.train()
     for step in range(s.steps + 1):
@@ -281,12 +294,11 @@ def fit(
                 best_state = copy.deepcopy(net.state_dict())
         else:
             since_best += 1
-        if step == 0 or step % every == 0:
-            snapshot(step, out.fused, value, "start" if step == 0 else f"step {step}")
-        if step == s.steps or (s.patience is not None and since_best >= s.patience):
+        last = step == s.steps or (s.patience is not None and since_best >= s.patience)
+        if step == 0 or step % every == 0 or last:
+            snapshot(step, out.fused, value, "start" if step == 0 else f"step {step}", forced=step == 0 or last)
+        if last:
             log.stopped_early = step < s.steps
-            if step % every:
-                snapshot(step, out.fused, value, f"step {step}")
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -302,6 +314,7 @@ def fit(
     if best_state is not None:
         net.load_state_dict(best_state)
     _recalibrate_batchnorm(net, lambda: net(hr_msi, lr_hsi, self_supervised=False))
+    log.trace, log.stages = recorder.steps, recorder.finish(log.steps_run)
     log.seconds = time.perf_counter() - start
     if s.save_to:
         from .checkpoint import save_network

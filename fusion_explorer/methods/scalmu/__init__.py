@@ -1,12 +1,14 @@
 """SCALMU: unrolled CNMF with learned adaptive multiplicative updates, trained only on spectral dead leaves.
 
-After Xu, Gousseau, Kervazo & Ladjal (2026), built from the description in issue 4. ``K``
-layers, each one coupled CNMF step (the shared
-:func:`~fusion_explorer.methods.unmixing.coupled_step`) whose updates are re-weighted by learned
-non-negative ``p x p`` matrices computed from the iterate, and whose abundance update fits both
-images (see :mod:`.model`), started from CNMF (:mod:`.start`; coarse to fine on large images);
-then a consistency layer moves ``W H_m`` onto both images by learned fractions of the exact
-correction (:class:`.model.ConsistencyLayer`): that is the fused cube.
+After Xu, Gousseau, Kervazo & Ladjal (2026), built from the description in issue 4. SCALMU runs
+CNMF's schedule (:mod:`..unmixing.schedule`; coarse to fine on large images, :mod:`.start`) and
+continues its iterate with ``K`` layers, each the shared coupled step
+(:func:`~fusion_explorer.methods.unmixing.coupled_step`) plus a learned hook: non-negative
+``p x p`` matrices and exponents computed from the iterate re-weight its updates, and a learned
+weight adds the LR-HSI to the abundance update (see :mod:`.model`). With the learned parts off a
+layer is exactly one CNMF coupled iteration (``cnmf(coupled_steps=K)``). Then a consistency layer
+moves ``W H_m`` onto both images by learned fractions of the exact correction
+(:class:`.model.ConsistencyLayer`; off, it is ``cnmf(consistency="guided")``): that is the fused cube.
 Training: :mod:`.train` (``fusion-explorer train scalmu``).
 """
 
@@ -15,15 +17,16 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ...cube import from_tensor
 from ...errors import ProblemError
 from ...problem import FusionProblem, FusionResult
 from ..base import ProgressCallback, register
+from ..unmixing.consistency import fused_bytes, record_stage
+from ..unmixing.trace import TraceRecorder, evenly
 from .model import SCALMUNet, n_parameters
-from .start import problem_start
+from .start import schedule_start
 
 #: the shipped weights (``fusion_explorer/data/scalmu_default.pt``)
 DEFAULT_CHECKPOINT = "scalmu_default.pt"
@@ -94,21 +97,26 @@ def scalmu(
     """Fuse with SCALMU.
 
     Options: ``checkpoint`` (path; default the shipped ``scalmu_default.pt``); ``learned=False``
-    runs the same layers as plain coupled MU (the ablation); ``layers`` overrides ``K`` (extra
+    runs the same layers as plain coupled MU, i.e. CNMF's coupled iterations, and the consistency
+    layer at full steps (the ablation); ``layers`` overrides ``K`` (extra
     layers repeat the last one); ``init_iterations`` the CNMF start's inner iterations (default:
     the checkpoint's training value); ``msi_pyramid`` the start's coarse-to-fine MSI stage (CNMF's
     option; ``"auto"``, the default, = ``[[4, 200], [2, 100], [1, 40]]`` from 256x256 pixels up and
     CNMF's own full-resolution stage below, where the network was trained; ``None`` = always
-    CNMF's own). On the 4 full CAVE scenes ``"auto"`` was about 0.3 dB above CNMF's own stage at
-    x8 and 0.07 dB at x32, at a sixth of the cost of its MSI stage (benchmarks/RESULTS.md; chosen on
-    those scenes); ``n_endmembers`` as
+    CNMF's own; chosen on the full CAVE scenes, see benchmarks/RESULTS.md); ``n_endmembers`` as
     CNMF's; ``dtype`` float32/float64;
-    ``trace_budget_mb`` memory for the per-layer trace (layers are thinned evenly past it);
+    ``trace_budget_mb`` memory for the trace (:class:`..unmixing.trace.TraceRecorder`; layers are
+    thinned evenly past it);
     ``consistency=False`` skips the consistency layer (output ``W H_m`` of the last layer, the
     ablation; with ``learned=False`` the layer is the exact projection).
 
-    ``trace``: the CNMF start, the layers, and (with the consistency layer) a last step whose
-    ``fused`` cube is the output while its endmembers and abundances are the last layer's.
+    ``trace``: the CNMF start (its last iterate), the layers, and (with the consistency layer) a
+    last step whose ``fused`` cube is the output while its endmembers and abundances are the last
+    layer's; one ``iteration`` numbering (the start's MU iterations, then one per layer, then one
+    for the consistency layer). With ``learned``, layer steps and the consistency step hold
+    ``learned`` (what was applied), ``plain`` (what the plain step uses instead) and
+    ``learned_doc``; the consistency step holds the ``correction`` map. ``stages``: ``start``,
+    ``layers``, ``consistency``.
     """
     if dtype not in ("float32", "float64"):
         raise ProblemError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
@@ -119,63 +127,44 @@ def scalmu(
     if k_layers < 0:
         raise ProblemError(f"layers must be >= 0; got {layers!r}")
     init_iters = int(init_iterations or ckpt["config"].get("init_iterations", 200))
-    pyramid = msi_pyramid
-    if progress is not None:
-        progress(0, k_layers + 1, {"stage": "CNMF start"})
-    state, data, info = problem_start(
+    consistent = bool(consistency) and net.consistency is not None
+    schedule, info = schedule_start(
         problem, device=device, dtype=tdtype, seed=seed, n_endmembers=n_endmembers, init_iterations=init_iters,
-        msi_pyramid=pyramid,
+        msi_pyramid=msi_pyramid, progress=progress, extra_iterations=k_layers + int(consistent),
     )
-    bands, big_h, big_w = problem.hsi_bands, *problem.hr_size
-    h, w = problem.lr_size
-    p = state.endmembers.shape[-1]
-    yy_h = float(data.lr_hsi.double().square().sum())
-    yy_m = float(data.hr_msi.double().square().sum())
-    snap = p * big_h * big_w * 4
-    n_keep = int(max(2, trace_budget_mb * 2**20 // max(snap, 1)))
-    keep = set(np.unique(np.round(np.linspace(0, k_layers, min(n_keep, k_layers + 1))).astype(int)).tolist())
-    trace: list[dict] = []
-
-    def record(k: int, st) -> None:
-        if progress is not None:
-            progress(k + 1, k_layers + 1, {"layer": k})
-        if k not in keep:
-            return
-        with torch.no_grad():
-            res_h = float((data.lr_hsi - st.endmembers @ data.degrade(st.abundances)).double().square().sum())
-            res_m = float((data.hr_msi - (data.srf @ st.endmembers) @ st.abundances).double().square().sum())
-        kind = "learned" if learned else "plain"
-        label = "CNMF start (VCA + HSI/MSI unmixing)" if k == 0 else f"layer {k} ({kind} MU)"
-        trace.append({
-            "iteration": k,
-            "label": label,
-            "endmembers": st.endmembers[0].float().cpu().numpy(),
-            "abundances": st.abundances[0].float().cpu().numpy().reshape(p, big_h, big_w),
-            "abundances_lr": st.abundances_lr[0].float().cpu().numpy().reshape(p, h, w),
-            "objective": res_h + res_m,
-            "residual_hsi": float(np.sqrt(res_h / yy_h)),
-            "residual_msi": float(np.sqrt(res_m / yy_m)),
-        })
-
-    record(0, state)
+    # the trace: the start's end, the layers (thinned evenly within the budget), the consistency stage
+    trace = schedule.trace = TraceRecorder(trace_budget_mb)
+    snap = schedule.snapshot_bytes()
+    trace.reserve(2, snap)  # the start and the last layer
+    if consistent:
+        trace.reserve(1, snap + fused_bytes(schedule))
+    trace.begin("start", 0)
+    schedule.record(f"CNMF start (VCA + HSI/MSI unmixing) · iteration {schedule.iteration}", schedule.state,
+                    forced=True)
+    kind = "learned" if learned else "plain"
+    data = schedule.data
     with torch.no_grad():
-        state = net(state, data, learned=learned, layers=k_layers, callback=record)
-        consistent = consistency and net.consistency is not None
-        z = net.finish(state, data, learned, consistency)
+        schedule.coupled_steps(
+            k_layers, stage="layers", layer=lambda k: net.layer(k, data, learned),
+            label=lambda k: f"layer {k} ({kind} MU)", keep=evenly(1, k_layers, trace.capacity(snap) + 1),
+        )
+        state = schedule.state
         if consistent:
-            res_h = float((data.lr_hsi - data.degrade(z)).double().square().sum())
-            res_m = float((data.hr_msi - data.srf @ z).double().square().sum())
-            trace.append({**trace[-1], "iteration": k_layers + 1,
-                          "label": f"consistency layer ({'learned steps' if learned else 'exact'})",
-                          "fused": z[0].float().cpu().numpy().reshape(bands, big_h, big_w),
-                          "objective": res_h + res_m, "residual_hsi": float(np.sqrt(res_h / yy_h)),
-                          "residual_msi": float(np.sqrt(res_m / yy_m))})
+            parts: dict = {}
+            z = net.finish(state, data, learned, True, record=parts)
+            record_stage(schedule, z, f"consistency layer ({'learned steps' if learned else 'exact'})", **parts)
+        else:
+            z = net.finish(state, data, learned, False)
+    if progress is not None:
+        progress(schedule.total, schedule.total, {"stage": "done"})
+    bands, (big_h, big_w), (h, w) = problem.hsi_bands, problem.hr_size, problem.lr_size
+    p = state.endmembers.shape[-1]
     z = z[0].reshape(bands, big_h, big_w)
     params = {
         "checkpoint": str(checkpoint) if checkpoint is not None else f"shipped ({DEFAULT_CHECKPOINT})",
         "layers": k_layers,
         "learned": bool(learned),
-        "consistency": bool(consistent),
+        "consistency": consistent,
         "init_iterations": init_iters,
         "msi_pyramid": [list(x) for x in info["msi_pyramid"]] if info["msi_pyramid"] else None,
         "n_endmembers": p,
@@ -190,7 +179,8 @@ def scalmu(
         from_tensor(z, problem.lr_hsi),
         "scalmu",
         params=params,
-        trace=trace,
+        trace=trace.steps,
+        stages=trace.finish(schedule.iteration),
         endmembers=state.endmembers[0].float().cpu().numpy(),
         abundances=state.abundances[0].float().cpu().numpy().reshape(p, big_h, big_w),
         extras={

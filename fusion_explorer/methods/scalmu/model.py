@@ -8,19 +8,24 @@ current iterate, builds ``P_k, Q_k >= 0`` ``(p, p)`` and exponents ``γ_k, η_k 
 
 where ``num_H, den_H`` are those of the *joint* abundance update
 (:func:`~fusion_explorer.methods.unmixing.joint_abundance_terms`): unlike CNMF, whose ``H_m`` only
-ever sees the MSI, every layer also pulls ``S(H_m)`` towards the LR-HSI, with a learned weight
-``λ_k = balance · exp(a_k)`` per layer.
+ever sees the MSI, every learned layer also pulls ``S(H_m)`` towards the LR-HSI, with a learned
+weight ``λ_k = balance · exp(a_k)`` per layer.
+
+The learned parts are ``P_k, Q_k, γ_k, η_k, λ_k``; with them off (``learned=False``: ``P = Q = I``,
+``γ = η = 1``, ``λ = 0``) a layer is exactly one CNMF coupled iteration
+(:meth:`~fusion_explorer.methods.unmixing.schedule.Schedule.coupled_steps`). Each layer's applied
+parts go to the trace (:meth:`SCALMUNet.layer`, :data:`LAYER_DOC`).
 
 ``P = I + max(0, f(pair features)) / (p - 1)`` off the diagonal, ``γ = exp(e(endmember features))``;
-the last layers of ``f`` and ``e`` and ``a_k`` start at zero, so an untrained network *is* plain
-unrolled joint MU. Features are per endmember (log mean numerator/denominator ratio, abundance
-share, relative norm) and per pair (cosines of the HSI and MSI endmembers, abundance correlation);
-the same small MLP is applied to every endmember and every pair, so the layer is permutation
-equivariant (``P(Π·) = Π P Πᵀ``), works for any ``p``, and never sees the band count or the
-sensor: one trained model serves 31-band and 224-band cubes alike.
+the last layers of ``f`` and ``e`` and ``a_k`` start at zero, so an untrained network is unrolled
+joint MU with ``λ = balance`` (the plain step plus the LR-HSI term). Features are per endmember (log
+mean numerator/denominator ratio, abundance share, relative norm) and per pair (cosines of the HSI
+and MSI endmembers, abundance correlation); the same small MLP is applied to every endmember and
+every pair, so the layer is permutation equivariant (``P(Π·) = Π P Πᵀ``), works for any ``p``, and
+never sees the band count or the sensor: one trained model serves 31-band and 224-band cubes alike.
 
 After the ``K`` layers, a *consistency layer* (:class:`ConsistencyLayer`) carries the LR-HSI's
-residual to the HR pixels of the same colour (:mod:`~fusion_explorer.methods.guided`: what the
+residual to the HR pixels of the same colour (:mod:`~fusion_explorer.methods.unmixing.guided`: what the
 endmembers do not span) and moves the result onto both images
 (:func:`~fusion_explorer.methods.consistency.project`: the smallest change, in the metric of the
 endmembers' spectral prior, with ``R Z = Y_m`` and ``S Z = Y_h``), each by a learned fraction of
@@ -34,12 +39,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..consistency import DEFAULT_RIDGE, observation_features, project, spectral_prior
-from ..guided import SIGMA
 from ..unmixing import CoupledData, CoupledState, coupled_step, tiny
+from ..unmixing.guided import SIGMA
 
 #: features per endmember and per pair of endmembers
 N_NODE, N_PAIR = 3, 3
@@ -102,14 +108,15 @@ def _mix(mat: torch.Tensor, x: torch.Tensor, left: bool) -> torch.Tensor:
 def _reweight(net: PairPreconditioner, num, den, state: CoupledState, abundances, endmembers, left: bool):
     """One learned re-weighting of an MU: ``P, exponent = net(features)``, then
     ``(P num, P den)`` raised to the exponent (``left``: endmembers along rows, as in the abundance
-    update) or ``(num Pᵀ, den Pᵀ)`` (endmembers along columns, as in the endmember update)."""
+    update) or ``(num Pᵀ, den Pᵀ)`` (endmembers along columns, as in the endmember update).
+    Returns ``(num', den', P, exponent)``."""
     with torch.no_grad():
         node = _node_features(abundances, num, den, -1 if left else -2, endmembers)
         pair = _pair_features(state, abundances)
     mat, exponent = net(node, pair)
     num2, den2 = _mix(mat, num, left), _mix(mat, den, left)
-    exponent = exponent[..., :, None] if left else exponent[..., None, :]
-    return _relaxed_numerator(num2, den2, exponent), den2
+    shaped = exponent[..., :, None] if left else exponent[..., None, :]
+    return _relaxed_numerator(num2, den2, shaped), den2, mat, exponent
 
 
 class PairPreconditioner(nn.Module):
@@ -139,6 +146,39 @@ class PairPreconditioner(nn.Module):
         mat = eye + off * (1 - eye)
         exponent = self.node(node).squeeze(-1).clamp(-1.5, self.max_log_exponent).exp()
         return mat, exponent
+
+
+#: one sentence per learned part of a layer (the trace's ``learned_doc``)
+LAYER_DOC = {
+    "abundance_matrix": "P (p x p, >= 0, identity when plain) mixes the numerator and denominator of the "
+                        "H_m update across endmembers before the multiplicative step.",
+    "abundance_exponent": "gamma (p,) raises each endmember's H_m step ratio to a power (1 when plain): "
+                          "larger steps where it is above 1, damped ones below.",
+    "endmember_matrix": "Q (p x p, >= 0, identity when plain) mixes the numerator and denominator of the "
+                        "W update across endmembers.",
+    "endmember_exponent": "eta (p,) raises each endmember's W step ratio to a power (1 when plain).",
+    "hsi_weight": "lambda weights the LR-HSI term added to the H_m update (0 when plain: CNMF fits H_m "
+                  "to the MSI alone).",
+}
+#: one sentence per learned part of the consistency layer
+CONSISTENCY_DOC = {
+    "guided_step": "t_g in (0, 1]: the fraction of the colour-guided transfer of the LR-HSI residual applied "
+                   "(1 when plain).",
+    "msi_step": "t_m in (0, 1]: the fraction of the correction towards R Z = Y_m applied (1 when plain).",
+    "hsi_step": "t_h in (0, 1]: the fraction of the correction towards S Z = Y_h applied (1 when plain).",
+    "ridge": "rho: the white share of the spectral prior C = W Wt/tr + rho I/L that shapes the MSI "
+             "correction (default 0.01 when plain).",
+    "sigma": "sigma: the colour-similarity width of the guided transfer (default 0.05 when plain).",
+}
+
+
+def _parts(learned: dict, plain: dict, doc: dict) -> dict:
+    """``{"learned", "plain", "learned_doc"}`` of a trace step: float32 arrays of item 0."""
+    def arr(v):
+        return np.asarray(v.detach().float().cpu().numpy() if isinstance(v, torch.Tensor) else v, np.float32)
+
+    return {"learned": {k: arr(v) for k, v in learned.items()}, "plain": {k: arr(v) for k, v in plain.items()},
+            "learned_doc": {k: doc[k] for k in learned}}
 
 
 #: observation features (:func:`~fusion_explorer.methods.consistency.observation_features`) are
@@ -172,14 +212,24 @@ class ConsistencyLayer(nn.Module):
             features = observation_features(z, data) / FEATURE_SCALE
         return torch.exp(self.gate(features).clamp(max=0))
 
-    def forward(self, state: CoupledState, data: CoupledData, learned: bool = True) -> torch.Tensor:
+    def forward(self, state: CoupledState, data: CoupledData, learned: bool = True,
+                record: dict | None = None) -> torch.Tensor:
+        """``Z`` ``(B, L, N)``; ``record``: a dict that receives the parts applied (item 0) under
+        ``learned``, ``plain`` and ``learned_doc`` (see :data:`CONSISTENCY_DOC`)."""
         z = state.fused()
         if not learned:
             return project(z, data, spectral_prior(state.endmembers, DEFAULT_RIDGE), neighbours=data.neighbours)
         t = self.steps(z, data)[..., None, None]
-        prior = spectral_prior(state.endmembers, self.log_ridge.clamp(-12, 2).exp())
+        ridge, sigma = self.log_ridge.clamp(-12, 2).exp(), self.log_sigma.clamp(-6, 0).exp()
+        if record is not None:
+            record.update(_parts(
+                {"guided_step": t[0, 0, 0, 0], "msi_step": t[0, 1, 0, 0], "hsi_step": t[0, 2, 0, 0], "ridge": ridge,
+                 "sigma": sigma},
+                {"guided_step": 1.0, "msi_step": 1.0, "hsi_step": 1.0, "ridge": DEFAULT_RIDGE, "sigma": SIGMA},
+                CONSISTENCY_DOC))
+        prior = spectral_prior(state.endmembers, ridge)
         return project(z, data, prior, neighbours=data.neighbours, guided_step=t[:, 0],
-                       sigma=self.log_sigma.clamp(-6, 0).exp(), msi_step=t[:, 1], hsi_step=t[:, 2])
+                       sigma=sigma, msi_step=t[:, 1], hsi_step=t[:, 2])
 
 
 class SCALMUNet(nn.Module):
@@ -189,7 +239,8 @@ class SCALMUNet(nn.Module):
     ``joint=True``: each layer's ``H_m`` update fits both images
     (:func:`~fusion_explorer.methods.unmixing.joint_abundance_terms`) with the LR-HSI weighted by
     ``λ_k = balance · exp(a_k)``, ``a_k`` learned per layer (0 at initialisation, so the untrained
-    network is plain unrolled joint MU); ``joint=False``: the MSI alone, as in CNMF.
+    network is unrolled joint MU); ``joint=False``: the MSI alone, as in CNMF. With ``learned=False``
+    every layer is the MSI-only CNMF step either way.
     ``consistency=True``: :meth:`finish` ends with the :class:`ConsistencyLayer`; ``False``: the
     output is ``W H_m`` (networks trained before the layer existed).
     """
@@ -205,38 +256,55 @@ class SCALMUNet(nn.Module):
         self.consistency = ConsistencyLayer(hidden) if consistency else None
 
     def finish(self, state: CoupledState, data: CoupledData, learned: bool = True,
-               consistency: bool = True) -> torch.Tensor:
+               consistency: bool = True, record: dict | None = None) -> torch.Tensor:
         """The fused cube ``(B, L, N)`` from the last layer's iterate: through the consistency layer
-        when the network has one (and ``consistency``), else ``W H_m``; non-negative either way."""
+        when the network has one (and ``consistency``), else ``W H_m``; non-negative either way.
+        ``record``: receives the consistency layer's learned parts (see :meth:`ConsistencyLayer.forward`)."""
         if self.consistency is not None and consistency:
-            return self.consistency(state, data, learned)
+            return self.consistency(state, data, learned, record)
         return state.fused().clamp_min(0)
 
     def hsi_weight(self, k: int, data: CoupledData, learned: bool = True) -> torch.Tensor | float:
-        """``λ_k`` of layer ``k`` (0 when not joint)."""
-        if not self.config["joint"]:
+        """``λ_k`` of layer ``k``: 0 when not joint or not ``learned`` (the plain step fits ``H_m`` to
+        the MSI alone, as CNMF's), else ``balance · exp(a_k)``."""
+        if not self.config["joint"] or not learned:
             return 0.0
-        if not learned:
-            return data.balance
         return data.balance * self.log_hsi_weight[k].clamp(-3, 3).exp()
 
     @property
     def layers(self) -> int:
         return self.config["layers"]
 
-    def hook(self, k: int, learned: bool = True) -> Callable | None:
-        """The :data:`~fusion_explorer.methods.unmixing.Hook` of layer ``k`` (``None`` = plain MU)."""
+    def hook(self, k: int, learned: bool = True, record: dict | None = None) -> Callable | None:
+        """The :data:`~fusion_explorer.methods.unmixing.Hook` of layer ``k`` (``None`` = plain MU);
+        ``record``: a dict that receives the matrices and exponents it applies (tensors)."""
         if not learned:
             return None
 
         def hook(which: str, num: torch.Tensor, den: torch.Tensor, state: CoupledState):
             if which == "abundances":  # rows of num/den are endmembers: P acts from the left
-                return _reweight(self.abundance_nets[k], num, den, state, state.abundances, state.msi_endmembers, True)
-            if which == "endmembers":  # columns are endmembers: Q acts from the right
-                return _reweight(self.endmember_nets[k], num, den, state, state.abundances_lr, state.endmembers, False)
+                num, den, mat, exponent = _reweight(self.abundance_nets[k], num, den, state, state.abundances,
+                                                    state.msi_endmembers, True)
+            elif which == "endmembers":  # columns are endmembers: Q acts from the right
+                num, den, mat, exponent = _reweight(self.endmember_nets[k], num, den, state, state.abundances_lr,
+                                                    state.endmembers, False)
+            else:
+                return num, den
+            if record is not None:
+                name = "abundance" if which == "abundances" else "endmember"
+                record[f"{name}_matrix"], record[f"{name}_exponent"] = mat, exponent
             return num, den
 
         return hook
+
+    def layer(self, k: int, data: CoupledData, learned: bool = True):
+        """Layer ``k``'s ``(hook, hsi_weight, parts)`` (:data:`~fusion_explorer.methods.unmixing.schedule.Layer`):
+        layers past the trained count repeat the last one; ``parts()``, called after the step, gives
+        the trace keys ``learned`` / ``plain`` / ``learned_doc`` (none when not ``learned``)."""
+        j = min(k, self.layers - 1)
+        weight = self.hsi_weight(j, data, learned)
+        applied: dict = {}
+        return self.hook(j, learned, applied), weight, lambda: _layer_parts(applied, weight)
 
     def forward(
         self,
@@ -253,11 +321,24 @@ class SCALMUNet(nn.Module):
         ``layers`` beyond the trained count repeat the last layer.
         """
         for k in range(self.layers if layers is None else int(layers)):
-            j = min(k, self.layers - 1)
-            state = coupled_step(state, data, self.hook(j, learned), hsi_weight=self.hsi_weight(j, data, learned))
+            hook, weight, _ = self.layer(k, data, learned)
+            state = coupled_step(state, data, hook, hsi_weight=weight)
             if callback is not None:
                 callback(k + 1, state)
         return state
+
+
+def _layer_parts(applied: dict, weight) -> dict:
+    """The trace keys ``learned`` / ``plain`` / ``learned_doc`` of one layer from what its hook applied."""
+    if not applied:
+        return {}
+    p = applied["abundance_matrix"].shape[-1]
+    learned = {k: v[0] for k, v in applied.items()}
+    learned["hsi_weight"] = weight
+    eye, ones = np.eye(p, dtype=np.float32), np.ones(p, dtype=np.float32)
+    plain = {"abundance_matrix": eye, "abundance_exponent": ones, "endmember_matrix": eye,
+             "endmember_exponent": ones, "hsi_weight": 0.0}
+    return _parts(learned, plain, LAYER_DOC)
 
 
 def n_parameters(net: nn.Module) -> int:

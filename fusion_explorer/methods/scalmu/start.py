@@ -1,25 +1,30 @@
-"""SCALMU's starting point: CNMF (VCA, then its HSI and MSI unmixing stages); on large images its
-first MSI stage runs coarse to fine (:func:`resolve_pyramid`, about 7x fewer full-resolution updates).
+"""SCALMU's starting point: CNMF's schedule (VCA, then its HSI and MSI unmixing stages); on large
+images its first MSI stage runs coarse to fine (:func:`resolve_pyramid`, about 7x fewer
+full-resolution updates).
 
-:func:`problem_start` turns one :class:`FusionProblem` into the batched ``(CoupledState, CoupledData)``
-of :mod:`..unmixing` (batch of 1); :func:`batch_start` does the same for a synthetic
-:class:`~fusion_explorer.synth.TrainingBatch` (one sensor pair, ``N`` scenes, one ``p``).
-Both call the registered ``cnmf`` method itself, so the start is exactly CNMF's iterate, and both
-attach the HR pixels' colour neighbours (:func:`..guided.data_neighbours`) for the consistency layer.
+:func:`schedule_start` runs :func:`~fusion_explorer.methods.cnmf.start_schedule` on one
+:class:`FusionProblem` and hands over the schedule itself (its ``state``, ``data`` and iteration
+count), so SCALMU's layers continue the very iterate and coupling CNMF ends with;
+:func:`problem_start` returns just the batched ``(CoupledState, CoupledData)`` (batch of 1);
+:func:`batch_start` stacks the starts of a synthetic :class:`~fusion_explorer.synth.TrainingBatch`
+(one sensor pair, ``N`` scenes, one ``p``). All attach the HR pixels' colour neighbours
+(:func:`..unmixing.guided.data_neighbours`) for the consistency layer.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
 
 from ...physics import SpatialDegradation
 from ...problem import FusionProblem
-from ..cnmf import SUM_TO_ONE_SCALE, cnmf, default_n_endmembers, flat_images, spatial_model
-from ..guided import data_neighbours
+from ..cnmf import start_schedule
 from ..unmixing import CoupledData, CoupledState, flat_adjoint, flat_degradation
+from ..unmixing.guided import data_neighbours
+from ..unmixing.schedule import Schedule
+from ..unmixing.setup import SUM_TO_ONE_SCALE, default_n_endmembers
+from ..unmixing.trace import TraceRecorder
 
 #: the coarse-to-fine first MSI stage of SCALMU's default start on large images (``cnmf``'s ``msi_pyramid``)
 DEFAULT_PYRAMID = ((4, 200), (2, 100), (1, 40))
@@ -31,23 +36,44 @@ def resolve_pyramid(msi_pyramid, hr_size: tuple[int, int]):
     """``"auto"``: :data:`DEFAULT_PYRAMID` on images of at least :data:`PYRAMID_FROM_PIXELS` pixels,
     where the full-resolution MSI stage dominates the run time (399 updates of ``p x N``
     abundances, against the cost of 78 here: 200 at quarter resolution, 100 at half and 40 at
-    full), else ``None`` (CNMF's own stage: on small images it is cheap, and with few pixels
-    per level the coarse levels are no closer start: -0.4 to -5 dB on 48–128 px crops). With the
-    consistency layer the start matters little: on the 4 full CAVE scenes, 7 pyramids costing 48
-    to 130 full-resolution updates scored within 0.18 dB of each other at x8 and 0.06 dB at x32
-    (CNMF's own stage about 0.3 dB lower at x8, 0.07 at x32); this one, no lower than the previous
-    ``((2, 200), (1, 80))`` on either protocol (49.04 / 45.07 dB against 49.02 / 45.07), does 40 %
-    fewer pixel updates than it (benchmarks/RESULTS.md). Chosen on those scenes."""
+    full), else ``None`` (CNMF's own stage: on small images it is cheap, and with few pixels per
+    level the coarse levels are no closer start). With the consistency layer the start matters
+    little; this pyramid was chosen on the 4 full CAVE scenes among 7 of similar cost (the
+    comparison is in benchmarks/RESULTS.md)."""
     if msi_pyramid == "auto":
         return DEFAULT_PYRAMID if hr_size[0] * hr_size[1] >= PYRAMID_FROM_PIXELS else None
     return msi_pyramid or None
 
 
-def _cnmf_state(problem: FusionProblem, device, dtype: str, seed: int, p, iterations: int, delta, pyramid):
-    return cnmf(
-        problem, device=device, seed=seed, n_endmembers=p, inner_iterations=iterations, sum_to_one=delta,
-        dtype=dtype, trace_budget_mb=0.0, msi_pyramid=[list(x) for x in pyramid] if pyramid else None,
+def schedule_start(
+    problem: FusionProblem,
+    *,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    n_endmembers=None,
+    init_iterations: int = 200,
+    msi_pyramid=None,
+    sum_to_one: float | None = None,
+    progress=None,
+    extra_iterations: int = 0,
+) -> tuple[Schedule, dict]:
+    """CNMF's stages with ``inner_iterations = init_iterations`` and ``msi_pyramid`` (see
+    :func:`resolve_pyramid`) on ``problem``: ``(schedule, info)``; the schedule's data carry the
+    colour neighbours. Nothing of the start is traced (its recorder has no budget); the caller
+    swaps in its own ``schedule.trace``."""
+    pyramid = resolve_pyramid(msi_pyramid, problem.hr_size)
+    schedule, prepared, _ = start_schedule(
+        problem, device=device, dtype=dtype, seed=seed, n_endmembers=n_endmembers,
+        inner_iterations=init_iterations, sum_to_one=sum_to_one,
+        msi_pyramid=[list(x) for x in pyramid] if pyramid else None, trace=TraceRecorder(0.0),
+        progress=progress, extra_iterations=extra_iterations,
     )
+    spatial, data = prepared.spatial, schedule.data
+    data.neighbours = data_neighbours(data, prepared.hr_size, prepared.lr_size, spatial.ratio, spatial.offset)
+    info = {"msi_pyramid": pyramid, "psf": prepared.psf_note, "n_endmembers": prepared.p,
+            "sum_to_one": data.delta, "srf_estimated": prepared.srf_estimated, "vca_pixels": prepared.vca_pixels}
+    return schedule, info
 
 
 def problem_start(
@@ -60,43 +86,10 @@ def problem_start(
     init_iterations: int = 200,
     msi_pyramid=None,
 ) -> tuple[CoupledState, CoupledData, dict]:
-    """CNMF with ``inner_iterations = init_iterations`` and ``msi_pyramid`` on ``problem``, as a
-    batch-of-one state and data.
-
-    With no known PSF, the one CNMF estimates is fixed on the problem first, so that the start and
-    the layers couple through the same degradation.
-    """
-    psf_note = "known"
-    if problem.psf is None:
-        spatial, psf_note = spatial_model(problem)
-        problem = dataclasses.replace(problem, psf=spatial.kernel.numpy(), offset=spatial.offset)
-    y_h, y_m, (h, w), (big_h, big_w) = flat_images(problem, device, dtype)
-    n, big_n = h * w, big_h * big_w
-    spatial = problem.spatial_operator()
-    degrade, upsample = flat_degradation(spatial, (big_h, big_w)), flat_adjoint(spatial, (h, w))
-    tname = "float64" if dtype == torch.float64 else "float32"
-    pyramid = resolve_pyramid(msi_pyramid, (big_h, big_w))
-    result = _cnmf_state(problem, device, tname, seed, n_endmembers, init_iterations, None, pyramid)
-    # the SRF CNMF coupled with (the problem's, or its NNLS estimate with the MSI offset removed)
-    srf = torch.as_tensor(result.extras["srf_matrix"], dtype=dtype, device=device)[None]
-    srf_estimated = result.extras["msi_offset"] is not None
-    if srf_estimated:
-        offset = torch.as_tensor(result.extras["msi_offset"], dtype=dtype, device=device)
-        y_m = (y_m - offset.view(1, -1, 1)).clamp_min(0)
-    delta = float(result.params["sum_to_one"])
-    w0 = torch.as_tensor(result.endmembers, dtype=dtype, device=device)[None]
-    p = w0.shape[-1]
-    state = CoupledState(
-        endmembers=w0,
-        abundances_lr=torch.as_tensor(result.extras["abundances_lr"], dtype=dtype, device=device).reshape(1, p, n),
-        abundances=torch.as_tensor(result.abundances, dtype=dtype, device=device).reshape(1, p, big_n),
-        msi_endmembers=srf @ w0,
-    )
-    info = {"msi_pyramid": pyramid, "psf": psf_note, "n_endmembers": p, "sum_to_one": delta,
-            "srf_estimated": srf_estimated, "vca_pixels": result.extras.get("vca_pixels")}
-    data = CoupledData(y_h, y_m, srf, degrade, delta, upsample)
-    data.neighbours = data_neighbours(data, (big_h, big_w), (h, w), spatial.ratio, spatial.offset)
-    return state, data, info
+    """:func:`schedule_start`'s iterate and data, as a batch-of-one ``(state, data, info)``."""
+    schedule, info = schedule_start(problem, device=device, dtype=dtype, seed=seed, n_endmembers=n_endmembers,
+                                    init_iterations=init_iterations, msi_pyramid=msi_pyramid)
+    return schedule.state, schedule.data, info
 
 
 def batch_delta(hr_msi: torch.Tensor) -> float:
@@ -122,16 +115,18 @@ def batch_start(
     states = []
     for i in range(n_items):
         problem = batch.sample(i).problem()
-        states.append(
-            _cnmf_state(problem, torch.device("cpu"), "float32", seed, p, init_iterations, delta,
-                        resolve_pyramid(msi_pyramid, (big_h, big_w))))
+        pyramid = resolve_pyramid(msi_pyramid, (big_h, big_w))
+        schedule, _, _ = start_schedule(
+            problem, device=torch.device("cpu"), dtype=torch.float32, seed=seed, n_endmembers=p,
+            inner_iterations=init_iterations, sum_to_one=delta, msi_pyramid=[list(x) for x in pyramid] if pyramid
+            else None)
+        states.append(schedule.state)
     srf = batch.srf.float()[None]
-    w0 = torch.stack([torch.as_tensor(r.endmembers) for r in states]).float()
+    w0 = torch.cat([st.endmembers for st in states])
     state = CoupledState(
         endmembers=w0,
-        abundances_lr=torch.stack([torch.as_tensor(r.extras["abundances_lr"]) for r in states]).float().reshape(
-            n_items, p, n),
-        abundances=torch.stack([torch.as_tensor(r.abundances) for r in states]).float().reshape(n_items, p, big_n),
+        abundances_lr=torch.cat([st.abundances_lr for st in states]).reshape(n_items, p, n),
+        abundances=torch.cat([st.abundances for st in states]).reshape(n_items, p, big_n),
         msi_endmembers=srf @ w0,
     )
     spatial = SpatialDegradation(batch.psf.double(), batch.ratio, batch.offset, batch.degradation.border)

@@ -1,4 +1,4 @@
-"""The coupled non-negative unmixing step shared by CNMF and SCALMU, and its initialisers.
+"""The coupled non-negative unmixing step shared by CNMF and SCALMU (one MU iteration and its parts).
 
 Linear mixing: the LR-HSI ``Y_h ≈ W H_h`` and the HR-MSI ``Y_m ≈ W_m H_m`` with endmembers
 ``W`` ``(L, p)``, ``W_m = R W`` ``(l, p)`` through the SRF ``R`` ``(l, L)``, abundances
@@ -18,16 +18,13 @@ before the same multiplicative step: the unrolled network *is* this step plus le
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import torch
-from scipy.special import erfinv
 
-from ..errors import ProblemError
+from ...errors import ProblemError
 
 #: ``hook(which, num, den, state) -> (num, den)``; ``which`` is one of "endmembers",
 #: "abundances_lr", "abundances", "msi_endmembers". Identity (``None``) = plain CNMF.
@@ -93,11 +90,6 @@ def endmember_terms(y: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> tuple[
     return y @ ht, w @ (h @ ht)
 
 
-def squared_residual(y: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """``||Y - W H||²_F`` per batch item ``(B,)``."""
-    return (y - w @ h).square().sum(dim=(-1, -2))
-
-
 @dataclass
 class CoupledData:
     """What the coupled step reads and never changes.
@@ -107,7 +99,8 @@ class CoupledData:
     of the physics, applied to abundance maps); ``delta`` the sum-to-one weight; ``upsample`` the
     adjoint of ``degrade`` (needed only by :func:`joint_abundance_terms` and the consistency
     projection); ``neighbours`` the HR pixels' colour neighbours on the LR grid
-    (:func:`.guided.data_neighbours`, for the guided transfer of :func:`.consistency.project`).
+    (:func:`.guided.data_neighbours`, for the guided transfer of
+    :func:`fusion_explorer.methods.consistency.project`).
     """
 
     lr_hsi: torch.Tensor
@@ -256,121 +249,3 @@ def coupled_step(
         num, den = joint_abundance_terms(state, data, hsi_weight)
         return replace(state, abundances=_apply("abundances", state.abundances, num, den, state, hook))
     return update_abundances(state, data, hook)
-
-
-# ----------------------------------------------------------------------------------------------
-# Initialisers (plain numpy/scipy on the small LR-HSI)
-
-
-def virtual_dimensionality(y: np.ndarray, false_alarm: float = 5e-2) -> int:
-    """Number of distinct signal sources in ``y`` ``(bands, pixels)`` by the Harsanyi–Farrand–Chang
-    test (Chang & Du 2004): count eigenvalue pairs where the correlation matrix's exceeds the
-    covariance matrix's by more than the Neyman–Pearson threshold at ``false_alarm``."""
-    y = np.asarray(y, dtype=np.float64)
-    n = y.shape[1]
-    corr = y @ y.T / n
-    centred = y - y.mean(axis=1, keepdims=True)
-    cov = centred @ centred.T / n
-    lam_r = np.sort(np.linalg.eigvalsh(corr))[::-1]
-    lam_k = np.sort(np.linalg.eigvalsh(cov))[::-1]
-    sigma = np.sqrt(2 * (lam_r**2 + lam_k**2) / n)
-    tau = np.sqrt(2) * sigma * erfinv(1 - 2 * false_alarm)
-    return int(np.sum(lam_r - lam_k > tau))
-
-
-def vca(y: np.ndarray, p: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Vertex component analysis (Nascimento & Bioucas-Dias, IEEE TGRS 2005).
-
-    ``y`` ``(bands, pixels)``; returns ``(endmembers (bands, p), pixel indices (p,))``. The data
-    are projected on a ``p``-dimensional subspace (projective projection when the estimated SNR is
-    high, PCA plus a constant otherwise); ``p`` times, the pixel with the largest projection on a
-    random direction orthogonal to the vertices found so far becomes a vertex. Unlike the paper's
-    code we return the *measured* spectra of those pixels, not their noise-reduced projections,
-    so that endmembers are non-negative as multiplicative updates need.
-    """
-    y = np.asarray(y, dtype=np.float64)
-    bands, n = y.shape
-    if not 1 <= p <= min(bands, n):
-        raise ProblemError(f"VCA needs 1 <= p <= min(bands, pixels) = {min(bands, n)}; got p = {p}")
-    rng = np.random.default_rng(seed)
-    mean = y.mean(axis=1, keepdims=True)
-    centred = y - mean
-    u_c = np.linalg.svd(centred @ centred.T / n)[0][:, :p]
-    proj = u_c.T @ centred
-    power_y = np.sum(y**2) / n
-    power_x = np.sum(proj**2) / n + float(np.sum(mean**2))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        snr = 10 * np.log10((power_x - p / bands * power_y) / (power_y - power_x))
-    if np.isfinite(snr) and snr > 15 + 10 * np.log10(p):
-        u = np.linalg.svd(y @ y.T / n)[0][:, :p]
-        x = u.T @ y
-        scale = np.mean(x, axis=1, keepdims=True).T @ x
-        scale[np.abs(scale) < 1e-12] = 1e-12
-        z = x / scale
-    else:
-        x = proj[: p - 1]
-        c = np.sqrt(np.max(np.sum(x**2, axis=0))) if p > 1 else 1.0
-        z = np.vstack([x, np.full((1, n), c)])
-    vertices = np.zeros((p, p))
-    vertices[-1, 0] = 1.0
-    idx = np.zeros(p, dtype=np.int64)
-    for i in range(p):
-        f = rng.standard_normal(p)
-        f = f - vertices @ (np.linalg.pinv(vertices) @ f)
-        f /= max(np.linalg.norm(f), 1e-300)
-        idx[i] = int(np.argmax(np.abs(f @ z)))
-        vertices[:, i] = z[:, idx[i]]
-    return y[:, idx].copy(), idx
-
-
-def estimate_srf(lr_hsi: np.ndarray, lr_msi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Relative SRF by non-negative least squares, as in Yokoya's CNMF.
-
-    ``lr_hsi`` ``(L, n)`` and ``lr_msi`` ``(l, n)`` (the MSI degraded to the HSI's grid) →
-    ``(R (l, L), offset (l,))`` with ``lr_msi[b] ≈ R[b] @ lr_hsi + offset[b]``, ``R, offset >= 0``.
-    """
-    from scipy.optimize import nnls
-
-    a = np.vstack([np.asarray(lr_hsi, np.float64), np.ones((1, lr_hsi.shape[1]))]).T
-    rows = [nnls(a, np.asarray(band, np.float64), maxiter=50 * a.shape[1])[0] for band in lr_msi]
-    r = np.asarray(rows)
-    return r[:, :-1], r[:, -1]
-
-
-def estimate_gaussian_psf(
-    lr_hsi: np.ndarray, hr_msi: np.ndarray, ratio: int, sigmas: np.ndarray | None = None
-) -> tuple[float, int, float]:
-    """Blind Gaussian PSF: the ``(sigma, offset)`` whose degradation of the HR-MSI best matches
-    the LR-HSI seen through an NNLS-fitted SRF, i.e. ``min ||S(Y_m) - R Y_h - c||`` over a grid.
-
-    Both images share the spatial degradation up to the SRF (``S(R X) = R S(X)``), so the right
-    PSF makes the relation exactly linear. ``lr_hsi`` ``(L, h, w)``, ``hr_msi`` ``(l, H, W)``;
-    returns ``(sigma, offset, relative residual)``. Searches offsets with a mid sigma first, then
-    sigma on a log grid at the best offset.
-    """
-    from ..physics import SpatialDegradation, default_kernel_size, gaussian_kernel
-
-    bands, h, w = lr_hsi.shape
-    a = lr_hsi.reshape(bands, -1)
-    msi = torch.as_tensor(np.asarray(hr_msi, dtype=np.float64))
-    norm = float(np.sum(msi.numpy() ** 2)) / ratio**2
-
-    def misfit(sigma: float, offset: int) -> float:
-        op = SpatialDegradation(gaussian_kernel(default_kernel_size(sigma, ratio), sigma), ratio, offset, "reflect")
-        try:
-            lr_msi = op(msi).numpy().reshape(msi.shape[0], -1)
-        except ProblemError:  # a kernel wider than a small image: not a candidate
-            return math.inf
-        r, c = estimate_srf(a, lr_msi)
-        return float(np.sum((lr_msi - r @ a - c[:, None]) ** 2))
-
-    sigmas = np.geomspace(0.25, max(ratio, 2.0), 25) if sigmas is None else np.asarray(sigmas)
-    mid = float(np.sqrt(sigmas[0] * sigmas[-1]))
-    offset = min(range(ratio), key=lambda o: misfit(mid, o))
-    errors = [misfit(float(s), offset) for s in sigmas]
-    best = int(np.argmin(errors))
-    # refine between the neighbours of the best grid point
-    fine = np.geomspace(sigmas[max(best - 1, 0)], sigmas[min(best + 1, len(sigmas) - 1)], 9)
-    fine_errors = [misfit(float(s), offset) for s in fine]
-    k = int(np.argmin(fine_errors))
-    return float(fine[k]), offset, float(np.sqrt(fine_errors[k] / max(norm, 1e-300)))

@@ -32,7 +32,18 @@ c.VoilaConfiguration.prelaunch_hook = voila_prelaunch_hook(MAX_SESSIONS)
 # stayed blank (1 to 6 of 10 pages in benchmarks/bench_sessions.py runs). Wait up to 2 minutes.
 c.VoilaExecutor.iopub_timeout = 120
 
-# Uploads travel in 4 MiB messages (fusion_explorer.app.data_panel.Uploader), under tornado's default
+# Uploads travel in 4 MiB messages (fusion_explorer.app.upload.Uploader), under tornado's default
 # 10 MiB websocket message limit, so no transport limit needs raising for the 100 MB upload cap. Keep
 # the limit explicit: a bigger single message is refused by tornado, not buffered.
 c.Voila.tornado_settings = {"websocket_max_message_size": 10 * 2**20}
+
+# Every asset from this server: the "fusion-explorer" template (voila-config/share/voila/templates) is
+# voila's lab template without its Font Awesome links to a CDN (voila's bundle already serves Font
+# Awesome 5). Templates are found on JUPYTER_PATH, read when voila sets up its templates, after this file.
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+_share = str(Path(__file__).resolve().parent / "share")
+if _share not in os.environ.get("JUPYTER_PATH", "").split(os.pathsep):
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (_share, os.environ.get("JUPYTER_PATH")) if p)
+c.VoilaConfiguration.template = "fusion-explorer"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import ipywidgets as W
@@ -13,6 +14,8 @@ from .data_panel import DataPanel
 from .endmember_panel import EndmemberPanel
 from .figure import PlotlyLoader
 from .iteration_panel import IterationPanel
+from .learned_panel import LearnedPanel
+from .panel import Panel
 from .pixel_panel import PixelPanel
 from .run_panel import RunPanel
 from .state import AppState
@@ -27,44 +30,58 @@ _CSS = """
 """
 
 
-def _section(title: str, hint: str, body: W.Widget) -> W.VBox:
-    head = W.HTML(f"<h3>{title} <span style='font-weight:normal;font-size:12px;color:#667'>{hint}</span></h3>")
-    box = W.VBox([head, body])
+def _section(number: int, panel: Panel) -> W.VBox:
+    """A panel's section: a generated number, its title and hint, then its widget."""
+    hint = f" <span style='font-weight:normal;font-size:12px;color:#667'>{html.escape(panel.hint)}</span>" \
+        if panel.hint else ""
+    head = W.HTML(f"<h3>{number} · {html.escape(panel.title)}{hint}</h3>")
+    box = W.VBox([head, panel.widget])
     box.add_class("fe-section")
+    box.add_class(f"fe-section-{panel.name}")
     return box
 
 
+#: the dashboard's panels, in display order (sections are numbered in this order). Observers are
+#: registered in ascending ``connect_order`` (ties in this order): see :mod:`.panel`.
+PANELS: tuple[type[Panel], ...] = (DataPanel, RunPanel, PixelPanel, IterationPanel, LearnedPanel, EndmemberPanel,
+                                   ComparePanel)
+
+
 class App:
-    """Builds the state, the panels and the page. ``App().widget`` is what voila shows."""
+    """Builds the state, the panels and the page. ``App().widget`` is what voila shows.
+
+    ``panels``: the panel classes in display order (default :data:`PANELS`). Each is stored as
+    ``app.<name>`` and in ``app.panels`` (display order)."""
 
     def __init__(self, scene: xr.DataArray | None = None, protocol: str = "gaussian-x8",
-                 data_dir: str | Path | None = None, session_dir: str | Path | None = None, load: bool = True):
+                 data_dir: str | Path | None = None, session_dir: str | Path | None = None, load: bool = True,
+                 panels: tuple[type[Panel], ...] | list[type[Panel]] = PANELS):
         self.state = AppState(session_dir=session_dir)
         self.loader = PlotlyLoader()
-        # the pixel panel observes the state first, so a click's spectrum goes out before the marker updates
-        self.pixels = PixelPanel(self.state)
-        self.data = DataPanel(self.state, data_dir)
-        self.runner = RunPanel(self.state)
-        self.iterations = IterationPanel(self.state)
-        self.endmembers = EndmemberPanel(self.state)
-        self.compare = ComparePanel(self.state)
+        self.panels: dict[str, Panel] = {}
+        for cls in panels:
+            if not cls.name or cls.name in self.panels or hasattr(self, cls.name):
+                raise ValueError(f"panel {cls.__name__}: its name {cls.name!r} is empty or taken")
+            panel = cls(self.state, data_dir=data_dir)
+            self.panels[cls.name] = panel
+            setattr(self, cls.name, panel)
+        # observers in ascending connect_order; sorted() is stable, so ties keep the display order
+        for panel in sorted(self.panels.values(), key=lambda p: p.connect_order):
+            panel.connect()
+        for panel in self.panels.values():
+            panel.refresh()
         self.status = W.HTML()
         self.widget = W.VBox([
             W.HTML(_CSS + "<h2 style='margin:4px 0'>fusion-explorer</h2><div style='color:#445'>Hyperspectral–"
                    "multispectral fusion you can see into: simulate a sensor pair, run methods, click pixels, "
                    "step through iterations.</div>"),
             self.loader,
-            _section("1 · Data", "scene and degradation", self.data.widget),
-            _section("2 · Run", "methods run in the background; the page stays usable", self.runner.widget),
-            _section("3 · Pixels", "click any image for spectra; pin pixels to compare", self.pixels.widget),
-            _section("4 · Iterations", "step through a recorded run", self.iterations.widget),
-            _section("5 · Endmembers and abundances", "unmixing methods", self.endmembers.widget),
-            _section("6 · Compare and export", "", self.compare.widget),
+            *[_section(i + 1, p) for i, p in enumerate(self.panels.values())],
         ], layout=W.Layout(padding="8px 14px"))
         self.widget.add_class("fe-app")
         if scene is not None:
             self.use_scene(scene, protocol)
-        elif load:
+        elif load and "data" in self.panels:
             self.data.protocol.value = protocol
             self.data.load()
 
@@ -72,10 +89,11 @@ class App:
         """Show ``scene`` (band, y, x) under a named protocol (bypassing the data panel's scene list)."""
         from ..physics import get_protocol
         from ..problem import simulate
-        from .data_panel import prepare
+        from ..scenes import prepare
 
         proto = get_protocol(protocol)
         truth = prepare(scene, proto.ratio, None)
+        self.state.ground_truth = self.state.reference_endmembers = None
         self.state.set_problem(truth, simulate(truth, proto))
 
 

@@ -9,6 +9,7 @@ import re
 
 import ipywidgets as W
 
+from .panel import Panel
 from .state import AppState
 
 _COLUMNS = (("psnr", "PSNR (dB)", ".2f"), ("ssim", "SSIM", ".4f"), ("sam", "SAM (°)", ".3f"),
@@ -48,9 +49,15 @@ def _bands_note(runs) -> str:
     return f"; PSNR over the {n} bands whose truth is not all zero (zeroed bands left out)"
 
 
-class ComparePanel:
-    def __init__(self, state: AppState):
-        self.state = state
+class ComparePanel(Panel):
+    """A metrics table of every run (best finite value bold) and NetCDF export of one run."""
+
+    name = "compare"
+    title = "Compare and export"
+    observes = {"draw": ("runs", "selected", "scored"), "_clear_export": ("problem",)}
+
+    def __init__(self, state: AppState, **context):
+        super().__init__(state)
         self.table = W.HTML("<i>no runs yet</i>")
         self.export_run = W.Dropdown(description="export", layout=W.Layout(width="300px"))
         self.export_button = W.Button(description="Export NetCDF", icon="download", layout=W.Layout(width="140px"))
@@ -59,11 +66,13 @@ class ComparePanel:
         self.export_button.add_class("fe-export")
         self.export_msg.add_class("fe-export-msg")
         self.export_button.on_click(lambda _: self.export())
-        state.observe(lambda _: self.draw(), ["runs", "selected"])
-        state.observe(lambda _: setattr(self.export_msg, "value", ""), "problem")  # no link to a previous scene's run
         self.widget = W.VBox([self.table, W.HBox([self.export_run, self.export_button]), self.export_msg])
 
-    def draw(self) -> None:
+    def _clear_export(self, _=None) -> None:
+        """A new scene: no link to a previous scene's run."""
+        self.export_msg.value = ""
+
+    def draw(self, _=None) -> None:
         runs = self.state.runs
         self.export_run.options = list(runs)
         if runs and self.state.selected in runs:
@@ -76,7 +85,12 @@ class ComparePanel:
         rows = []
         for name, r in runs.items():
             cells = []
-            for key, _, fmt in _COLUMNS:
+            if r.score_error:
+                cells.append(f"<td colspan='{len(_COLUMNS)}' style='color:#b00020'>scoring failed: "
+                             f"{html.escape(r.score_error)}</td>")
+            elif not r.scored and not r.metrics:
+                cells.append(f"<td colspan='{len(_COLUMNS)}' style='text-align:center;color:#667'><i>scoring…</i></td>")
+            for key, _, fmt in _COLUMNS if not cells else ():
                 v = r.metrics.get(key)
                 txt = _format_value(v, fmt)
                 cells.append(f"<td><b>{txt}</b></td>" if v is not None and v == best.get(key) else f"<td>{txt}</td>")

@@ -1,5 +1,6 @@
 """Data panel: choose a scene (default, a configured data folder, an upload) and its degradation; see
-truth, LR-HSI, MSI.
+truth, LR-HSI, MSI. Reading, cropping and ground truth are :mod:`fusion_explorer.scenes`'; this panel
+holds widgets, the upload protocol and the drawing.
 
 Scenes come from configured roots only (:func:`fusion_explorer.config.data_roots` and the session's
 own uploads): the page picks a root from a list, never types a server path, and :meth:`DataPanel.load`
@@ -15,13 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import anywidget
 import ipywidgets as W
 import numpy as np
-import traitlets as T
 
 from .figure import PlotlyFigure
 from .images import (
+    band_centres,
     display_factor,
     grey_display,
     image_layout,
@@ -30,49 +30,24 @@ from .images import (
     msi_rgb,
     pins_layout,
     rgb_display,
+    wavelength_colour,
 )
-from .state import AppState, colour, sessions_root
+from .panel import Panel
+from .state import AppState, sessions_root
+from .upload import (  # noqa: F401 - re-exported: the upload limits are documented as the data panel's
+    MAX_UPLOAD_BYTES,
+    UPLOAD_CHUNK_BYTES,
+    UPLOAD_SUFFIXES,
+    Uploader,
+    _Incoming,
+    _size_error,
+    upload_name_error,
+)
 
-#: uploads larger than this (all files of one upload together) are refused, by the page before sending (bytes)
-MAX_UPLOAD_BYTES = 100 * 2**20
-#: the page sends an upload in messages of this size: far below tornado's 10 MiB websocket message limit
-UPLOAD_CHUNK_BYTES = 4 * 2**20
-UPLOAD_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf", ".mat", ".hdr", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip")
-DEFAULT = "default:"
+DEFAULT = "default:"  # scene keys of the embedded synthetic scene (fusion_explorer.scenes.load_scene)
 UPLOADS = "uploads"
 #: at most this many scenes of one root are listed
 MAX_LISTED_SCENES = 500
-_MAX_NAME_BYTES = 255
-
-
-def upload_name_error(name: Any) -> str | None:
-    """Why ``name`` cannot be an upload's file name (None when it can): empty, a dot-file, a path
-    separator, a control character (NUL), over 255 bytes in UTF-8, or an unsupported type."""
-    if not isinstance(name, str) or not name.strip():
-        return "refused an upload without a file name"
-    shown = repr(name if len(name) <= 60 else name[:57] + "...")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return f"refused file name {shown}: it contains control characters"
-    if "/" in name or "\\" in name:
-        return f"refused file name {shown}: it contains a path separator"
-    if name.startswith("."):
-        return f"refused file name {shown}: names starting with '.' are not accepted"
-    try:
-        size = len(name.encode("utf-8"))
-    except UnicodeEncodeError:
-        return f"refused file name {shown}: it is not valid Unicode"
-    if size > _MAX_NAME_BYTES:
-        return f"refused file name {shown}: it is {size} bytes long; at most {_MAX_NAME_BYTES}"
-    if Path(name).suffix.lower() not in UPLOAD_SUFFIXES:
-        return f"{name}: unsupported type; expected one of {', '.join(UPLOAD_SUFFIXES)}"
-    return None
-
-
-def _size_error(name: str, size: int) -> str:
-    mb = size / 2**20
-    shown = f"{mb:.1f} MB" if abs(mb - MAX_UPLOAD_BYTES / 2**20) >= 0.05 else f"{size:,} bytes"
-    return (f"{name} is {shown}; the limit is {MAX_UPLOAD_BYTES >> 20} MB ({MAX_UPLOAD_BYTES:,} bytes) "
-            "per upload (nothing was kept)")
 
 
 def inside(path: str | os.PathLike, roots: list[Path]) -> bool:
@@ -84,197 +59,21 @@ def inside(path: str | os.PathLike, roots: list[Path]) -> bool:
     return any(real == r or r in real.parents for r in (Path(r).resolve() for r in roots))
 
 
-_UPLOADER_ESM = r"""
-function render({ model, el }) {
-  const button = document.createElement("button");
-  button.className = "jupyter-widgets jupyter-button widget-button fe-upload-button";
-  button.style.cssText = "flex:0 0 auto;width:130px;white-space:nowrap;overflow:hidden";
-  const input = document.createElement("input");
-  input.type = "file";
-  input.multiple = true;
-  input.style.display = "none";
-  const status = document.createElement("span");
-  status.className = "fe-upload-status";
-  status.style.cssText = "margin-left:6px;font-size:12px;color:#556;white-space:nowrap";
-  el.append(button, input, status);
-  el.style.display = "flex";
-  el.style.alignItems = "center";
-  const label = () => {
-    button.textContent = "⬆ " + model.get("description");
-    input.accept = model.get("accept");
-    button.disabled = model.get("disabled");
-  };
-  label();
-  model.on("change:description", label);
-  model.on("change:disabled", label);
-  const aborted = new Set();
-  model.on("msg:custom", (msg) => { if (msg && msg.event === "abort") aborted.add(msg.id); });
-  button.addEventListener("click", () => { input.value = ""; input.click(); });
-  input.addEventListener("change", async () => {
-    const files = Array.from(input.files || []);
-    input.value = "";
-    if (!files.length) return;
-    const cap = model.get("max_bytes"), chunk = model.get("chunk_bytes");
-    const meta = files.map((f) => ({ name: f.name, size: f.size }));
-    const total = files.reduce((s, f) => s + f.size, 0);
-    if (total > cap) {  // refused here: nothing is sent
-      model.send({ event: "refused", files: meta });
-      status.textContent = "too big, not sent";
-      return;
-    }
-    const id = Date.now().toString(36) + Math.random().toString(36).slice(2, 8);
-    button.disabled = true;
-    try {
-      model.send({ event: "begin", id, files: meta });
-      for (let i = 0; i < files.length; i++) {
-        const f = files[i];
-        for (let offset = 0; offset < f.size; offset += chunk) {
-          if (aborted.has(id)) { status.textContent = ""; return; }
-          const buffer = await f.slice(offset, offset + chunk).arrayBuffer();
-          model.send({ event: "chunk", id, file: i, offset }, undefined, [buffer]);
-          status.textContent = "sending " + f.name + ": " +
-            Math.round(100 * Math.min(offset + chunk, f.size) / f.size) + "%";
-        }
-      }
-      model.send({ event: "end", id });
-      status.textContent = "";
-    } catch (e) {
-      status.textContent = "upload failed: " + e;
-    } finally {
-      button.disabled = model.get("disabled");
-    }
-  });
-}
-export default { render };
-"""
-
-
-class Uploader(anywidget.AnyWidget):
-    """A file button that streams its files to the kernel in :data:`UPLOAD_CHUNK_BYTES` messages.
-
-    ipywidgets' ``FileUpload`` sends every file in one websocket message, which tornado drops above
-    10 MiB (silently, for the user). Here the page refuses an upload over ``max_bytes`` before
-    reading it and sends the rest in small chunks; the kernel writes them straight to disk. Messages to
-    the kernel: ``refused`` (too big, nothing sent), ``begin`` (names and sizes), ``chunk`` (one
-    buffer at ``offset`` of file ``i``), ``end``. ``on_message(fn)`` registers ``fn(content, buffers)``.
-    """
-
-    _esm = _UPLOADER_ESM
-    description = T.Unicode("Upload cube").tag(sync=True)
-    accept = T.Unicode("").tag(sync=True)
-    disabled = T.Bool(False).tag(sync=True)
-    max_bytes = T.Int(MAX_UPLOAD_BYTES).tag(sync=True)
-    chunk_bytes = T.Int(UPLOAD_CHUNK_BYTES).tag(sync=True)
-
-    def abort(self, upload_id: str) -> None:
-        """Tell the page to stop sending upload ``upload_id``."""
-        self.send({"event": "abort", "id": upload_id})
-
-
-class _Incoming:
-    """One upload being received: its files' partial paths, open handles and byte counts."""
-
-    def __init__(self, upload_id: str, target: Path, files: list[tuple[str, int]]):
-        self.id = upload_id
-        self.started = time.monotonic()
-        self.names = [n for n, _ in files]
-        self.sizes = [s for _, s in files]
-        self.written = [0] * len(files)
-        self.partial = [target / f".partial-{upload_id}-{i}" for i in range(len(files))]
-        self.final = [target / n for n in self.names]
-        self.handles = [open(p, "wb") for p in self.partial]  # noqa: SIM115 - closed in finish/discard
-
-    def write(self, i: int, offset: int, data: bytes) -> str | None:
-        if not 0 <= i < len(self.names):
-            return "the upload named a file it did not announce"
-        if offset != self.written[i] or offset + len(data) > self.sizes[i]:
-            return f"{self.names[i]}: the upload's pieces arrived out of order or too long"
-        self.handles[i].write(data)
-        self.written[i] += len(data)
-        return None
-
-    def finish(self) -> list[Path]:
-        for h in self.handles:
-            h.close()
-        for i, (part, final) in enumerate(zip(self.partial, self.final, strict=True)):
-            if self.written[i] != self.sizes[i]:
-                raise OSError(f"{self.names[i]}: received {self.written[i]} of {self.sizes[i]} bytes")
-            os.replace(part, final)
-        return list(self.final)
-
-    def discard(self) -> None:
-        for h in self.handles:
-            h.close()
-        for p in self.partial:
-            p.unlink(missing_ok=True)
-
-
-def load_scene(key: str, size: int = 256):
-    """The cube a scene key names: ``default:<size>`` (embedded synthetic scene) or a path."""
-    if key.startswith(DEFAULT):
-        from ..synth import default_scene
-
-        return default_scene(int(key[len(DEFAULT) :] or size))
-    from ..io import open_cube
-
-    return open_cube(key, clip_negative=True)
-
-
-def prepare(cube, ratio: int, crop: int | None):
-    """Centre-crop to ``crop`` (if smaller) and to a multiple of ``ratio``; scale to [0, 1] if needed."""
-    from ..cube import crop as crop_cube
-
-    h, w = cube.sizes["y"], cube.sizes["x"]
-    th, tw = min(h, crop or h), min(w, crop or w)
-    th, tw = th - th % ratio, tw - tw % ratio
-    if th < ratio or tw < ratio:
-        raise ValueError(f"the scene ({h}x{w}) is smaller than one LR pixel at ratio {ratio}")
-    if (th, tw) != (h, w):
-        y0, x0 = (h - th) // 2, (w - tw) // 2
-        cube = crop_cube(cube, (y0, y0 + th), (x0, x0 + tw))
-    vmax = float(np.nanmax(cube.values))
-    if vmax > 1.0:
-        cube = (cube / vmax).assign_attrs(cube.attrs, value_note=f"divided by its maximum {vmax:.4g} for display")
-    return cube.astype(np.float32)
-
-
-def reference_endmembers(cube) -> np.ndarray | None:
-    """Ground-truth endmembers ``(bands, p)`` stored beside a .mat scene (Samson's / Jasper Ridge's ``M``), or None."""
-    source = cube.attrs.get("source")
-    if not source or not str(cube.attrs.get("format", "")).startswith("mat-v5"):
-        return None
-    try:
-        import scipy.io
-
-        from ..io import read_mat_variables
-
-        names = [n for n, shape in read_mat_variables(source).items()
-                 if n in ("M", "endmembers", "E") and len(shape) == 2]
-        if not names:
-            return None
-        m = np.asarray(scipy.io.loadmat(source, variable_names=names[:1])[names[0]], dtype=np.float64)
-    except Exception:  # noqa: BLE001 - optional extra; the scene itself loaded
-        return None
-    bands = cube.sizes["band"]
-    if m.shape[0] != bands and m.shape[1] == bands:
-        m = m.T
-    if m.shape[0] != bands:
-        return None
-    if cube.attrs.get("band_order") is not None:  # the reader reordered the bands: M's rows no longer match
-        return None
-    return m
-
-
-class DataPanel:
+class DataPanel(Panel):
     """Scene + degradation controls and the three true-colour views with a band slider in nm."""
 
-    def __init__(self, state: AppState, data_dir: str | Path | None = None):
+    name = "data"
+    title = "Data"
+    hint = "scene and degradation"
+    observes = {"_on_problem": ("problem",), "_draw_band": ("band",), "_draw_pins": ("pins", "cursor", "region")}
+
+    def __init__(self, state: AppState, data_dir: str | Path | None = None, **context):
         """``data_dir``: an extra data root (for callers in Python; the page cannot add one)."""
         from ..config import data_roots
         from ..physics import PROTOCOLS
         from ..srf import available_srfs
 
-        self.state = state
+        super().__init__(state)
         roots = data_roots()
         if data_dir is not None and Path(data_dir).is_dir() and Path(data_dir).resolve() not in roots:
             roots.insert(0, Path(data_dir).resolve())
@@ -325,9 +124,6 @@ class DataPanel:
         self.protocol.observe(self._on_protocol, "value")
         self.apply.on_click(lambda _: self.load())
         self.band.observe(lambda ch: setattr(state, "band", int(ch["new"])), "value")
-        state.observe(self._on_problem, "problem")
-        state.observe(lambda _: self._draw_band(), "band")
-        state.observe(lambda _: self._draw_pins(), ["pins", "cursor"])
         self._on_protocol()
         self.refresh_scenes()
         controls = W.VBox([
@@ -471,17 +267,25 @@ class DataPanel:
         return self._accept(saved)
 
     def _accept(self, saved: list[Path]) -> str:
-        from ..io import open_cube
+        """Keep an upload that reads as a cube with band centres; refuse (and delete) anything else, in one line."""
+        from ..scenes import load_scene
 
         scene = next((p for p in saved if p.suffix.lower() not in (".img", ".dat", ".raw", ".bsq", ".bil", ".bip")),
                      saved[0])
         try:
-            cube = open_cube(scene, clip_negative=True)
+            cube = load_scene(scene, clip_negative=True)
+            reason = None if "wavelength" in cube.coords else (
+                f"its {cube.sizes['band']} bands have no centre wavelengths, which the dashboard needs to draw true "
+                "colour and to simulate the MSI through a sensor response; add a 'wavelength' coordinate in nm "
+                "(NetCDF), 'wavelength = {...}' in the ENVI header, or fuse it with the command line and an SRF "
+                "matrix (fusion-explorer fuse --srf SRF.nc)")
         except Exception as e:  # noqa: BLE001 - shown to the user
+            reason = str(e).replace(f"{scene}: ", "").replace(str(scene), scene.name)
+        if reason is not None:
             for p in saved:
                 p.unlink(missing_ok=True)
-            reason = str(e).replace(f"{scene}: ", "").replace(str(scene), scene.name)
-            return _error(f"could not read {scene.name}: {reason}")
+            return _error(f"could not use {scene.name}: {reason}" if "centre wavelengths" in reason
+                          else f"could not read {scene.name}: {reason}")
         self.refresh_scenes()
         self.scene.value = str(scene)
         return (f"<span style='color:#2a7'>uploaded {html.escape(scene.name)}: {cube.sizes['band']} bands, "
@@ -502,6 +306,7 @@ class DataPanel:
         """Read the chosen scene, simulate the sensor pair and publish it on the state."""
         from ..physics import PROTOCOLS, make_protocol
         from ..problem import simulate
+        from ..scenes import crop_to_ratio, load_scene, prepare, reference
 
         self.message.value = "<i>loading…</i>"
         key = self.scene.value or ""
@@ -510,7 +315,7 @@ class DataPanel:
                                         "dashboard or this session's uploads")
             return False
         try:
-            cube = load_scene(key)
+            cube = load_scene(key, clip_negative=True)
             if self.protocol.value == "custom":
                 proto = make_protocol(self.ratio.value, self.sigma.value, srf=self.srf.value,
                                       snr_db=self.snr.value or None)
@@ -518,14 +323,17 @@ class DataPanel:
                 proto = PROTOCOLS[self.protocol.value]
             truth = prepare(cube, proto.ratio, self.crop.value or None)
             problem = simulate(truth, proto, srf=self.srf.value)
-            reference = reference_endmembers(cube)
-            if reference is not None and float(np.nanmax(cube.values)) > 1.0 and reference.max() > 1.0:
-                reference = reference / float(np.nanmax(cube.values))
+            ground = reference(truth)  # Samson's / Jasper Ridge's endmembers and abundances, cut to the crop
+            if ground is not None:
+                vmax = float(np.nanmax(crop_to_ratio(cube, proto.ratio, self.crop.value or None).values))
+                if vmax > 1.0 and ground.endmembers.max() > 1.0:  # scaled as prepare() scaled the cube
+                    ground.endmembers = ground.endmembers / vmax
         except Exception as e:  # noqa: BLE001 - shown to the user
             self.message.value = _error(f"{type(e).__name__}: {e}")
             return False
         self.message.value = ""
-        self.state.reference_endmembers = reference
+        self.state.ground_truth = ground
+        self.state.reference_endmembers = None if ground is None else ground.endmembers
         self.state.set_problem(truth, problem)
         return True
 
@@ -545,11 +353,13 @@ class DataPanel:
             f"HR-MSI {h}x{w}x{pb.msi_bands} through <b>{pb.srf.name}</b></div>")
         m = np.asarray(pb.srf.matrix)
         names = list(pb.srf.band_names)
+        centres = band_centres(m, wl)  # each band drawn in the colour of its wavelength, not of its name
         self.srf_plot.update(
-            [{"type": "scatter", "mode": "lines+markers", "x": wl, "y": m[i], "name": names[i],
-              "line": {"color": _band_colour(names[i], i)}, "marker": {"size": 4}} for i in range(m.shape[0])])
+            [{"type": "scatter", "mode": "lines+markers", "x": wl, "y": m[i],
+              "name": f"{names[i]} ({centres[i]:.0f} nm)",
+              "line": {"color": wavelength_colour(centres[i])}, "marker": {"size": 4}} for i in range(m.shape[0])])
         px = 300
-        pins = pins_layout(st.pins, st.cursor, (h, w))
+        pins = pins_layout(st.pins, st.cursor, (h, w), st.region)
         self.views["truth"].update([image_trace(*rgb_display(truth.values, wl), "truth")],
                                    {**image_layout("HR truth (true colour, CIE D65)", (h, w), px), **pins})
         self.views["lr"].update(
@@ -557,14 +367,15 @@ class DataPanel:
             {**image_layout(f"LR-HSI {lh}x{lw} (true colour)", (h, w), px), **pins})
         f = display_factor((h, w))
         msi = pb.hr_msi if f == 1 else pb.hr_msi.coarsen(y=f, x=f, boundary="trim").mean()
-        self.views["msi"].update([image_trace(msi_rgb(msi), f, "HR-MSI")],
-                                 {**image_layout(f"HR-MSI ({pb.srf.name})", (h, w), px), **pins})
+        img, what = msi_rgb(msi, centres)
+        self.views["msi"].update([image_trace(img, f, "HR-MSI")],
+                                 {**image_layout(f"HR-MSI ({pb.srf.name}), {what}", (h, w), px), **pins})
         opts = [(f"{v:.0f} nm", i) for i, v in enumerate(wl)]
         self.band.options = opts
         self.band.value = min(st.band, len(opts) - 1)
         self._draw_band()
 
-    def _draw_band(self) -> None:
+    def _draw_band(self, _=None) -> None:
         st = self.state
         if st.problem is None:
             return
@@ -573,12 +384,12 @@ class DataPanel:
         h, w = st.hr_size
         self.views["band"].update([image_trace(*grey_display(st.truth.values[b]), "band")],
                                   {**image_layout(f"HR truth, band {b + 1} at {wl:.0f} nm", (h, w), 300),
-                                   **pins_layout(st.pins, st.cursor, (h, w))})
+                                   **pins_layout(st.pins, st.cursor, (h, w), st.region)})
 
-    def _draw_pins(self) -> None:
+    def _draw_pins(self, _=None) -> None:
         if self.state.problem is None:
             return
-        pins = pins_layout(self.state.pins, self.state.cursor, self.state.hr_size)
+        pins = pins_layout(self.state.pins, self.state.cursor, self.state.hr_size, self.state.region)
         for fig in self.views.values():
             if fig.data:
                 fig.update(layout=pins)
@@ -594,8 +405,3 @@ def _root_label(root: Path) -> str:
 
 def _error(text: str) -> str:
     return f"<div style='color:#b00020;white-space:pre-wrap'>⚠ {html.escape(text)}</div>"
-
-
-def _band_colour(name: str, i: int) -> str:
-    key = name.strip().upper()[:1]
-    return {"R": "#d62728", "G": "#2ca02c", "B": "#1f77b4"}.get(key, colour(i)) if len(name) <= 2 else colour(i)

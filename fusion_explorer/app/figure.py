@@ -55,7 +55,12 @@ function render({ model, el }) {
     try {
       const rev = model.get("revision");
       // plotly writes computed ranges back into the objects it is given: hand it copies, never the model's state
-      const data = structuredClone(model.get("data")), layout = structuredClone(model.get("layout"));
+      const data = structuredClone(model.get("data")), layout = structuredClone(model.get("figure_layout"));
+      if (!data.length) {  // an empty plot shows its title (why it is empty), not axes with meaningless ticks
+        for (const k of ["xaxis", "yaxis", ...Object.keys(layout).filter((k) => /^[xy]axis\d+$/.test(k))]) {
+          layout[k] = Object.assign({}, layout[k], { visible: false });
+        }
+      }
       await Plotly.react(div, data, layout, structuredClone(model.get("config")));
       div.dataset.revision = String(rev);
       el.dataset.revision = String(rev);
@@ -69,6 +74,10 @@ function render({ model, el }) {
   plotly().then((P) => {
     Plotly = P;
     draw().then(() => {
+      div.on("plotly_selected", (ev) => {  // a box drawn in select mode: its range in data coordinates
+        if (!ev || !ev.range || !ev.range.x || !ev.range.y) return;
+        model.send({ event: "select", x: ev.range.x, y: ev.range.y });
+      });
       div.on("plotly_click", (ev) => {
         if (!ev || !ev.points || !ev.points.length) return;
         const p = ev.points[0];
@@ -76,7 +85,7 @@ function render({ model, el }) {
                      index: p.pointIndex === undefined ? null : p.pointIndex });
       });
       ro = new ResizeObserver(() => {
-        if (!alive || !div._fullLayout || model.get("layout").autosize !== true || !div.offsetWidth) return;
+        if (!alive || !div._fullLayout || model.get("figure_layout").autosize !== true || !div.offsetWidth) return;
         try { Promise.resolve(Plotly.Plots.resize(div)).catch(() => {}); } catch (e) { /* detached */ }
       });
       ro.observe(el);
@@ -96,33 +105,64 @@ def _plotly_js() -> str:
     return (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_text(encoding="utf-8")
 
 
-class PlotlyLoader(anywidget.AnyWidget):
-    """Puts ``window.Plotly`` on the page (once); it shows nothing."""
+_LOADER_ESM = r"""
+function load(model) {
+  if (window.Plotly || window.__fePlotlyLoading) return;
+  window.__fePlotlyLoading = true;
+  const go = () => {
+    const url = URL.createObjectURL(new Blob([model.get("source")], { type: "text/javascript" }));
+    import(url).catch((e) => console.error("fusion-explorer: plotly.js failed to load", e))
+      .finally(() => URL.revokeObjectURL(url));
+  };
+  // when the page is idle: evaluating plotly.js blocks the page for a second or more, and anywidget gives
+  // every model 2 s to initialise, so it must not run while the other widgets' models are being set up
+  if (window.requestIdleCallback) window.requestIdleCallback(go, { timeout: 2500 }); else setTimeout(go, 500);
+}
+export default {
+  initialize({ model }) { load(model); },
+  render({ el }) { el.style.display = "none"; },
+};
+"""
 
-    _esm = T.Unicode("").tag(sync=True)
+
+class PlotlyLoader(anywidget.AnyWidget):
+    """Puts ``window.Plotly`` on the page (once); it shows nothing.
+
+    plotly.js (4.8 MB) travels as the ``source`` trait and is imported from the page when it is idle, not as
+    this widget's own module: anywidget rejects a model whose module takes over 2 s to initialise (an uncaught
+    "[anywidget] Failed to initialize model" on a busy machine), and the evaluation of plotly.js also held up
+    the other widgets' initialisation. Figures wait for ``window.Plotly``."""
+
+    _esm = _LOADER_ESM
+    source = T.Unicode("").tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._esm = _plotly_js() + "\nexport default { render({ el }) { el.style.display = 'none'; } };\n"
+        self.source = _plotly_js()
         self.layout.display = "none"
 
 
 class PlotlyFigure(anywidget.AnyWidget):
     """A plotly figure as plain JSON state; ``update(data=..., layout=...)`` redraws it in the page.
 
-    ``data``: list of trace dicts (numpy arrays are converted), ``layout``: dict. ``on_click(fn)``
+    ``data``: list of trace dicts (numpy arrays are converted), ``figure_layout``: plotly's layout dict.
+    (Not ``layout``: that name is every DOM widget's ipywidgets ``Layout``, and a plain dict under it
+    made ipywidgets' page code try to build a child view of the dict on every render: one uncaught
+    ``TypeError: Cannot read properties of undefined (reading 'then')`` from ``create_view`` via
+    ``create_child_view`` per figure, issue 21 defect 10.) ``on_click(fn)``
     registers ``fn(event)`` with ``event = {"x", "y", "curve", "name", "index"}``.
     """
 
     _esm = _FIGURE_ESM
     data = T.List().tag(sync=True)
-    layout = T.Dict().tag(sync=True)
+    figure_layout = T.Dict().tag(sync=True)
     config = T.Dict({"displaylogo": False, "responsive": False}).tag(sync=True)
     revision = T.Int(0).tag(sync=True)
 
     def __init__(self, data: list | None = None, layout: dict | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._click_handlers: list[Callable[[dict], None]] = []
+        self._select_handlers: list[Callable[[dict], None]] = []
         #: the layout this figure was made with: what :meth:`clear` and ``update(replace=True)`` start from
         self.base_layout: dict = jsonable(layout or {})
         self.on_msg(self._on_custom_msg)
@@ -138,9 +178,9 @@ class PlotlyFigure(anywidget.AnyWidget):
             if data is not None:
                 self.data = jsonable(data)
             if replace:
-                self.layout = {**self.base_layout, **jsonable(layout or {})}
+                self.figure_layout = {**self.base_layout, **jsonable(layout or {})}
             elif layout is not None:
-                self.layout = {**self.layout, **jsonable(layout)}
+                self.figure_layout = {**self.figure_layout, **jsonable(layout)}
             self.revision += 1
 
     def clear(self, layout: dict | None = None) -> None:
@@ -151,6 +191,14 @@ class PlotlyFigure(anywidget.AnyWidget):
     def on_click(self, fn: Callable[[dict], None]) -> None:
         self._click_handlers.append(fn)
 
+    def on_select(self, fn: Callable[[dict], None]) -> None:
+        """``fn(event)`` with ``event = {"x": [x0, x1], "y": [y0, y1]}`` when a box is drawn in select mode."""
+        self._select_handlers.append(fn)
+
+    def select(self, x: tuple[float, float], y: tuple[float, float]) -> None:
+        """What drawing a box in the page does (for tests without a browser)."""
+        self._on_custom_msg(self, {"event": "select", "x": list(x), "y": list(y)}, [])
+
     def click(self, x: float, y: float, curve: int = 0, name: str = "") -> None:
         """What a click in the page does (for tests without a browser)."""
         self._on_custom_msg(self, {"event": "click", "x": x, "y": y, "curve": curve, "name": name, "index": None}, [])
@@ -158,6 +206,9 @@ class PlotlyFigure(anywidget.AnyWidget):
     def _on_custom_msg(self, _widget: Any, content: dict, _buffers: Any) -> None:
         if content.get("event") == "click":
             for fn in self._click_handlers:
+                fn(content)
+        elif content.get("event") == "select":
+            for fn in self._select_handlers:
                 fn(content)
 
 

@@ -16,17 +16,76 @@ def rgb(values: np.ndarray, wavelength: np.ndarray, exposure: float | None = Non
     return true_colour(cube, exposure=exposure)
 
 
-def msi_rgb(msi: xr.DataArray) -> np.ndarray:
-    """A display RGB of the HR-MSI: R, G, B bands by name when present, else the first three."""
+#: display primaries (nm) and how far a band centre may lie from one for a composite to count as true colour
+_PRIMARIES = {"R": 640.0, "G": 550.0, "B": 475.0}
+_PRIMARY_TOLERANCE = 45.0
+
+
+def band_centres(srf_matrix: np.ndarray, wavelength: np.ndarray) -> np.ndarray:
+    """Each MSI band's centre (nm): its response-weighted mean wavelength over the cube's bands."""
+    m = np.clip(np.asarray(srf_matrix, dtype=np.float64), 0, None)
+    wl = np.asarray(wavelength, dtype=np.float64)
+    return (m @ wl) / np.maximum(m.sum(axis=1), 1e-12)
+
+
+def msi_rgb(msi: xr.DataArray, centres: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """A display RGB of the HR-MSI and what it is: ``"true colour (B4/B3/B2)"`` when the bands nearest to red,
+    green and blue lie within 45 nm of them (by ``centres``, nm), else ``"false colour: B3/B2/B1 as RGB"``
+    (the three longest-wavelength bands, or the first three / one band in grey when centres are unknown)."""
     v = np.asarray(msi.values, dtype=np.float64)
-    names = [str(n).upper() for n in msi.coords["band_name"].values] if "band_name" in msi.coords else []
-    if all(c in names for c in "RGB"):
-        v = v[[names.index("R"), names.index("G"), names.index("B")]]
-    elif v.shape[0] >= 3:
-        v = v[[2, 1, 0]] if names and names[0].startswith("B") else v[:3]
+    n = v.shape[0]
+    names = [str(x) for x in msi.coords["band_name"].values] if "band_name" in msi.coords else [
+        f"band {i + 1}" for i in range(n)]
+    if n < 3:
+        pick, kind = [0, 0, 0], "false colour"
+    elif centres is not None and len(centres) == n:
+        c = np.asarray(centres, dtype=np.float64)
+        pick = [int(np.argmin(np.abs(c - _PRIMARIES[k]))) for k in "RGB"]
+        true = len(set(pick)) == 3 and all(abs(c[i] - _PRIMARIES[k]) <= _PRIMARY_TOLERANCE
+                                           for i, k in zip(pick, "RGB", strict=True))
+        if not true:
+            pick = [int(i) for i in np.argsort(c)[::-1][:3]]
+        kind = "true colour" if true else "false colour"
     else:
-        v = np.repeat(v[:1], 3, 0)
-    return (stretch(v, 99, gamma=2.2).transpose(1, 2, 0) * 255).astype(np.uint8)
+        upper = [x.upper() for x in names]
+        if all(k in upper for k in "RGB"):
+            pick, kind = [upper.index("R"), upper.index("G"), upper.index("B")], "true colour"
+        else:
+            pick, kind = [0, 1, 2], "false colour"
+    img = (stretch(v[pick], 99, gamma=2.2).transpose(1, 2, 0) * 255).astype(np.uint8)
+    bands = "/".join(names[i] for i in pick) if n >= 3 else names[0]
+    text = f"true colour ({bands})" if kind == "true colour" else (
+        f"false colour: {bands} as RGB" if n >= 3 else f"false colour: {bands} in grey")
+    return img, text
+
+
+def wavelength_colour(nm: float) -> str:
+    """A colour for a band centred at ``nm``: its spectral hue in the visible, dark reds in the near infrared,
+    browns and greys beyond (so Sentinel-2's and Landsat's bands are told apart by wavelength, not name)."""
+    nm = float(nm)
+    if nm < 380:
+        return "#6a3d9a"
+    if nm > 1000:
+        return "#8c564b" if nm < 1800 else "#555555"
+    if nm > 720:
+        t = min((nm - 720) / 280, 1.0)
+        return f"#{int(178 - 90 * t):02x}{int(24 + 10 * t):02x}{int(43 + 10 * t):02x}"
+    # piecewise-linear visible spectrum (after Bruton's approximation), slightly darkened for white paper
+    r = g = b = 0.0
+    if nm < 440:
+        r, b = (440 - nm) / 60, 1.0
+    elif nm < 490:
+        g, b = (nm - 440) / 50, 1.0
+    elif nm < 510:
+        g, b = 1.0, (510 - nm) / 20
+    elif nm < 580:
+        r, g = (nm - 510) / 70, 1.0
+    elif nm < 645:
+        r, g = 1.0, (645 - nm) / 65
+    else:
+        r = 1.0
+    k = 0.8
+    return f"#{int(255 * k * r):02x}{int(255 * k * g):02x}{int(255 * k * b):02x}"
 
 
 def png_bytes(img: np.ndarray) -> bytes:
@@ -117,13 +176,23 @@ def grey_display(values: np.ndarray) -> tuple[np.ndarray, int]:
     return grey(shrink(values, max(values.shape) // f) if f > 1 else values), f
 
 
-def pins_layout(pins: list, cursor=None, size: tuple[int, int] = (256, 256)) -> dict:
-    """Layout shapes: colour-coded numbered circles on pinned pixels and a cross on the cursor.
+def pins_layout(pins: list, cursor=None, size: tuple[int, int] = (256, 256), region=None) -> dict:
+    """Layout shapes: colour-coded numbered circles on pinned pixels, a cross on the cursor and a dashed box
+    on the selected region ``(y0, y1, x0, x1)`` (end exclusive).
 
     Markers live in the layout, so moving them re-sends no image data.
     """
     r = max(2.0, max(size) / 64)
     shapes, notes = [], []
+    if region is not None:
+        y0, y1, x0, x1 = region
+        for colour_, width in (("white", 3), ("#111", 1.5)):
+            shapes.append({"type": "rect", "xref": "x", "yref": "y", "x0": x0 - 0.5, "x1": x1 - 0.5, "y0": y0 - 0.5,
+                           "y1": y1 - 0.5, "line": {"color": colour_, "width": width,
+                                                    "dash": "solid" if colour_ == "white" else "dash"}})
+        notes.append({"x": x0 - 0.5, "y": y0 - 0.5, "xref": "x", "yref": "y", "text": "<b>region</b>",
+                      "showarrow": False, "font": {"size": 11, "color": "#111"}, "bgcolor": "rgba(255,255,255,0.75)",
+                      "xanchor": "left", "yanchor": "bottom"})
     for i, (y, x) in enumerate(pins):
         c = colour(i)
         shapes.append({"type": "circle", "xref": "x", "yref": "y", "x0": x - r, "x1": x + r, "y0": y - r,

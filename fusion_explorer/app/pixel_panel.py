@@ -10,6 +10,7 @@ import numpy as np
 
 from .figure import PlotlyFigure
 from .images import display_maps, heatmap_trace, image_layout, image_trace, line_layout, pins_layout, rgb_display
+from .panel import Panel
 from .state import AppState, colour
 
 #: rendered steps kept (a 512x512 step is about 0.4 MB here)
@@ -17,11 +18,26 @@ _VIEW_CACHE = 64
 _FIXED = {"truth": ("#111111", "solid"), "LR-HSI": ("#888888", "dot")}
 
 
-class PixelPanel:
+class PixelPanel(Panel):
     """Fused image + SAM map + error map (clickable) and the spectrum plot of the clicked and pinned pixels."""
 
-    def __init__(self, state: AppState):
-        self.state = state
+    name = "pixels"
+    title = "Pixels"
+    hint = "click any image for spectra; pin pixels to compare"
+    observes = {
+        "_on_runs": ("runs",),
+        "_warm": ("runs",),
+        "_sync_selected": ("selected",),
+        "redraw": ("selected", "step"),
+        "draw_spectra": ("cursor", "pins", "step", "selected", "runs", "endmember", "region"),
+        "_draw_markers": ("pins", "cursor", "region"),
+        "_reset": ("problem",),
+    }
+    #: registers first: a click's spectrum goes out before any panel moves its cursor markers
+    connect_order = -1
+
+    def __init__(self, state: AppState, **context):
+        super().__init__(state)
         self.run = W.Dropdown(description="show run", layout=W.Layout(width="320px"))
         self.step_label = W.HTML()
         self.image = PlotlyFigure()
@@ -32,9 +48,25 @@ class PixelPanel:
         self.pin = W.Button(description="Pin pixel", icon="thumb-tack", layout=W.Layout(width="120px"))
         self.clear = W.Button(description="Clear pins", icon="trash", layout=W.Layout(width="120px"))
         self.csv = W.HTML()
+        self.scale = W.ToggleButtons(options=[("fixed colour scale", "fixed"), ("per image", "auto")], value="fixed",
+                                     tooltips=["the same SAM / error scale for every step and run of this scene "
+                                               "(top: the LR-HSI's own maps, 99th percentile)",
+                                               "each map scaled to its own 99th percentile"],
+                                     style={"button_width": "140px"})
+        self.scale.add_class("fe-scale")
+        self.scale.observe(lambda _: self.redraw(), "value")
+        self._fixed = None
         self.where = W.HTML()
         for fig in (self.image, self.sam, self.error):
             fig.on_click(self._on_click)
+            fig.on_select(state.select)
+        self.region_mode = W.ToggleButton(description="select a region", icon="square-o", value=False,
+                                          tooltip="drag a box on an image: mean ± std spectra over it",
+                                          layout=W.Layout(width="150px"))
+        self.region_mode.add_class("fe-region-mode")
+        self.region_mode.observe(lambda _: self._draw_markers(), "value")
+        self.clear_region = W.Button(description="Clear region", icon="times", layout=W.Layout(width="120px"))
+        self.clear_region.on_click(lambda _: setattr(state, "region", None))
         for key, w in {"fe-fused": self.image, "fe-sam": self.sam, "fe-error": self.error,
                        "fe-spectrum": self.spectrum, "fe-pin": self.pin, "fe-clear": self.clear,
                        "fe-show-run": self.run, "fe-run-label": self.step_label, "fe-where": self.where,
@@ -47,23 +79,18 @@ class PixelPanel:
         self._syncing = False
         self.run.observe(lambda ch: not self._syncing and ch["new"] and setattr(state, "selected", ch["new"]), "value")
         self._views: dict = {}
-        state.observe(self._on_runs, "runs")
-        state.observe(self._warm, "runs")
-        state.observe(lambda _: self._sync_selected(), "selected")
-        state.observe(lambda _: self.redraw(), ["selected", "step"])
-        state.observe(lambda _: self.draw_spectra(), ["cursor", "pins", "step", "selected", "runs", "endmember"])
-        state.observe(lambda _: self._draw_markers(), ["pins", "cursor"])
-        state.observe(lambda _: self._reset(), "problem")
         self.widget = W.VBox([
-            W.HBox([self.run, self.step_label], layout=W.Layout(align_items="center")),
+            W.HBox([self.run, self.scale, self.step_label],
+                   layout=W.Layout(align_items="center", flex_flow="row wrap")),
             W.HBox([self.image, self.sam, self.error], layout=W.Layout(flex_flow="row wrap")),
-            W.HBox([self.spectrum, W.VBox([self.where, self.pin, self.clear, self.csv])],
+            W.HBox([self.spectrum, W.VBox([self.where, self.pin, self.clear, self.region_mode, self.clear_region,
+                                           self.csv])],
                    layout=W.Layout(flex_flow="row wrap")),
         ])
         self._reset()
 
     # ------------------------------------------------------------------ state -> widgets
-    def _reset(self) -> None:
+    def _reset(self, _=None) -> None:
         st = self.state
         self._views = {}
         self._on_runs()
@@ -88,7 +115,7 @@ class PixelPanel:
         finally:
             self._syncing = False
 
-    def _sync_selected(self) -> None:
+    def _sync_selected(self, _=None) -> None:
         if self.state.selected in self.run.options and self.run.value != self.state.selected:
             self._syncing = True
             try:
@@ -96,15 +123,32 @@ class PixelPanel:
             finally:
                 self._syncing = False
 
+    def fixed_scales(self) -> tuple[float, float]:
+        """The scene's fixed colour-scale tops for SAM (degrees) and per-pixel RMSE: the 99th percentiles of the
+        maps of the LR-HSI itself, each LR pixel repeated over its block (the do-nothing estimate every method
+        should beat). The same for every step and every run of a scene, so maps compare by eye."""
+        pb = self.state.problem
+        if self._fixed is None or self._fixed[0] is not pb:
+            r = pb.ratio
+            lr = np.asarray(pb.lr_hsi.values, dtype=np.float32)
+            h, w = pb.hr_size
+            naive = np.repeat(np.repeat(lr, r, axis=1), r, axis=2)[:, :h, :w]
+            sam, err = display_maps(self.state.truth.values, np.clip(naive, 0, 1))
+            self._fixed = (pb, (max(float(np.percentile(sam, 99)), 1e-6), max(float(np.percentile(err, 99)), 1e-9)))
+        return self._fixed[1]
+
     def views(self, run, step: int) -> tuple[dict, dict, dict]:
         """The fused true colour, SAM map and error map traces of ``run`` at ``step`` (cached)."""
-        key = (id(run), run.name, step if run.iterative else -1)
+        fixed = self.scale.value == "fixed"
+        key = (id(run), run.name, step if run.iterative else -1, fixed)
         if key not in self._views:
             st = self.state
             z = run.fused(step)
             sam, err = display_maps(st.truth.values, np.clip(z, 0, 1))
+            sam_top, err_top = self.fixed_scales() if fixed else (None, None)
             self._views[key] = (image_trace(*rgb_display(z, st.wavelength), "fused"),
-                                heatmap_trace(sam, "°", "SAM"), heatmap_trace(err, "RMSE", "error"))
+                                heatmap_trace(sam, "°", "SAM", zmax=sam_top),
+                                heatmap_trace(err, "RMSE", "error", zmax=err_top))
             while len(self._views) > _VIEW_CACHE:
                 self._views.pop(next(iter(self._views)))
         return self._views[key]
@@ -127,7 +171,7 @@ class PixelPanel:
 
         threading.Thread(target=work, daemon=True).start()
 
-    def redraw(self) -> None:
+    def redraw(self, _=None) -> None:
         """The selected run at the selected step: true colour, SAM and error maps."""
         st = self.state
         run = st.run
@@ -135,30 +179,36 @@ class PixelPanel:
             return
         h, w = st.hr_size
         label = "final"
-        if run.iterative and st.step >= 0:
+        if run.iterative and st.step >= 0:  # one numbering: the trace's iteration, as the stepper shows it
             s = run.trace[min(st.step, len(run.trace) - 1)]
-            text = str(s.get("label", ""))
-            it = "" if "iteration" in text else f" (iteration {s.get('iteration', '?')})"
-            label = f"step {min(st.step, len(run.trace) - 1) + 1}/{len(run.trace)}: {text}{it}"
+            stage = f" ({s['stage']})" if s.get("stage") else ""
+            label = f"iteration {s.get('iteration', '?')}{stage}: {s.get('label', '')}"
         self.step_label.value = f"<b>{run.name}</b> · {label}"
-        pins = pins_layout(st.pins, st.cursor, (h, w))
+        pins = self._markers()
         image, sam, err = self.views(run, min(st.step, len(run.trace) - 1) if run.iterative else -1)
         self.image.update([image], {**image_layout(f"{run.name}: fused (true colour)", (h, w), 300), **pins},
                           replace=True)
-        self.sam.update([sam], {**image_layout("SAM vs truth (degrees)", (h, w), 300, colorbar=True), **pins},
-                        replace=True)
-        self.error.update([err], {**image_layout("per-pixel RMSE vs truth", (h, w), 300, colorbar=True), **pins},
-                          replace=True)
+        fixed = " · fixed scale" if self.scale.value == "fixed" else ""
+        self.sam.update([sam], {**image_layout(f"SAM vs truth (degrees){fixed}", (h, w), 300, colorbar=True),
+                                **pins}, replace=True)
+        self.error.update([err], {**image_layout(f"per-pixel RMSE vs truth{fixed}", (h, w), 300, colorbar=True),
+                                  **pins}, replace=True)
 
-    def _draw_markers(self) -> None:
+    def _markers(self) -> dict:
+        """Pins, cursor and region markers, and the drag mode (a box in region mode, else clicks only)."""
+        st = self.state
+        return {**pins_layout(st.pins, st.cursor, st.hr_size, st.region),
+                "dragmode": "select" if self.region_mode.value else False, "selections": []}
+
+    def _draw_markers(self, _=None) -> None:
         if self.state.problem is None:
             return
-        pins = pins_layout(self.state.pins, self.state.cursor, self.state.hr_size)
+        pins = self._markers()
         for fig in (self.image, self.sam, self.error):
             if fig.data:
                 fig.update(layout=pins)
 
-    def draw_spectra(self) -> None:
+    def draw_spectra(self, _=None) -> None:
         """Spectra of the cursor pixel (every source) and of each pin (truth and the selected run)."""
         st = self.state
         if st.problem is None:
@@ -177,7 +227,7 @@ class PixelPanel:
                                 f"<small>{len(st.pins)} pinned</small>")
             for i, (name, spec) in enumerate(st.spectra(y, x).items()):
                 col, dash = _FIXED.get(name, (colour(i + 1), "solid"))
-                label = name if name != st.selected or st.step < 0 else f"{name} (step {st.step + 1})"
+                label = name if name != st.selected or st.step < 0 else f"{name} (iteration {self._iteration()})"
                 traces.append({"type": "scatter", "mode": "lines", "x": wl, "y": spec, "name": label,
                                "line": {"color": col, "dash": dash, "width": 2.5 if name == st.selected else 1.8}})
         for k, (py, px) in enumerate(st.pins):
@@ -187,7 +237,21 @@ class PixelPanel:
             if st.selected in spectra:
                 traces.append({"type": "scatter", "mode": "lines", "x": wl, "y": spectra[st.selected],
                                "name": f"pin {k + 1} {st.selected}", "line": {"color": colour(k), "dash": "dash"}})
+        for i, (name, (mean, std)) in enumerate(st.region_spectra().items()):
+            col, dash = _FIXED.get(name, (colour(i + 1), "solid"))
+            rgba = _rgba(col, 0.15)
+            traces.append({"type": "scatter", "mode": "lines", "x": wl, "y": mean + std, "line": {"width": 0},
+                           "showlegend": False, "hoverinfo": "skip", "name": f"region {name} +std"})
+            traces.append({"type": "scatter", "mode": "lines", "x": wl, "y": mean - std, "fill": "tonexty",
+                           "fillcolor": rgba, "line": {"width": 0}, "showlegend": False, "hoverinfo": "skip",
+                           "name": f"region {name} -std"})
+            traces.append({"type": "scatter", "mode": "lines", "x": wl, "y": mean,
+                           "name": f"region {name} (mean ± std)",
+                           "line": {"color": col, "dash": "dashdot" if dash == "solid" else dash, "width": 2}})
         title = "Spectra: click any image" if st.cursor is None else f"Spectra at y={st.cursor[0]}, x={st.cursor[1]}"
+        if st.region is not None:
+            y0, y1, x0, x1 = st.region
+            title += f"; region y {y0}–{y1 - 1}, x {x0}–{x1 - 1} ({(y1 - y0) * (x1 - x0)} px)"
         self.spectrum.update(traces, {"title": {"text": title, "font": {"size": 13}, "x": 0.02}}, replace=True)
         if not traces:
             self.csv.value = ""
@@ -196,6 +260,12 @@ class PixelPanel:
             self.csv.value = (f"<a download='spectra.csv' href='data:text/csv;base64,{data}' "
                               "style='display:inline-block;padding:4px 10px;border:1px solid #888;border-radius:3px;"
                               "text-decoration:none'>⬇ Export spectra (CSV)</a>")
+
+    def _iteration(self):
+        run = self.state.run
+        if run is None or not run.trace:
+            return "?"
+        return run.trace[min(self.state.step, len(run.trace) - 1)].get("iteration", "?")
 
     # ------------------------------------------------------------------ events
     def _on_click(self, ev: dict) -> None:
@@ -206,3 +276,8 @@ class PixelPanel:
             pins = [tuple(p) for p in self.state.pins]
             if tuple(self.state.cursor) not in pins:
                 self.state.pins = [*pins, tuple(self.state.cursor)]
+
+
+def _rgba(hex_colour: str, alpha: float) -> str:
+    h = hex_colour.lstrip("#")
+    return f"rgba({int(h[0:2], 16)},{int(h[2:4], 16)},{int(h[4:6], 16)},{alpha})"

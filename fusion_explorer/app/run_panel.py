@@ -7,11 +7,13 @@ import inspect
 import threading
 import time
 import typing
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
-import numpy as np
 
+from .panel import Panel
 from .state import AppState, Run
 
 #: keyword options never shown (plumbing, not science)
@@ -65,38 +67,56 @@ def _parse(widget: W.Widget) -> Any:
     return v
 
 
-def score(run: Run, problem) -> None:
-    """Fill ``run.metrics`` and per-trace-step PSNR/SAM (against the truth, clipped as in ``evaluate``)."""
-    import torch
-
-    from ..metrics import evaluate
-
-    res = run.result
-    truth = None
-    if problem.truth is not None:
-        names = ("psnr", "ssim", "sam", "ergas", "rmse")
-        run.metrics = evaluate(problem.truth, res.fused, problem.ratio, metrics=names)
-        truth = torch.from_numpy(np.ascontiguousarray(problem.truth.values, dtype=np.float64))
+def describe_steps(run: Run) -> None:
+    """``run.step_metrics`` without scores: each step's iteration, label, stage and recorded residuals (instant)."""
     steps = []
     for i, s in enumerate(run.trace):
         m = {"iteration": int(s.get("iteration", i)), "label": str(s.get("label", i))}
+        if s.get("stage") is not None:
+            m["stage"] = str(s["stage"])
         for k in ("objective", "residual_hsi", "residual_msi"):
             if k in s and s[k] is not None:
                 m[k] = float(s[k])
-        if truth is not None and len(run.trace) > 1:
-            z = torch.from_numpy(run.fused(i)).to(torch.float64)
-            m.update(evaluate(truth, z, problem.ratio, metrics=("psnr", "sam")))
         steps.append(m)
     run.step_metrics = steps
 
 
-class RunPanel:
+def score(run: Run, problem, on_metrics=None) -> None:
+    """Fill ``run.metrics`` (checked :func:`~fusion_explorer.metrics.evaluate`, estimate clipped) and each
+    trace step's PSNR/SAM (:class:`~.scoring.StepScorer`) against the truth; ``on_metrics()`` is called
+    between the two (the table can show its row before the curves are scored)."""
+    from ..methods import trace_fused
+    from ..metrics import evaluate
+    from .scoring import StepScorer
+
+    if not run.step_metrics and run.trace:
+        describe_steps(run)
+    if problem.truth is None:
+        run.scored = True
+        return
+    names = ("psnr", "ssim", "sam", "ergas", "rmse")
+    run.metrics = evaluate(problem.truth, run.result.fused, problem.ratio, metrics=names)
+    if on_metrics is not None:
+        on_metrics()
+    if len(run.trace) > 1:
+        scorer = StepScorer(problem.truth.values)
+        for m, s in zip(run.step_metrics, run.trace, strict=True):
+            m.update(scorer(trace_fused(s)))
+    run.scored = True
+
+
+class RunPanel(Panel):
     """Method picker + options, Run / Cancel, progress bar; the work runs in a thread."""
 
-    def __init__(self, state: AppState):
+    name = "runner"
+    title = "Run"
+    hint = "methods run in the background; the page stays usable"
+    observes = {"_enable": ("problem", "busy"), "_on_problem": ("problem",)}
+
+    def __init__(self, state: AppState, **context):
         from ..methods import available_methods
 
-        self.state = state
+        super().__init__(state)
         self.infos = available_methods()
         names = list(self.infos)
         default = ["bicubic"] if "bicubic" in names else names[:1]
@@ -114,7 +134,12 @@ class RunPanel:
         self.progress = W.FloatProgress(value=0, min=0, max=1, description="", layout=W.Layout(width="340px"))
         self.progress_label = W.HTML("idle")
         self.log = W.HTML()
+        self.mossfuse_note = W.HTML()
+        self.mossfuse = None  # the MossFuse plan of the current scene (mossfuse_plan.Plan), once offered
         self._cancel = threading.Event()
+        #: scoring runs here, one run at a time, while the next method already runs (see :meth:`_score`)
+        self._scorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fe-scoring")
+        self._scoring: list = []
         for key, w in {"fe-methods": self.methods, "fe-run": self.run_button, "fe-cancel": self.cancel_button,
                        "fe-progress": self.progress_label, "fe-run-log": self.log}.items():
             w.add_class(key)
@@ -122,8 +147,6 @@ class RunPanel:
         self.methods.observe(self._on_methods, "value")
         self.run_button.on_click(lambda _: self.start())
         self.cancel_button.on_click(lambda _: self.cancel())
-        state.observe(lambda _: self._enable(), ["problem", "busy"])
-        state.observe(lambda _: self._on_problem(), "problem")
         self._on_methods()
         self._enable()
         self.widget = W.VBox([
@@ -147,15 +170,48 @@ class RunPanel:
                 except Exception:  # noqa: BLE001 - an annotation that does not evaluate: plain widgets
                     hints = {}
                 self.options[name] = {k: _option_widget(k, v, hints.get(k)) for k, v in opts}
+                if name == "mossfuse":
+                    self.options[name] = {"weights": W.Dropdown(description="weights", layout=W.Layout(width="250px"),
+                                                                style={"description_width": "60px"}),
+                                          **self.options[name]}
+                    self.options[name]["weights"].observe(lambda _: self._mossfuse_weights(), "value")
+                    self._plan_mossfuse()
                 for k, w in self.options[name].items():
                     w.add_class(f"fe-opt-{name}-{k}")
+            if name == "mossfuse" and self.mossfuse_note.value:
+                desc.append(self.mossfuse_note.value)
             if self.options[name]:
                 rows.append(W.HBox([W.HTML(f"<b>{name}</b>", layout=W.Layout(width="80px")),
                                     *self.options[name].values()], layout=W.Layout(flex_flow="row wrap")))
         self.describe.value = "<br>".join(desc) or "<i>pick one or more methods</i>"
         self.option_box.children = rows
 
-    def _enable(self) -> None:
+    def _plan_mossfuse(self) -> None:
+        """Offer the shared checkpoint when the scene fits it, else a fit with an estimate and a CPU-sized step
+        count."""
+        from .mossfuse_plan import plan
+
+        widgets = self.options.get("mossfuse")
+        if widgets is None or self.state.problem is None:
+            return
+        p = self.mossfuse = plan(self.state.problem)
+        fit = f"fit on this pair ({p.steps} steps)"
+        choices = ([(f"published ({p.checkpoint.name})", "checkpoint")] if p.checkpoint is not None else []) + [
+            (fit, "fit")]
+        widgets["weights"].options = choices
+        widgets["weights"].value = choices[0][1]
+        widgets["steps"].value = p.steps
+        self.mossfuse_note.value = p.html()
+        self._mossfuse_weights()
+
+    def _mossfuse_weights(self) -> None:
+        widgets = self.options["mossfuse"]
+        fit = widgets["weights"].value == "fit"
+        widgets["fit"].value = fit or (widgets["fit"].value and widgets["weights"].value == "checkpoint")
+        widgets["fit"].disabled = fit  # a fit needs fit=True; with the checkpoint it means fine-tuning
+        widgets["fit"].description = "fit" if fit else "fine-tune"
+
+    def _enable(self, _=None) -> None:
         busy = self.state.busy
         self.run_button.disabled = busy or self.state.problem is None
         self.cancel_button.disabled = not busy
@@ -169,13 +225,37 @@ class RunPanel:
         for n in self.methods.value:
             defaults = method_options(self.infos[n].function)
             opts = {k: _parse(w) for k, w in self.options.get(n, {}).items()}
+            if n == "mossfuse" and opts.pop("weights", None) == "checkpoint" and self.mossfuse.checkpoint:
+                opts["checkpoint"] = str(self.mossfuse.checkpoint)
+            if n == "mossfuse" and not opts.get("fit"):  # fitting options mean nothing without a fit
+                opts = {k: v for k, v in opts.items() if k not in ("steps", "lr", "blind_lr")}
             jobs.append((n, {k: v for k, v in opts.items() if v is not None and v != defaults.get(k)}))
         self._cancel.clear()
         self.state.busy = True
         self.thread = threading.Thread(target=self._work, args=(self.state.problem, jobs), daemon=True)
         self.thread.start()
         if block:
+            self.wait()
+
+    def wait(self) -> None:
+        """Until the methods of the last Run and their scoring have finished (for tests and scripts)."""
+        if self.thread is not None:
             self.thread.join()
+        for future in list(self._scoring):
+            future.result()
+
+    def _score(self, run: Run, problem) -> None:
+        """Score ``run`` in the scoring thread; the state says so twice (table row, then curves)."""
+        def published() -> None:
+            if self.state.runs.get(run.name) is run:  # not a run of a scene that has since changed
+                self.state.scored += 1
+
+        try:
+            score(run, problem, on_metrics=published)
+        except Exception as e:  # noqa: BLE001 - shown to the user, the run stays usable
+            run.score_error = f"{type(e).__name__}: {e}"
+            run.scored = True
+        published()
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -191,7 +271,7 @@ class RunPanel:
         try:
             for k, (name, options) in enumerate(jobs):
                 prefix = f"{name} ({k + 1}/{len(jobs)})"
-                last = [0.0]
+                last = [0.0, time.perf_counter()]
 
                 def progress(done: int, total: int, info: dict, prefix: str = prefix, last: list = last) -> None:
                     if self._cancel.is_set():
@@ -201,7 +281,8 @@ class RunPanel:
                         last[0] = now
                         self.progress.value = done / max(total, 1)
                         stage = f" · {info['stage']}" if isinstance(info, dict) and "stage" in info else ""
-                        self.progress_label.value = f"{prefix}: {done}/{total}{stage}"
+                        left = _left(now - last[1], done, total)
+                        self.progress_label.value = f"{prefix}: {done}/{total}{stage}{left}"
 
                 self.progress.bar_style = ""
                 self.progress.value = 0
@@ -213,10 +294,10 @@ class RunPanel:
                         messages.append(f"{name}: the scene changed while running; result dropped")
                         failed.append(name)
                         break
-                    self.progress_label.value = f"{prefix}: scoring"
-                    label = name if not options else f"{name} " + ",".join(f"{a}={b}" for a, b in options.items())
+                    shown = {a: (Path(b).name if a == "checkpoint" else b) for a, b in options.items()}
+                    label = name if not shown else f"{name} " + ",".join(f"{a}={b}" for a, b in shown.items())
                     run = Run(label, result)
-                    score(run, problem)
+                    describe_steps(run)
                 except Cancelled:
                     cancelled = True
                     messages.append(f"<span style='color:#b36b00'>{name}: cancelled</span>")
@@ -226,11 +307,8 @@ class RunPanel:
                     messages.append(f"<span style='color:#b00020'>{name} failed: {type(e).__name__}: "
                                     f"{html.escape(str(e))}</span>")
                     continue
-                if problem is not self.state.problem:
-                    messages.append(f"{name}: the scene changed while scoring; result dropped")
-                    failed.append(name)
-                    break
-                self.state.add_run(run)  # selects it: the newest run is the one shown
+                self.state.add_run(run)  # selects it: the newest run is the one shown, before it is scored
+                self._scoring.append(self._scorer.submit(self._score, run, problem))
                 finished.append(label)
                 messages.append(f"{html.escape(label)}: done in {result.seconds:.2f} s on {result.device}")
         except Exception as e:  # noqa: BLE001 - never leave the panel saying "done" after a crash
@@ -244,8 +322,10 @@ class RunPanel:
             self.log.value = "<br>".join(messages)
             self.state.busy = False
 
-    def _on_problem(self) -> None:
-        """A new scene: the last run's outcome and log describe the old one."""
+    def _on_problem(self, _=None) -> None:
+        """A new scene: the last run's outcome and log describe the old one; MossFuse's offer is the new scene's."""
+        self._plan_mossfuse()
+        self._on_methods()
         if not self.state.busy:
             self.progress.value = 0
             self.progress.bar_style = ""
@@ -261,6 +341,14 @@ def outcome(total: int, done: list[str], failed: list[str], cancelled: bool) -> 
     if failed:
         return f"<span style='color:#b00020'><b>failed</b>: {html.escape(', '.join(failed))}{of}</span>", "danger"
     return f"done ({len(done)} of {total})" if total > 1 else "done", "success"
+
+
+def _left(elapsed: float, done: int, total: int) -> str:
+    """`` · about N s left`` at the rate so far (nothing before the first step or after the last)."""
+    if done <= 0 or done >= total or elapsed < 2:
+        return ""
+    left = elapsed / done * (total - done)
+    return f" · about {left:.0f} s left" if left < 90 else f" · about {left / 60:.0f} min left"
 
 
 def _devices() -> list[str]:

@@ -3,7 +3,8 @@
 ``AppState`` (traitlets): ``truth`` and ``problem`` (the scene and its simulated sensor pair),
 ``runs`` (name -> :class:`Run`), ``selected`` (the run the explorer shows), ``step`` (its trace
 step; -1 = the final result), ``band``, ``pins`` (pinned HR pixels ``(y, x)``), ``cursor`` (the
-last clicked pixel), ``endmember`` (highlighted endmember, -1 = none) and ``status``. Panels set
+last clicked pixel), ``endmember`` (highlighted endmember, -1 = none), ``status`` and ``scored``
+(bumped when a run's scores arrive: runs are shown first and scored in the background). Panels set
 these and observe them; they never talk to each other.
 """
 
@@ -91,6 +92,10 @@ class Run:
     result: Any  # FusionResult
     metrics: dict = field(default_factory=dict)
     step_metrics: list[dict] = field(default_factory=list)
+    #: True once scoring finished (metrics and step scores filled; see ``run_panel.score``)
+    scored: bool = False
+    #: why scoring failed, if it did
+    score_error: str = ""
     _cache: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -143,9 +148,13 @@ class AppState(T.HasTraits):
     band = T.Int(0)
     pins = T.List()
     cursor = T.Any(None, allow_none=True)
+    #: a selected box of HR pixels ``(y0, y1, x0, x1)`` (end exclusive), or None
+    region = T.Any(None, allow_none=True)
     endmember = T.Int(-1)
     status = T.Unicode("")
     busy = T.Bool(False)
+    #: bumped whenever a run's scores arrive (they are computed after the run is shown)
+    scored = T.Int(0)
 
     def __init__(self, session_dir: str | Path | None = None, **kwargs: Any) -> None:
         """``session_dir``: where uploads and exports go. None (the dashboard): a private directory
@@ -158,6 +167,9 @@ class AppState(T.HasTraits):
         self.session_dir = Path(session_dir)
         #: ground-truth endmembers ``(bands, p)`` of the scene when its file has them (Samson, Jasper Ridge)
         self.reference_endmembers: np.ndarray | None = None
+        #: the scene's unmixing ground truth (:class:`fusion_explorer.scenes.GroundTruth`: endmembers, abundances
+        #: on the shown crop, names) when its file has one
+        self.ground_truth: Any = None
         self.session_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     @property
@@ -176,6 +188,7 @@ class AppState(T.HasTraits):
             self.step = -1
             self.pins = []
             self.cursor = None
+            self.region = None
             self.endmember = -1
             self.truth = truth
             self.band = min(self.band, truth.sizes["band"] - 1) if self.band else truth.sizes["band"] // 2
@@ -229,6 +242,39 @@ class AppState(T.HasTraits):
         for name, run in self.runs.items():
             step = self.step if name == self.selected else -1
             out[name] = run.spectrum(y, x, step)
+        return out
+
+    def select(self, event: dict) -> None:
+        """Set :attr:`region` from a drawn box (plot coordinates ``x = [a, b]``, ``y = [c, d]``), clamped to the
+        image; a box that covers no pixel centre clears it."""
+        if self.problem is None:
+            return
+        h, w = self.hr_size
+        xs = sorted(float(v) for v in event["x"])
+        ys = sorted(float(v) for v in event["y"])
+        x0, x1 = max(int(np.ceil(xs[0])), 0), min(int(np.floor(xs[1])) + 1, w)
+        y0, y1 = max(int(np.ceil(ys[0])), 0), min(int(np.floor(ys[1])) + 1, h)
+        self.region = (y0, y1, x0, x1) if x1 > x0 and y1 > y0 else None
+
+    def region_spectra(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Mean and standard deviation over :attr:`region` per band: truth, LR-HSI (the LR pixels whose blocks
+        the region touches), every run (the selected one at ``step``)."""
+        if self.region is None or self.problem is None:
+            return {}
+        y0, y1, x0, x1 = self.region
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+        def stats(cube: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            flat = np.asarray(cube, dtype=np.float64).reshape(cube.shape[0], -1)
+            return flat.mean(axis=1).astype(np.float32), flat.std(axis=1).astype(np.float32)
+
+        if self.truth is not None:
+            out["truth"] = stats(self.truth.values[:, y0:y1, x0:x1])
+        (ly0, lx0), (ly1, lx1) = self.lr_pixel(y0, x0), self.lr_pixel(y1 - 1, x1 - 1)
+        out["LR-HSI"] = stats(self.problem.lr_hsi.values[:, ly0 : ly1 + 1, lx0 : lx1 + 1])
+        for name, run in self.runs.items():
+            step = self.step if name == self.selected else -1
+            out[name] = stats(run.fused(step)[:, y0:y1, x0:x1])
         return out
 
     def spectra_csv(self) -> str:

@@ -42,7 +42,7 @@ def trace_fused(step: dict) -> np.ndarray:
     if "endmembers" in step and "abundances" in step:
         w = np.asarray(step["endmembers"], dtype=np.float32)
         h = np.asarray(step["abundances"], dtype=np.float32)
-        return np.einsum("bp,pyx->byx", w, h, optimize=True)
+        return (w @ h.reshape(h.shape[0], -1)).reshape(w.shape[0], *h.shape[1:])  # one BLAS call, ~2x einsum
     raise ProblemError(f"trace step {step.get('label', '?')!r} holds neither 'fused' nor endmembers and abundances")
 
 

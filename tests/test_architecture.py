@@ -33,11 +33,11 @@ LAYERS = [
     "physics",
     "metrics",
     "problem",
-    "degradations",  # random sensor pairs drawn for training (imports physics, srf, cube, metrics, problem)
+    "degradations",  # the zoo: PSF families, offsets, noise models, cases (physics, srf, cube, problem)
+    "estimate",  # blind estimation of SRF, PSF, offset and noise from a pair (usable by methods)
     "synth",
     "scenes",  # load / crop / ground truth of a scene (io, srf; synth for the embedded default scene)
     "methods",
-    "estimate",  # estimating the SRF / PSF of a real pair (may import methods)
     "tiled",  # running a method tile by tile on large scenes
     "bench",
     "explore",

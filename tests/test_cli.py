@@ -110,3 +110,30 @@ def test_bench_prints_table(cave_dir, capsys, tmp_path):
     out = capsys.readouterr().out
     assert "| bicubic | balloons_ms | gaussian-x8 | 512x512x31 | 34.511" in out
     assert (tmp_path / "r.json").exists()
+
+
+def test_fuse_tiled_round_trip(cave_dir, tmp_path, capsys):
+    """``fuse --tile`` writes a Zarr store with wavelengths and provenance whose numbers are the
+    whole-scene ``fuse``'s; a non-Zarr --out or a method without a tiled version is one line."""
+    out = tmp_path / "sim"
+    assert main(["simulate", str(cave_dir / "balloons_ms"), "--protocol", "gaussian-x8", "--crop", "128",
+                 "--out", str(out)]) == 0
+    common = ["fuse", "--lr-hsi", str(out / "lr_hsi.nc"), "--hr-msi", str(out / "hr_msi.nc"), "--srf",
+              str(out / "srf.nc"), "--protocol", "gaussian-x8", "--method", "cnmf", "--option", "inner_iterations=30"]
+    assert main([*common, "--out", str(tmp_path / "whole.nc")]) == 0
+    capsys.readouterr()
+    assert main([*common, "--tile", "64", "--workers", "2", "--out", str(tmp_path / "tiled.zarr")]) == 0
+    assert "tiles" in capsys.readouterr().err  # the progress bar over tiles
+    whole = xr.open_dataarray(tmp_path / "whole.nc", engine="h5netcdf")
+    tiled = xr.open_dataset(tmp_path / "tiled.zarr", engine="zarr", consolidated=False)["fused"]
+    np.testing.assert_allclose(tiled["wavelength"].values, np.arange(400, 701, 10))
+    assert tiled.attrs["method"] == "cnmf" and tiled.attrs["ratio"] == 8 and tiled.attrs["tile"] == 64
+    diff = tiled.values - whole.values
+    assert np.sqrt(np.mean(diff**2)) < 1e-3 * np.sqrt(np.mean(whole.values**2))
+    for extra, needle in ((["--tile", "64", "--out", str(tmp_path / "x.nc")], ".zarr"),
+                          (["--tile", "64", "--out", str(tmp_path / "tiled.zarr")], "exists"),
+                          (["--scheduler", "processes", "--out", str(tmp_path / "y.nc")], "need --tile"),
+                          (["--method", "scalmu", "--tile", "64", "--out", str(tmp_path / "s.zarr")], "no tiled")):
+        assert main([*common, *extra]) == 2
+        lines = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.strip()]
+        assert len(lines) == 1 and needle in lines[0], lines

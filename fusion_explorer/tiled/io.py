@@ -1,0 +1,297 @@
+"""Lazy cubes in, a chunked Zarr cube out: the file side of tiled fusion.
+
+:func:`open_lazy` opens a Zarr store, a NetCDF file or an ENVI image as a ``(band, y, x)``
+DataArray backed by a dask array: nothing but metadata is read until a chunk is computed.
+:func:`validate_lazy` checks such a cube chunk by chunk (finite, not strongly negative) without
+ever holding it whole. :class:`ZarrCubeWriter` creates a Zarr store with the layout
+:func:`fusion_explorer.io.write_zarr` writes (float32 variable, ``wavelength`` coordinate in nm,
+attrs made JSON-safe and marked so that :func:`fusion_explorer.io.open_cube` restores them) and
+lets tile tasks (threads or processes on other machines sharing the disk) write their own
+regions; it is renamed into place only when every tile is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+
+from ..cube import DIMS
+from ..errors import CubeError, ReadError, WriteError
+from ..io.atomic import check_target
+
+#: attrs holding JSON strings are listed under this key (as fusion_explorer.io.netcdf does)
+JSON_MARK = "fusion_explorer_json_attrs"
+_ROLES = {
+    "band": re.compile(r"^(bands?|wavelengths?|lambdas?|wl|channels?|spectral)$", re.I),
+    "y": re.compile(r"^(y|rows?|lines?|lat|latitude|height)$", re.I),
+    "x": re.compile(r"^(x|cols?|columns?|samples?|lon|longitude|width)$", re.I),
+}
+#: default spatial chunk (pixels) of lazily opened files without chunks of their own
+DEFAULT_CHUNK = 512
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.is_dir() and (path.suffix.lower() == ".zarr" or any(
+        (path / m).is_file() for m in ("zarr.json", ".zgroup", ".zarray")))
+
+
+def _decode_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items() if k != JSON_MARK}
+    for key in str(attrs.get(JSON_MARK, "")).split(","):
+        if key in out:
+            try:
+                out[key] = json.loads(out[key])
+            except (TypeError, ValueError):
+                pass
+    return out
+
+
+def encode_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Attrs Zarr's JSON can store: ``None`` dropped, bools as ints, dicts/lists as marked JSON strings."""
+    out: dict[str, Any] = {}
+    marked = []
+    for key, value in attrs.items():
+        if value is None or key == JSON_MARK:
+            continue
+        if isinstance(value, (bool, np.bool_)):
+            out[key] = int(value)
+        elif isinstance(value, (dict, list, tuple)):
+            out[key] = json.dumps(value, default=str)
+            marked.append(key)
+        elif isinstance(value, np.ndarray):
+            out[key] = value.tolist()
+        elif isinstance(value, np.generic):
+            out[key] = value.item()
+        elif isinstance(value, (str, int, float)):
+            out[key] = value
+        else:
+            out[key] = str(value)
+    if marked:
+        out[JSON_MARK] = ",".join(marked)
+    return out
+
+
+def _standardise_lazy(arr: xr.DataArray, path: Path, fmt: str, global_attrs: Mapping[str, Any]) -> xr.DataArray:
+    roles: dict[str, str] = {}
+    for dim in arr.dims:
+        role = next((r for r, rx in _ROLES.items() if rx.match(str(dim))), None)
+        if role is None or role in roles.values():
+            raise ReadError(path, f"dims {tuple(arr.dims)} not understood; expected one each of band|wavelength, "
+                                  "y|row|lines and x|col|samples")
+        roles[str(dim)] = role
+    band_dim = next(d for d, r in roles.items() if r == "band")
+    wl = None
+    if "wavelength" in arr.coords and arr["wavelength"].dims == (band_dim,):
+        wl = np.asarray(arr["wavelength"].values, dtype=np.float64)
+    elif band_dim in arr.coords and not re.match(r"^(bands?|channels?)$", band_dim, re.I):
+        wl = np.asarray(arr[band_dim].values, dtype=np.float64)
+    if wl is not None and wl.size and wl.max() < 30:  # micrometres
+        wl = wl * 1000.0
+    data = arr.data if isinstance(arr.data, da.Array) else da.from_array(arr.data)
+    order = [next(d for d, r in roles.items() if r == want) for want in DIMS]
+    data = data.transpose([list(arr.dims).index(d) for d in order]).astype(np.float32)
+    attrs = {**_decode_attrs(global_attrs), **_decode_attrs(arr.attrs)}
+    attrs.pop("Conventions", None)
+    attrs.update(source=str(path), format=fmt)
+    coords = {}
+    if wl is not None:
+        coords["wavelength"] = ("band", wl, {"units": "nm", "long_name": "band centre wavelength"})
+    return xr.DataArray(data, dims=DIMS, coords=coords, attrs=attrs, name=arr.name)
+
+
+def _pick(ds: xr.Dataset, path: Path, variable: str | None) -> xr.DataArray:
+    if variable is not None:
+        if variable not in ds.data_vars:
+            raise ReadError(path, f"no variable {variable!r}; data variables are {list(ds.data_vars)}")
+        return ds[variable]
+    cubes = [n for n, v in ds.data_vars.items() if v.ndim == 3]
+    if len(cubes) != 1:
+        raise ReadError(path, f"{len(cubes)} 3-D data variables ({list(ds.data_vars)}); pass variable=")
+    return ds[cubes[0]]
+
+
+def open_lazy(path: str | os.PathLike, *, variable: str | None = None, chunk: int = DEFAULT_CHUNK) -> xr.DataArray:
+    """A cube ``(band, y, x)`` float32 backed by dask, from a Zarr store, a NetCDF file or an ENVI image.
+
+    Only metadata are read here. Zarr keeps its own chunks; NetCDF and ENVI (a memory map of the
+    data file) get ``(bands, chunk, chunk)`` chunks. Every failure is one :class:`ReadError`.
+    """
+    path = Path(path).resolve()
+    if not path.exists():
+        raise ReadError(path, "no such file or Zarr store")
+    try:
+        if _is_zarr(path):
+            from ..io.guard import check_tree
+
+            check_tree(path, where="the Zarr store")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                ds = xr.open_dataset(path, engine="zarr", consolidated=None, chunks={})
+            return _standardise_lazy(_pick(ds, path, variable), path, "zarr", ds.attrs)
+        if path.suffix.lower() in (".nc", ".nc4", ".netcdf", ".cdf", ".h5"):
+            import h5py
+
+            from ..io.guard import check_hdf5
+
+            if h5py.is_hdf5(str(path)):
+                check_hdf5(path, max_bytes=float("inf"))  # no external storage or links; size is no issue here
+            ds = xr.open_dataset(path, engine="h5netcdf" if h5py.is_hdf5(str(path)) else "scipy", chunks={})
+            cube = _pick(ds, path, variable)
+            cube = cube.chunk({d: chunk for d in cube.dims if not _ROLES["band"].match(str(d))})
+            return _standardise_lazy(cube, path, "netcdf", ds.attrs)
+        return _open_envi_lazy(path, chunk)
+    except (ReadError, CubeError):
+        raise
+    except Exception as exc:
+        raise ReadError(path, f"cannot open lazily ({type(exc).__name__}: {exc})") from exc
+
+
+def _open_envi_lazy(path: Path, chunk: int) -> xr.DataArray:
+    import spectral.io.envi as envi
+
+    from ..io.envi import find_envi_pair
+    from ..io.guard import check_inside
+
+    hdr, data_file = find_envi_pair(path)
+    check_inside(data_file, hdr.parent, what="data file", where="the header's folder", error_path=hdr)
+    img = envi.open(str(hdr), image=str(data_file))
+    mm = img.open_memmap(interleave="bip", writable=False)  # (rows, cols, bands) view of the file
+    arr = da.from_array(mm, chunks=(chunk, chunk, -1)).transpose(2, 0, 1).astype(np.float32)
+    scale = img.metadata.get("reflectance scale factor")
+    attrs: dict[str, Any] = {"source": str(hdr), "format": "envi"}
+    if scale is not None and float(scale) not in (0.0, 1.0):
+        arr = arr / np.float32(float(scale))
+        attrs["scale"] = float(scale)
+    coords = {}
+    if "wavelength" in img.metadata:
+        wl = np.asarray([float(v) for v in img.metadata["wavelength"]])
+        units = str(img.metadata.get("wavelength units", "nm")).lower()
+        if units.startswith(("micro", "um", "µm")) or (units not in ("nm", "nanometers") and wl.max() < 30):
+            wl = wl * 1000.0
+        coords["wavelength"] = ("band", wl, {"units": "nm"})
+    return xr.DataArray(arr, dims=DIMS, coords=coords, attrs=attrs)
+
+
+def as_lazy(cube: xr.DataArray, chunk: int = DEFAULT_CHUNK) -> xr.DataArray:
+    """``cube`` backed by dask (chunked ``(bands, chunk, chunk)`` if it was in memory)."""
+    if tuple(cube.dims) != DIMS:
+        raise CubeError(f"a cube must have dims {DIMS}; got {tuple(cube.dims)}")
+    if isinstance(cube.data, da.Array):
+        return cube
+    return cube.copy(data=da.from_array(np.asarray(cube.values), chunks=(-1, chunk, chunk)))
+
+
+def validate_lazy(cube: xr.DataArray, *, what: str = "cube", tolerance: float = 0.2, compute=None) -> dict:
+    """Check a lazy cube chunk by chunk: finite everywhere, and no negative values beyond noise.
+
+    One dask pass computes per band the count of non-finite and negative values, the minimum and
+    the maximum; chunks are reduced as they come, never gathered. Negative values are refused when
+    the most negative is below ``-tolerance`` times the maximum (the whole-scene rule compares
+    percentiles, which a streaming pass cannot). Returns ``{"min", "max", "negative", "mean"}``
+    for the caller (negatives are clipped to 0 by the tile tasks). ``compute``: the scheduler's
+    compute function (default ``dask.compute``).
+    """
+    import dask
+
+    data = cube.data if isinstance(cube.data, da.Array) else da.from_array(np.asarray(cube.values))
+    finite = da.isfinite(data)
+    stats = (
+        (~finite).sum(),
+        (data < 0).sum(),
+        da.where(finite, data, np.inf).min(),
+        da.where(finite, data, -np.inf).max(),
+        da.where(finite, data, 0).astype(np.float64).mean(axis=(1, 2)),
+    )
+    bad, negative, vmin, vmax, band_means = (compute or dask.compute)(*stats)
+    if bad:
+        raise CubeError(f"{what} has {int(bad)} non-finite values (NaN or Inf)")
+    if negative and float(vmin) < -tolerance * max(float(vmax), 0.0):
+        raise CubeError(f"{what} has {int(negative)} negative values (min {float(vmin):.4g}) beyond noise around 0 "
+                        f"(max {float(vmax):.4g}); offset or rescale the data first")
+    return {"min": float(vmin), "max": float(vmax), "negative": int(negative), "band_means": np.asarray(band_means)}
+
+
+class ZarrCubeWriter:
+    """A Zarr store for a ``(bands, height, width)`` float32 cube, written region by region.
+
+    ``chunks`` ``(tile, tile)`` spatial chunks: each tile task writes whole chunks only, so tasks
+    never touch the same file. Written into a temporary store beside ``path``; :meth:`commit`
+    renames it into place (an existing store is replaced only with ``overwrite``), :meth:`abort`
+    removes it. Picklable: process workers open the store by path.
+    """
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, int, int], chunks: tuple[int, int], *,
+                 wavelength: np.ndarray | None = None, attrs: Mapping[str, Any] | None = None,
+                 name: str = "fused", overwrite: bool = False):
+        self.path = Path(path)
+        check_target(self.path, overwrite=overwrite)
+        if self.path.exists() and not _is_zarr(self.path):
+            raise WriteError(self.path, "is not a Zarr store; not replaced")
+        self.overwrite = overwrite
+        self.name = name
+        self.shape = tuple(int(s) for s in shape)
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        bands, h, w = self.shape
+        template = xr.DataArray(
+            da.zeros(self.shape, chunks=(bands, *chunks), dtype=np.float32), dims=DIMS, name=name,
+            attrs=encode_attrs(dict(attrs or {})),
+        )
+        if wavelength is not None:
+            template = template.assign_coords(
+                wavelength=("band", np.asarray(wavelength, dtype=np.float64), {"units": "nm",
+                                                                                "long_name": "band centre wavelength"}))
+        ds = template.to_dataset()
+        ds.attrs["Conventions"] = "CF-1.8"
+        try:
+            ds.to_zarr(self.tmp, mode="w-", compute=False, consolidated=False,
+                       encoding={name: {"dtype": "float32", "fill_value": None}})
+        except OSError as exc:
+            self.abort()
+            raise WriteError(self.path, f"cannot create the Zarr store ({exc.strerror or exc})") from exc
+
+    def write(self, y0: int, x0: int, tile: np.ndarray) -> None:
+        """Write ``tile`` ``(bands, th, tw)`` at HR position ``(y0, x0)``."""
+        arr = zarr.open_array(str(self.tmp / self.name), mode="r+")
+        arr[:, y0 : y0 + tile.shape[1], x0 : x0 + tile.shape[2]] = np.asarray(tile, dtype=np.float32)
+
+    def commit(self) -> Path:
+        check_target(self.path, overwrite=self.overwrite)
+        if self.path.exists():
+            aside = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.old")
+            os.replace(self.path, aside)
+            os.replace(self.tmp, self.path)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class ScratchStore:
+    """A Zarr array ``(rows, H, W)`` float32 on disk, chunked by tile: tile tasks write and read it."""
+
+    def __init__(self, folder: Path, name: str, shape: tuple[int, ...], tile: int):
+        self.path = str(folder / name)
+        zarr.open_array(self.path, mode="w", shape=shape, chunks=(shape[0], tile, tile), dtype="float32",
+                        fill_value=0.0)
+
+    def write(self, t, values: np.ndarray) -> None:
+        zarr.open_array(self.path, mode="r+")[:, t.y0 : t.y1, t.x0 : t.x1] = values
+
+    def read(self, y: slice, x: slice) -> np.ndarray:
+        return zarr.open_array(self.path, mode="r")[:, y, x]

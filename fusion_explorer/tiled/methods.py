@@ -1,0 +1,384 @@
+"""Tiled fusion: the same methods, tile by tile on dask, for scenes larger than memory.
+
+``bicubic``: each tile upsamples its LR box plus 2 LR pixels of halo (the cubic stencil) and
+keeps its own pixels: identical to the whole-scene result.
+
+``cnmf`` (Yokoya et al. 2012, the schedule of :mod:`fusion_explorer.methods.cnmf` with its
+defaults: one outer round, no final MSI stage). Every stage is either global on the LR grid,
+where everything is small, or pixel-wise / PSF-local on the HR grid:
+
+1. *global*: VCA and the HSI unmixing (``W``, ``H_h``) on the whole LR-HSI, in memory;
+2. *tiles*: ``H_m`` starts as the bilinear upsampling of ``H_h`` (halo: 2 LR pixels) and runs
+   the MSI-side multiplicative updates with ``W_m = R W`` fixed. With ``W_m`` fixed each HR
+   pixel's update reads only that pixel, so a tile's iterates are exactly the whole scene's.
+   ``H_m`` goes to a scratch Zarr store (``p x H x W`` float32, on disk);
+3. *tiles*: ``H_h = S(H_m)`` on each LR-aligned tile read with a halo of the PSF's half-width
+   (the degradation is PSF-local), trimmed and gathered (``p x h x w``: small);
+4. *global*: the outer round's HSI unmixing updates ``W`` (and ``H_h`` with a >3-band MSI);
+5. *tiles*: ``Z = W H_m`` written to the output Zarr store tile by tile.
+
+With ``consistency="projection"`` step 5 becomes CNMF's consistency projection, tile-wise: a tile
+pass computes ``S(Z1)`` with ``Z1 = Z + G (Y_m - R Z)`` (per pixel), the HSI residual
+``Y_h - S(Z1)`` is gathered on the LR grid, ``(S Sᵀ + μ I) u = r`` is solved there by conjugate
+gradients with ``S Sᵀ`` applied tile by tile (its reach is twice the PSF's half-width: the halo
+covers it), and a last pass writes ``Z1 + Sᵀ u``. (The ``"guided"`` variant is not tiled.)
+
+The LR-grid stages run in float64: their stopping rules then cannot flip with the rounding of
+another tiling, and the result does not depend on the tile size or the number of workers.
+
+Where it differs from the whole-scene run: the MSI stage's stopping rule (a cost summed over the
+scene, checked every 10 updates) is replaced by the full iteration count, and with an MSI of more
+than 3 bands the whole-scene run also updates ``W_m`` during the MSI stage (a scene-wide sum per
+update) while the tiled run keeps ``W_m = R W``. Both are measured in ``tests/test_tiled.py`` and
+``benchmarks/results/scale.md``.
+
+``scalmu`` is not tiled: its learned preconditioners read features summed over the whole scene at
+every layer and its layers update ``W`` from ``S(H_m)`` (one map-reduce pass per layer); see
+``benchmarks/results/scale.md``. MossFuse is not tiled either (see the same file).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+
+from ..cube import DIMS
+from ..errors import ProblemError
+from ..methods.unmixing import (
+    abundance_denominator,
+    abundance_numerator,
+    abundance_terms,
+    endmember_terms,
+    multiplicative,
+    sum_to_one_rows,
+    tiny,
+    vca,
+    virtual_dimensionality,
+)
+from .consistency import projection
+from .engine import ProgressCallback, Runner, Tile, TileGrid, set_torch_threads
+from .io import ScratchStore, ZarrCubeWriter, as_lazy
+from .problem import TiledProblem
+
+TILED_METHODS = ("bicubic", "cnmf")
+#: CNMF's constants (fusion_explorer.methods.cnmf): sum-to-one scale, MSI bands above which W_m moves,
+#: cost checks every this many iterations
+SUM_TO_ONE_SCALE = 0.7455
+MIN_MSI_BANDS = 3
+CHECK_EVERY = 10
+#: pixels per block of the per-pixel H_m loop inside a tile (cache-sized, as the whole-scene loop)
+BLOCK_PIXELS = 16384
+
+
+def _msi_box(msi: xr.DataArray, y: slice, x: slice):
+    """A lazy cube's box (a dask slice) to hand to a tile task: the task's worker reads it."""
+    return msi.data[:, y, x]
+
+
+# ---- bicubic --------------------------------------------------------------------------------------------
+
+
+def _bicubic_tile(lr_ext: np.ndarray, t: Tile, ratio: int, writer: ZarrCubeWriter | None, threads: int | None):
+    if threads:
+        set_torch_threads(threads)
+    x = torch.from_numpy(np.maximum(np.asarray(lr_ext, dtype=np.float32), 0))[None]
+    up = F.interpolate(x, scale_factor=ratio, mode="bicubic", align_corners=False)[0].clamp_min(0)
+    tile = t.trim(up.numpy())
+    if writer is not None:
+        writer.write(t.y0, t.x0, tile)
+        return None
+    return tile
+
+
+# ---- CNMF ------------------------------------------------------------------------------------------------
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.sum(a * b, dtype=torch.float64))
+
+
+def _inner_loop(steps, max_iter: int, threshold: float) -> float:
+    """CNMF's inner loop on the LR grid (as :mod:`fusion_explorer.methods.cnmf`): run ``steps``
+    (``want_cost -> cost``) until the relative decrease of the cost per check falls below
+    ``threshold x CHECK_EVERY``."""
+    cost0, cost = math.inf, math.inf
+    for q in range(max_iter):
+        want = q % CHECK_EVERY == 0 or q == max_iter - 1
+        for step in steps:
+            c = step(want)
+            cost = c if c is not None else cost
+        if want and q > 0:
+            if (cost0 - cost) / max(cost, 1e-300) < threshold * CHECK_EVERY:
+                break
+            cost0 = cost
+        elif want:
+            cost0 = cost
+    return cost
+
+
+class _HsiSide:
+    """The LR-grid factors ``W`` ``(1, L, p)`` and ``H_h`` ``(1, p, n)`` with CNMF's update steps."""
+
+    def __init__(self, y_h: torch.Tensor, w: torch.Tensor, h: torch.Tensor, delta: float):
+        self.y, self.w, self.h, self.delta = y_h, w, h, delta
+        self.yy = float(y_h.double().square().sum())
+        self.n = y_h.shape[-1]
+
+    def w_step(self, want: bool) -> float | None:
+        num, den = endmember_terms(self.y, self.w, self.h)
+        cost = self.yy - 2 * _dot(self.w, num) + _dot(self.w, den) if want else None
+        self.w = multiplicative(self.w, num, den)
+        return cost
+
+    def h_step(self, want: bool) -> float | None:
+        num, den = abundance_terms(self.y, self.w, self.h, self.delta)
+        cost = self.yy + self.delta**2 * self.n - 2 * _dot(self.h, num) + _dot(self.h, den) if want else None
+        self.h = multiplicative(self.h, num, den)
+        return cost
+
+
+def _cnmf_msi_tile(msi_ext: np.ndarray, h_lr_ext: np.ndarray, t: Tile, ratio: int, w_m: np.ndarray, delta: float,
+                   iterations: int, scratch: ScratchStore, threads: int | None) -> None:
+    """Stage 2 on one tile: ``H_m`` from the upsampled ``H_h``, ``iterations`` MU with ``W_m`` fixed."""
+    if threads:
+        set_torch_threads(threads)
+    p = h_lr_ext.shape[0]
+    eh, ew = h_lr_ext.shape[1] * ratio, h_lr_ext.shape[2] * ratio
+    up = F.interpolate(torch.from_numpy(np.ascontiguousarray(h_lr_ext))[None], size=(eh, ew), mode="bilinear",
+                       align_corners=False).clamp_min(0)[0]
+    h = torch.from_numpy(np.ascontiguousarray(t.trim(up.numpy()))).reshape(1, p, -1)
+    y = torch.from_numpy(np.ascontiguousarray(t.trim(np.asarray(msi_ext, dtype=np.float32)))).clamp_min(0)
+    y = y.reshape(1, y.shape[0], -1)
+    w = torch.from_numpy(np.asarray(w_m, dtype=np.float32))[None]
+    w_aug = sum_to_one_rows(w, delta)
+    floor = tiny(w.dtype)
+    blocks = []
+    for h_b, y_b in zip(h.split(BLOCK_PIXELS, dim=-1), y.split(BLOCK_PIXELS, dim=-1), strict=True):
+        h_b = h_b.contiguous()
+        num = abundance_numerator(y_b.contiguous(), w, delta)
+        den = torch.empty_like(h_b)
+        mid = h_b.new_empty((1, w_aug.shape[-2], h_b.shape[-1]))
+        for _ in range(iterations):
+            abundance_denominator(w_aug, h_b, out=den, mid=mid)
+            h_b.mul_(num).div_(den.clamp_min_(floor))
+        blocks.append(h_b)
+    scratch.write(t, torch.cat(blocks, dim=-1).reshape(p, t.y1 - t.y0, t.x1 - t.x0).numpy())
+
+
+def _cnmf_degrade_tile(scratch: ScratchStore, t: Tile, spatial, ratio: int, threads: int | None) -> np.ndarray:
+    """Stage 3 on one tile: ``S(H_m)`` on the tile's LR box, from ``H_m`` read with its halo."""
+    if threads:
+        set_torch_threads(threads)
+    ext = torch.from_numpy(scratch.read(slice(t.ey0, t.ey1), slice(t.ex0, t.ex1))).double()
+    lr = spatial(ext[None])[0].numpy()  # float64: the same numbers whatever the tile's size
+    (ly, lx), (ey, ex) = t.lr_box(ratio), t.lr_ext_box(ratio)
+    return lr[:, ly.start - ey.start : ly.stop - ey.start, lx.start - ex.start : lx.stop - ex.start]
+
+
+def _cnmf_fuse_tile(scratch: ScratchStore, t: Tile, w: np.ndarray, writer: ZarrCubeWriter | None,
+                    threads: int | None):
+    """Stage 5 on one tile: ``Z = W H_m``, clipped at 0."""
+    if threads:
+        set_torch_threads(threads)
+    h = torch.from_numpy(scratch.read(slice(t.y0, t.y1), slice(t.x0, t.x1)))
+    z = torch.einsum("bp,pyx->byx", torch.from_numpy(np.asarray(w, dtype=np.float32)), h).clamp_min_(0).numpy()
+    if writer is not None:
+        writer.write(t.y0, t.x0, z)
+        return None
+    return z
+
+
+def _cnmf_global_start(y_h: torch.Tensor, srf: np.ndarray, msi_mean: float, n_endmembers, seed: int,
+                       inner: int, threshold: float, sum_to_one: float | None):
+    bands, n = y_h.shape[-2:]
+    msi_bands = srf.shape[0]
+    y_np = y_h[0].double().numpy()
+    if n_endmembers is None:
+        p = max(1, min(max(min(30, bands), virtual_dimensionality(y_np, 5e-2)), bands, n))
+    elif n_endmembers == "vd":
+        p = max(1, min(virtual_dimensionality(y_np, 5e-2), bands, n))
+    else:
+        if isinstance(n_endmembers, str) or int(n_endmembers) != n_endmembers or not 1 <= n_endmembers <= min(bands, n):
+            raise ProblemError(f"n_endmembers must be an integer in 1..{min(bands, n)}, 'vd' or None; got "
+                               f"{n_endmembers!r}")
+        p = int(n_endmembers)
+    w0, _ = vca(y_np, p, seed)
+    w0 = np.maximum(w0, 1e-6 * max(float(w0.max()), 1e-12))
+    delta = float(sum_to_one) if sum_to_one is not None else 2 * math.sqrt(msi_mean / SUM_TO_ONE_SCALE) / msi_bands**3
+    hsi = _HsiSide(y_h, torch.as_tensor(w0, dtype=y_h.dtype)[None], torch.full((1, p, n), 1.0 / p, dtype=y_h.dtype),
+                   delta)
+    _inner_loop([hsi.h_step], 3 * inner, threshold)
+    _inner_loop([hsi.w_step, hsi.h_step], inner - 1, threshold)
+    return hsi, p, delta
+
+
+def _check_cnmf_options(options: dict) -> dict:
+    known = {"n_endmembers": None, "inner_iterations": 200, "outer_iterations": 1, "threshold": 1e-8,
+             "sum_to_one": None, "final_msi_stage": False, "consistency": False, "dtype": "float32"}
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ProblemError(f"tiled cnmf does not take option(s) {', '.join(unknown)}; it takes "
+                           f"{', '.join(sorted(known))}")
+    opts = {**known, **options}
+    if opts["outer_iterations"] != 1 or opts["final_msi_stage"] or opts["dtype"] != "float32":
+        raise ProblemError("tiled cnmf runs CNMF's default schedule (outer_iterations=1, final_msi_stage=False, "
+                           "dtype='float32')")
+    if opts["consistency"] not in (False, "projection"):
+        raise ProblemError(f"tiled cnmf takes consistency=False or 'projection' (the guided step is not tiled); "
+                           f"got {opts['consistency']!r}")
+    inner = opts["inner_iterations"]
+    if isinstance(inner, bool) or int(inner) != inner or inner < 1:
+        raise ProblemError(f"inner_iterations must be a positive integer; got {inner!r}")
+    opts["inner_iterations"] = int(inner)
+    return opts
+
+
+# ---- the entry point -------------------------------------------------------------------------------------
+
+
+def fuse_tiled(
+    problem: TiledProblem | Any,
+    method: str = "bicubic",
+    *,
+    tile: int = 512,
+    scheduler: Any = "threads",
+    workers: int | None = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+    on_start: Any = None,
+    workdir: str | Path | None = None,
+    **options: Any,
+) -> xr.DataArray:
+    """Fuse ``problem`` (a :class:`TiledProblem`, or a :class:`~fusion_explorer.problem.FusionProblem`)
+    tile by tile with ``method`` (``"bicubic"`` or ``"cnmf"``); return the fused cube ``(band, y, x)``.
+
+    ``tile``: tile side in HR pixels (rounded down to a multiple of the ratio); ``scheduler``:
+    ``"threads"``, ``"processes"`` (a LocalCluster of ``workers`` processes) or a scheduler address
+    / ``distributed.Client``. With ``out`` (a ``.zarr`` path) the cube is written there tile by tile
+    and returned lazily (dask-backed, opened from the store); without it, it is returned in memory
+    (small scenes only). ``progress(done, total, info)`` is called as tiles finish; ``on_start(runner)``
+    once the scheduler is up (the CLI prints the dashboard link). ``workdir``: where scratch stores
+    go (default: a temporary folder beside ``out``, or the system's). ``options``: the method's.
+    """
+    from ..problem import FusionProblem
+    from .io import open_lazy
+
+    if method not in TILED_METHODS:
+        why = " (see fusion_explorer.tiled.methods)" if method in ("scalmu", "mossfuse") else ""
+        raise ProblemError(f"method {method!r} has no tiled version{why}; tiled methods: {', '.join(TILED_METHODS)}")
+    if isinstance(problem, FusionProblem):
+        problem = TiledProblem.from_problem(problem)
+    if method == "bicubic" and options:
+        raise ProblemError(f"tiled bicubic takes no options; got {', '.join(sorted(options))}")
+    opts = _check_cnmf_options(options) if method == "cnmf" else {}
+    ratio = problem.ratio
+    tile = max(ratio, int(tile) // ratio * ratio)
+    psf_shape = problem.psf.shape if (method == "cnmf" and problem.psf is not None) else (1, 1)
+    # the consistency projection applies S Sᵀ tile by tile: twice the PSF's reach in the halo
+    reach = math.ceil(max(psf_shape) // 2 / ratio)
+    grid = TileGrid.for_psf(problem.hr_size, ratio, tile, psf_shape, extra_lr=2 + (reach if opts.get("consistency")
+                                                                                   else 0))
+    msi = as_lazy(problem.hr_msi, tile).chunk({"band": -1, "y": tile, "x": tile})
+    bands = problem.hsi_bands
+    attrs = {k: v for k, v in problem.lr_hsi.attrs.items() if k not in ("kind",)}
+    attrs.update(kind="fused HR-HSI", method=method, method_params=repr({**opts, "seed": seed}), ratio=ratio,
+                 srf=problem.srf.name, tiled=f"tiles of {tile} px, halo {grid.halo} px", tile=tile)
+    scratch_root = Path(workdir) if workdir is not None else (Path(out).resolve().parent if out else None)
+    folder = Path(tempfile.mkdtemp(prefix=".fusion-explorer-tiles-", dir=scratch_root))
+    writer = None
+    try:
+        with Runner(scheduler, workers) as runner:
+            if on_start is not None:
+                on_start(runner)
+            threads = 1 if runner.client is not None else None
+            stats = problem.validate(runner.compute)
+            if out is not None:
+                writer = ZarrCubeWriter(out, (bands, *problem.hr_size), (tile, tile), wavelength=problem.wavelength,
+                                        attrs=attrs, overwrite=overwrite)
+            if method == "bicubic":  # the LR-HSI stays lazy too: each task reads its own box
+                lazy_lr = as_lazy(problem.lr_hsi, max(tile // ratio, 1))
+                tasks = []
+                for t in grid:
+                    ly, lx = t.lr_ext_box(ratio)
+                    tasks.append(dask.delayed(_bicubic_tile, pure=False)(_msi_box(lazy_lr, ly, lx), t, ratio, writer,
+                                                                         threads))
+                tiles = runner.run_tiles(tasks, progress, "bicubic")
+            else:
+                tiles = _run_cnmf(problem, grid, problem.lr_values(), msi, stats, opts, seed, runner, folder, writer,
+                                  threads, progress)
+        if writer is not None:
+            path = writer.commit()
+            writer = None
+            return open_lazy(path)
+        return _assemble(tiles, grid, bands, problem, attrs)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_cnmf(problem: TiledProblem, grid: TileGrid, lr: np.ndarray, msi: xr.DataArray, stats: dict, opts: dict,
+              seed: int, runner: Runner, folder: Path, writer, threads, progress) -> list:
+    ratio, inner, threshold = problem.ratio, opts["inner_iterations"], opts["threshold"]
+    spatial = problem.spatial_operator()
+    (h, w), (big_h, big_w) = problem.lr_size, problem.hr_size
+    bands, msi_bands = problem.hsi_bands, problem.msi_bands
+    # the global stages run in float64 on the LR grid (small): rounding then cannot move their
+    # stopping points, so the result does not depend on the tile size or the number of workers
+    y_h = torch.from_numpy(lr.reshape(1, bands, -1).astype(np.float64))
+    if float(y_h.amax()) <= 0:
+        raise ProblemError("CNMF needs signal: the LR-HSI is all zero")
+    srf = np.array(problem.srf.matrix, dtype=np.float64)
+    msi_mean = float(np.mean(stats["band_means"]))
+    if progress is not None:
+        progress(0, 1, {"stage": "HSI unmixing (global, LR grid)"})
+    hsi, p, delta = _cnmf_global_start(y_h, srf, msi_mean, opts["n_endmembers"], seed, inner, threshold,
+                                       opts["sum_to_one"])
+    w_m = (torch.as_tensor(srf) @ hsi.w[0]).numpy().astype(np.float32)
+    h_lr = hsi.h[0].reshape(p, h, w).numpy().astype(np.float32)
+    scratch = ScratchStore(folder, "abundances", (p, big_h, big_w), grid.tile)
+    iterations = 2 * inner - 1  # the MSI stage: inner + (inner - 1) updates of H_m
+    tasks = []
+    for t in grid:
+        ly, lx = t.lr_ext_box(ratio)
+        tasks.append(dask.delayed(_cnmf_msi_tile, pure=False)(
+            _msi_box(msi, slice(t.ey0, t.ey1), slice(t.ex0, t.ex1)), h_lr[:, ly, lx], t, ratio, w_m, delta,
+            iterations, scratch, threads))
+    runner.run_tiles(tasks, progress, "MSI unmixing (tiles)")
+    tasks = [dask.delayed(_cnmf_degrade_tile, pure=False)(scratch, t, spatial, ratio, threads) for t in grid]
+    pieces = runner.run_tiles(tasks, progress, "S(H_m) (tiles)")
+    h_lr_new = np.zeros((p, h, w), dtype=np.float64)
+    for t, piece in zip(grid, pieces, strict=True):
+        h_lr_new[(slice(None), *t.lr_box(ratio))] = piece
+    hsi.h = torch.from_numpy(h_lr_new).reshape(1, p, -1).clamp_min(0)
+    update_msi_side = msi_bands > MIN_MSI_BANDS
+    _inner_loop([hsi.w_step], inner, threshold)
+    _inner_loop([hsi.h_step, hsi.w_step] if update_msi_side else [hsi.w_step], inner - 1, threshold)
+    w_final = hsi.w[0].numpy()
+    if opts["consistency"] == "projection":
+        return projection(problem, grid, lr, msi, srf, w_final, scratch, runner, writer, threads, progress)
+    tasks = [dask.delayed(_cnmf_fuse_tile, pure=False)(scratch, t, w_final, writer, threads) for t in grid]
+    return runner.run_tiles(tasks, progress, "fused cube (tiles)")
+
+
+def _assemble(tiles: list, grid: TileGrid, bands: int, problem: TiledProblem, attrs: dict) -> xr.DataArray:
+    out = np.zeros((bands, *grid.hr_size), dtype=np.float32)
+    for t, values in zip(grid, tiles, strict=True):
+        out[:, t.y0 : t.y1, t.x0 : t.x1] = values
+    coords = {}
+    if problem.wavelength is not None:
+        coords["wavelength"] = ("band", problem.wavelength, {"units": "nm"})
+    return xr.DataArray(out, dims=DIMS, coords=coords, attrs=attrs, name="fused")

@@ -1,0 +1,119 @@
+"""The inputs of a tiled fusion, checked without loading the HR-MSI whole.
+
+:class:`TiledProblem` is :class:`~fusion_explorer.problem.FusionProblem`'s lazy sibling: the
+same fields, but the HR-MSI (and the LR-HSI) may be dask-backed DataArrays, and the value checks
+(finite, non-negative up to noise, both images on one scale) run as one streaming dask pass
+(:func:`~fusion_explorer.tiled.io.validate_lazy`) on the scheduler that fuses. The LR-HSI is
+``1/ratio²`` of the HR pixels and is loaded whole (the global spectral factors come from it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ..cube import DIMS, wavelengths
+from ..errors import CubeError, ProblemError
+from ..physics import SpatialDegradation
+from .io import as_lazy, validate_lazy
+
+
+@dataclass
+class TiledProblem:
+    """LR-HSI ``(band, y, x)`` and HR-MSI ``(msi_band, Y, X)`` (either may be lazy), known SRF and PSF."""
+
+    lr_hsi: xr.DataArray
+    hr_msi: xr.DataArray
+    srf: Any
+    ratio: int | None = None
+    psf: np.ndarray | None = None
+    offset: int | None = None
+    border: str = "reflect"
+    attrs: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_problem(cls, problem) -> TiledProblem:
+        """The tiled view of a :class:`~fusion_explorer.problem.FusionProblem` (in memory)."""
+        return cls(problem.lr_hsi, problem.hr_msi, problem.srf, problem.ratio, problem.psf, problem.offset,
+                   problem.border, dict(problem.attrs))
+
+    def __post_init__(self) -> None:
+        for cube, what in ((self.lr_hsi, "LR-HSI"), (self.hr_msi, "HR-MSI")):
+            if not isinstance(cube, xr.DataArray) or tuple(cube.dims) != DIMS:
+                raise CubeError(f"the {what} must be an xarray.DataArray with dims {DIMS}")
+            if min(cube.shape) < 1:
+                raise CubeError(f"the {what} is empty: shape {cube.shape}")
+        (h, w), (big_h, big_w) = self.lr_size, self.hr_size
+        if self.ratio is None:
+            if big_h % h or big_w % w or big_h // h != big_w // w:
+                raise ProblemError(f"the HR-MSI ({big_h}x{big_w}) is not an integer multiple of the LR-HSI ({h}x{w})")
+            self.ratio = big_h // h
+        self.ratio = int(self.ratio)
+        if (big_h, big_w) != (h * self.ratio, w * self.ratio):
+            raise ProblemError(f"LR-HSI is {h}x{w} but the HR-MSI {big_h}x{big_w} at ratio {self.ratio} needs "
+                               f"{h * self.ratio}x{w * self.ratio}")
+        if self.srf is None:
+            raise ProblemError("tiled fusion needs a known SRF (--srf): estimating it needs the whole scene")
+        if self.srf.hsi_bands != self.hsi_bands or self.srf.msi_bands != self.msi_bands:
+            raise ProblemError(f"SRF {self.srf.name!r} maps {self.srf.hsi_bands} to {self.srf.msi_bands} bands, but "
+                               f"the LR-HSI has {self.hsi_bands} bands and the HR-MSI {self.msi_bands}")
+        if self.psf is not None:
+            self.psf = np.asarray(self.psf, dtype=np.float64)
+            if self.psf.ndim != 2 or not np.isfinite(self.psf).all():
+                raise ProblemError(f"the PSF must be a finite 2-D kernel; got shape {self.psf.shape}")
+        if self.offset is not None and not (int(self.offset) == self.offset and 0 <= self.offset < self.ratio):
+            raise ProblemError(f"offset must be an integer in 0..{self.ratio - 1}; got {self.offset!r}")
+
+    @property
+    def lr_size(self) -> tuple[int, int]:
+        return self.lr_hsi.sizes["y"], self.lr_hsi.sizes["x"]
+
+    @property
+    def hr_size(self) -> tuple[int, int]:
+        return self.hr_msi.sizes["y"], self.hr_msi.sizes["x"]
+
+    @property
+    def hsi_bands(self) -> int:
+        return self.lr_hsi.sizes["band"]
+
+    @property
+    def msi_bands(self) -> int:
+        return self.hr_msi.sizes["band"]
+
+    @property
+    def wavelength(self) -> np.ndarray | None:
+        return wavelengths(self.lr_hsi)
+
+    def spatial_operator(self) -> SpatialDegradation:
+        if self.psf is None:
+            raise ProblemError("tiled cnmf needs a known PSF (--protocol or --psf-sigma): estimating it needs "
+                               "the whole scene")
+        offset = self.offset if self.offset is not None else (self.ratio - 1) // 2
+        return SpatialDegradation(self.psf, self.ratio, offset, self.border)
+
+    def lr_values(self) -> np.ndarray:
+        """The LR-HSI ``(L, h, w)`` float32 in memory, negatives clipped to 0."""
+        values = self.lr_hsi.data
+        values = values.compute() if hasattr(values, "compute") else np.asarray(values)
+        values = np.asarray(values, dtype=np.float32)
+        if not np.isfinite(values).all():
+            raise CubeError("the LR-HSI has non-finite values (NaN or Inf)")
+        return np.maximum(values, 0, out=values)
+
+    def validate(self, compute=None) -> dict:
+        """Check the values chunk by chunk (:func:`validate_lazy`) and the scales of both images;
+        returns the HR-MSI's statistics (``band_means`` for the sum-to-one weight)."""
+        msi_stats = validate_lazy(as_lazy(self.hr_msi), what="HR-MSI", compute=compute)
+        lr_stats = validate_lazy(as_lazy(self.lr_hsi), what="LR-HSI", compute=compute)
+        expected = float((np.asarray(self.srf.matrix) @ lr_stats["band_means"]).sum())
+        got = float(msi_stats["band_means"].sum())
+        if expected > 0 and got > 0:
+            factor = got / expected
+            if max(factor, 1 / factor) > 3 and math.isfinite(factor):
+                raise ProblemError(f"the LR-HSI and the HR-MSI are on different scales (the HR-MSI's mean is "
+                                   f"{factor:.3g} times the SRF applied to the LR-HSI); put both on one scale")
+        return msi_stats

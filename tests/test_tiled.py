@@ -1,0 +1,186 @@
+"""Tiled fusion on dask (fusion_explorer.tiled) against the whole-scene methods, on real CAVE crops."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+from dask.callbacks import Callback
+
+import fusion_explorer as fe
+from fusion_explorer.bench import center_crop
+from fusion_explorer.errors import CubeError, ProblemError
+from fusion_explorer.io import write_zarr
+from fusion_explorer.metrics import evaluate
+from fusion_explorer.tiled import TiledProblem, fuse_tiled, open_lazy, validate_lazy
+
+CROP = 256
+#: protocol -> (crop, two tile sizes); CNMF with 40 inner iterations (default 200), to keep this file fast
+CASES = {"gaussian-x8": (128, 32, 64), "mossfuse-cave-x32": (256, 64, 128)}
+OPTIONS = {"inner_iterations": 40}
+
+
+@pytest.fixture(scope="module")
+def truth(cave_dir):
+    return center_crop(fe.open_cube(cave_dir / "balloons_ms"), CROP, 1)
+
+
+@pytest.fixture(scope="module")
+def runs(truth):
+    """Whole-scene and tiled CNMF at x8 and x32 (two tile sizes, 2 and 1 threads)."""
+    out = {}
+    for proto, (crop, small, large) in CASES.items():
+        scene = center_crop(truth, crop, 1)
+        problem = fe.simulate(scene, proto)
+        out[proto] = {
+            "truth": scene,
+            "problem": problem,
+            "tile": small,
+            "whole": fe.fuse(problem, "cnmf", device="cpu", **OPTIONS).fused,
+            "small": fuse_tiled(problem, "cnmf", tile=small, workers=2, **OPTIONS),
+            "large": fuse_tiled(problem, "cnmf", tile=large, workers=1, **OPTIONS),
+        }
+    return out
+
+
+@pytest.mark.parametrize("proto", list(CASES))
+def test_tiled_cnmf_matches_whole_scene(runs, proto):
+    r = runs[proto]
+    ratio = r["problem"].ratio
+    psnr_whole = evaluate(r["truth"], r["whole"], ratio)["psnr"]
+    psnr_tiled = evaluate(r["truth"], r["small"], ratio)["psnr"]
+    assert psnr_whole > 35  # a real fusion, not two equal failures
+    assert abs(psnr_tiled - psnr_whole) < 0.05
+    # the same iterates up to rounding (the tiled run's LR-grid stages are float64)
+    diff = r["small"].values - r["whole"].values
+    assert np.sqrt(np.mean(diff**2)) < 1e-3 * np.sqrt(np.mean(r["whole"].values ** 2))
+
+
+@pytest.mark.parametrize("proto", list(CASES))
+def test_independent_of_tile_size_and_workers(runs, proto):
+    r = runs[proto]
+    assert np.abs(r["small"].values - r["large"].values).max() < 1e-5
+
+
+def test_no_seams(runs):
+    """The error on 2-pixel strips along the tile borders is not above the error elsewhere, and the
+    tiled cube differs from the whole-scene one no more there than elsewhere."""
+    r = runs["gaussian-x8"]
+    tiled, whole, truth, tile = r["small"].values, r["whole"].values, r["truth"].values, r["tile"]
+    err = np.abs(tiled - truth).mean(axis=0)
+    diff = np.abs(tiled - whole).mean(axis=0)
+    strip = np.zeros(err.shape, bool)
+    for b in range(tile, err.shape[0], tile):
+        strip[b - 2 : b + 2, :] = True
+        strip[:, b - 2 : b + 2] = True
+    assert err[strip].mean() <= 1.05 * err[~strip].mean()
+    assert diff[strip].mean() <= 1.5 * diff[~strip].mean()
+
+
+def test_bicubic_tiled_is_whole_scene(truth):
+    problem = fe.simulate(truth, "mossfuse-cave-x32")
+    whole = fe.fuse(problem, "bicubic", device="cpu").fused.values
+    tiled = fuse_tiled(problem, "bicubic", tile=96).values  # 96 is rounded down to 64 at x32
+    assert np.abs(whole - tiled).max() < 1e-6
+
+
+def test_deterministic_by_seed(runs):
+    problem = runs["gaussian-x8"]["problem"]
+    again = fuse_tiled(problem, "cnmf", tile=32, workers=2, seed=0, **OPTIONS)
+    assert np.array_equal(again.values, runs["gaussian-x8"]["small"].values)
+
+
+def test_zarr_output_has_wavelengths_and_provenance(truth, tmp_path):
+    problem = fe.simulate(truth, "gaussian-x8")
+    lazy = fuse_tiled(problem, "bicubic", tile=64, out=tmp_path / "f.zarr")
+    assert isinstance(lazy.data, da.Array)  # returned lazily from the store
+    back = fe.open_cube(tmp_path / "f.zarr")
+    np.testing.assert_allclose(back["wavelength"].values, truth["wavelength"].values)
+    assert back.attrs["method"] == "bicubic" and back.attrs["ratio"] == 8
+    assert back.attrs["srf"] == problem.srf.name and "halo" in back.attrs["tiled"]
+    assert back.attrs["scene"] == "balloons_ms"
+    np.testing.assert_array_equal(back.values, lazy.values)
+    with pytest.raises(fe.errors.WriteError):  # no overwrite without asking
+        fuse_tiled(problem, "bicubic", tile=64, out=tmp_path / "f.zarr")
+
+
+def test_lazy_validation_does_not_load_the_cube(tmp_path):
+    rng = np.random.default_rng(0)
+    cube = fe.cube.make_cube(rng.random((8, 512, 512), dtype=np.float32), np.linspace(400, 700, 8))
+    cube.values[3, 100, 100] = np.nan
+    path = write_zarr(cube.chunk({"band": -1, "y": 128, "x": 128}), tmp_path / "c.zarr")
+    lazy = open_lazy(path)
+    assert isinstance(lazy.data, da.Array)
+    largest = [0]
+
+    class Sizes(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            largest[0] = max(largest[0], getattr(result, "nbytes", 0))
+
+    with Sizes(), pytest.raises(CubeError, match="1 non-finite"):
+        validate_lazy(lazy, what="HR-MSI", compute=lambda *c: dask.compute(*c, scheduler="sync"))
+    whole = 8 * 512 * 512 * 4
+    assert 0 < largest[0] <= whole // 8  # no task held more than a few chunks
+
+
+def test_lazy_inputs_from_zarr_match_in_memory(truth, tmp_path):
+    problem = fe.simulate(truth, "gaussian-x8")
+    lr = open_lazy(write_zarr(problem.lr_hsi, tmp_path / "lr.zarr"))
+    msi = open_lazy(write_zarr(problem.hr_msi, tmp_path / "msi.zarr"))
+    lazy_problem = TiledProblem(lr, msi, problem.srf, psf=problem.psf, offset=problem.offset)
+    a = fuse_tiled(lazy_problem, "cnmf", tile=128, inner_iterations=20)
+    b = fuse_tiled(problem, "cnmf", tile=128, inner_iterations=20)
+    assert np.abs(a.values - b.values).max() < 1e-5
+
+
+def test_local_cluster_matches_threads(truth):
+    """Process workers (a distributed.LocalCluster) give the threaded scheduler's numbers."""
+    problem = fe.simulate(center_crop(truth, 64, 1), "gaussian-x8")
+    threads = fuse_tiled(problem, "cnmf", tile=32, inner_iterations=10)
+    procs = fuse_tiled(problem, "cnmf", tile=32, inner_iterations=10, scheduler="processes", workers=2)
+    assert np.abs(threads.values - procs.values).max() < 1e-5
+
+
+def test_refusals_are_one_clear_error(truth):
+    problem = fe.simulate(center_crop(truth, 128, 1), "gaussian-x8")
+    with pytest.raises(ProblemError, match="no tiled version"):
+        fuse_tiled(problem, "scalmu", tile=64)
+    with pytest.raises(ProblemError, match="does not take"):
+        fuse_tiled(problem, "cnmf", tile=64, msi_pyramid=[[1, 2]])
+    bad = problem.hr_msi.copy(data=np.where(np.arange(128)[None, None, :] < 64, -1.0, problem.hr_msi.values))
+    with pytest.raises(CubeError, match="negative"):
+        fuse_tiled(TiledProblem(problem.lr_hsi, xr.DataArray(bad, dims=bad.dims), problem.srf, psf=problem.psf),
+                   "bicubic", tile=64)
+
+
+def test_consistency_projection_tile_wise(truth):
+    """CNMF's consistency projection (MSI per pixel, HSI by CG on the LR grid with S Sᵀ applied tile by
+    tile) gives the whole-scene projection's cube, whatever the tile size."""
+    scene = center_crop(truth, 128, 1)
+    problem = fe.simulate(scene, "gaussian-x8")
+    options = {"inner_iterations": 30, "consistency": "projection"}
+    whole = fe.fuse(problem, "cnmf", device="cpu", **options).fused
+    a = fuse_tiled(problem, "cnmf", tile=32, **options)
+    b = fuse_tiled(problem, "cnmf", tile=64, workers=1, **options)
+    plain = fuse_tiled(problem, "cnmf", tile=32, inner_iterations=30)
+    psnr = {k: evaluate(scene, z, 8)["psnr"] for k, z in (("whole", whole), ("tiled", a), ("plain", plain))}
+    assert psnr["tiled"] > psnr["plain"] + 1  # the projection does its job
+    assert abs(psnr["tiled"] - psnr["whole"]) < 0.05
+    assert np.abs(a.values - b.values).max() < 1e-5
+
+
+@pytest.mark.parametrize("fmt", ["zarr", "netcdf", "envi"])
+def test_open_lazy_reads_what_open_cube_reads(truth, tmp_path, fmt):
+    from fusion_explorer.io import write_envi, write_netcdf
+
+    cube = center_crop(truth, 64, 1)
+    path = {"zarr": lambda: write_zarr(cube, tmp_path / "c.zarr"),
+            "netcdf": lambda: write_netcdf(cube, tmp_path / "c.nc"),
+            "envi": lambda: write_envi(cube, tmp_path / "c.hdr")}[fmt]()
+    lazy = open_lazy(path, chunk=32)
+    assert isinstance(lazy.data, da.Array) and lazy.data.chunksize[1] <= 64
+    eager = fe.open_cube(path)
+    np.testing.assert_allclose(lazy.values, eager.values, rtol=1e-6)
+    np.testing.assert_allclose(lazy["wavelength"].values, eager["wavelength"].values)

@@ -81,11 +81,18 @@ def cnmf_run(tmp_path_factory):
     return execute_notebook("cnmf_interpretability.ipynb", tmp_path_factory.mktemp("kernel"))
 
 
+@pytest.fixture(scope="module")
+def large_run(tmp_path_factory):
+    return execute_notebook("large_scenes.ipynb", tmp_path_factory.mktemp("kernel"))
+
+
 # ----------------------------------------------------------------------------------------------
 # the notebooks
 
 
-@pytest.mark.parametrize("name", ["dataset_inspection.ipynb", "benchmark.ipynb", "cnmf_interpretability.ipynb"])
+@pytest.mark.parametrize(
+    "name", ["dataset_inspection.ipynb", "benchmark.ipynb", "cnmf_interpretability.ipynb", "large_scenes.ipynb"]
+)
 def test_notebooks_are_stored_without_outputs(name):
     import nbformat
 
@@ -155,6 +162,15 @@ def test_cnmf_notebook(cnmf_run):
         warnings.warn(f"cnmf notebook: the SCALMU section could not run: {checks['scalmu_error']}", stacklevel=1)
     else:
         assert checks["scalmu_layers"] > 0 and checks["scalmu_gap_abundances"] >= 0
+
+
+def test_large_scenes_notebook(large_run):
+    _, checks, seconds = large_run
+    assert seconds < TIME_LIMIT_S
+    assert checks["lazy_output"] == "Array"  # the fused cube comes back as a dask array, read tile by tile
+    assert checks["tiles"] > 1
+    assert abs(checks["psnr_tiled"] - checks["psnr_whole"]) < 0.05 and checks["max_abs_diff"] < 1e-4
+    assert checks["psnr_tiled"] > 35
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from .errors import FusionExplorerError, WriteError
+from .errors import FusionExplorerError, ReadError, WriteError
 from .memory import keep_freed_memory
 
 
@@ -42,6 +42,17 @@ def _number(kind: type, positive: bool = True) -> Any:
         return value
 
     return parse
+
+
+def _pair(text: str) -> tuple[float, float]:
+    """An argparse type: ``DY,DX`` as two finite floats."""
+    try:
+        dy, dx = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected DY,DX (two numbers); got {text!r}") from None
+    if not (math.isfinite(dy) and math.isfinite(dx)):
+        raise argparse.ArgumentTypeError(f"expected two finite numbers; got {text!r}")
+    return dy, dx
 
 
 def _same_file(a: str | Path, b: str | Path) -> bool:
@@ -117,12 +128,51 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _load_truth(args: argparse.Namespace):
-    from .bench import center_crop, load_scene
+    from .scenes import center_crop, load_scene
 
     cube = load_scene(args.scene)
     if args.clip_negative:
         cube = cube.clip(min=0)
     return center_crop(cube, args.crop, 1) if args.crop else cube
+
+
+#: ``simulate`` flags that describe a zoo degradation (``--degradation`` and its overrides), by case field
+_ZOO_FLAGS = {"psf": "psf", "psf_fwhm": "psf_fwhm", "border": "border", "lr_offset": "lr_offset",
+              "msi_shift": "msi_shift", "snr_lr": "snr_lr_db", "snr_msi": "snr_msi_db", "noise": "noise"}
+
+
+def _zoo_case(args: argparse.Namespace):
+    """The degradation case ``simulate`` was asked for, or ``None`` for a named/custom protocol."""
+    overrides = {field: getattr(args, flag) for flag, field in _ZOO_FLAGS.items() if getattr(args, flag) is not None}
+    if args.hide_srf:
+        overrides["srf_known"] = False
+    if args.degradation is None and not overrides:
+        return None
+    from .degradations import get_case
+
+    if args.sigma is not None or args.snr is not None:
+        raise FusionExplorerError("with a zoo degradation, give the PSF width as --psf-fwhm and the noise as "
+                                  "--snr-lr / --snr-msi (not --sigma / --snr)")
+    spec = args.degradation or "gaussian-x8"
+    if spec.lower().endswith(".json"):
+        path = Path(spec)
+        if not path.is_file():
+            raise ReadError(path, "no such degradation file")
+        if path.stat().st_size > 2**20:
+            raise ReadError(path, "a degradation case is a small JSON object; this file is over 1 MiB")
+        spec = path.read_text(encoding="utf-8")
+    case = get_case(spec)
+    if args.ratio:
+        overrides["ratio"] = args.ratio
+        overrides.setdefault("lr_offset", None)  # a preset's pinned phase belongs to its ratio: block centre
+    if "ratio" in overrides or "psf_fwhm" in overrides or "psf" in overrides:
+        overrides["psf_size"] = None  # a preset's pinned kernel size belongs to its PSF: sized to the new one
+    if args.srf:
+        overrides["srf"] = args.srf
+    if not overrides:
+        return case.with_(seed=args.seed) if args.seed else case
+    changed = ", ".join(f"{k}={v}" for k, v in overrides.items() if k not in ("psf_size",) and v is not None)
+    return case.with_(name=f"{case.name} with {changed}", seed=args.seed, **overrides)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -136,10 +186,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise WriteError(out, "is a file; --out names the folder for lr_hsi.nc, hr_msi.nc and srf.nc")
+    case = _zoo_case(args)
+    if case is not None:
+        return _simulate_zoo(args, case, out)
     names = ["lr_hsi.nc", "hr_msi.nc", "srf.nc"] + (["hr_hsi.nc"] if args.save_truth else [])
     _check_outputs([out / n for n in names], {"scene": args.scene, "--srf": args.srf}, args.overwrite)
     if args.ratio:
-        proto = make_protocol(args.ratio, args.sigma, snr_db=args.snr)
+        proto = make_protocol(args.ratio, 2.0 if args.sigma is None else args.sigma, snr_db=args.snr)
     else:
         proto = get_protocol(args.protocol)
         if args.snr is not None:
@@ -166,6 +219,41 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         f"{problem.name}: LR-HSI {problem.lr_hsi.shape}, HR-MSI {problem.hr_msi.shape}, SRF {problem.srf.name} "
         f"({problem.msi_bands}x{problem.hsi_bands}) -> {out}"
     )
+    return 0
+
+
+def _simulate_zoo(args: argparse.Namespace, case, out: Path) -> int:
+    """``simulate`` under a degradation of the zoo: the images a method sees; the SRF only when known;
+    with ``--save-truth`` also the truth and ``degradation.json`` (the case, the true PSF and where the
+    LR samples fall), which no method is given."""
+    import numpy as np
+
+    from .degradations import realise
+    from .io import write_netcdf
+    from .io.atomic import atomic_target, write_bytes
+    from .scenes import crop_to_ratio
+
+    names = ["lr_hsi.nc", "hr_msi.nc"] + (["srf.nc"] if case.srf_known else [])
+    names += ["hr_hsi.nc", "degradation.json"] if args.save_truth else []
+    _check_outputs([out / n for n in names], {"scene": args.scene}, args.overwrite)
+    truth = crop_to_ratio(_load_truth(args), case.ratio)
+    deg = realise(truth, case)
+    problem = deg.problem
+    out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        tmp = {n: stack.enter_context(atomic_target(out / n, overwrite=args.overwrite)) for n in names}
+        write_netcdf(problem.lr_hsi, tmp["lr_hsi.nc"])
+        write_netcdf(problem.hr_msi, tmp["hr_msi.nc"])
+        if case.srf_known:
+            write_bytes(tmp["srf.nc"], problem.srf.to_dataarray().to_netcdf(engine="h5netcdf"))
+        if args.save_truth:
+            write_netcdf(deg.truth, tmp["hr_hsi.nc"])
+            record = {"case": case.to_dict(), "psf": np.asarray(deg.psf).tolist(), "offset": int(deg.offset),
+                      "lr_position": float(deg.lr_position),
+                      "relative_position": np.asarray(deg.relative_position).tolist()}
+            write_bytes(tmp["degradation.json"], json.dumps(record, indent=1).encode())
+    srf_note = f"SRF {case.srf} ({problem.msi_bands} bands)" + ("" if case.srf_known else ", not written (hidden)")
+    print(f"{case.name}: LR-HSI {problem.lr_hsi.shape}, HR-MSI {problem.hr_msi.shape}, {srf_note} -> {out}")
     return 0
 
 
@@ -389,9 +477,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("scene", help="a scene path (CAVE folder, .mat, ENVI, .nc, .zarr) or 'default'")
     s.add_argument("--protocol", default="mossfuse-cave-x32", help="mossfuse-cave-x32 | gaussian-x8")
     s.add_argument("--ratio", type=_number(int), help="custom protocol: ratio (with --sigma)")
-    s.add_argument("--sigma", type=_number(float), default=2.0, help="custom protocol: PSF sigma in HR pixels")
-    s.add_argument("--srf", help="SRF: built-in name or table file (default: the protocol's)")
+    s.add_argument("--sigma", type=_number(float), help="custom protocol: PSF sigma in HR pixels (default 2)")
+    s.add_argument("--srf", help="SRF: built-in name or table file (default: the protocol's); with a degradation "
+                   "also 'gaussian:N'")
     s.add_argument("--snr", type=_number(float, positive=False), help="add Gaussian noise at this SNR (dB)")
+    z = s.add_argument_group("degradation zoo (any of these instead of --protocol; see fusion_explorer.degradations)")
+    z.add_argument("--degradation", metavar="PRESET|JSON|FILE.json",
+                   help="a preset (default gaussian-x8 when only overrides are given), a JSON case or a .json file")
+    z.add_argument("--psf", choices=("gaussian", "moffat", "airy", "kolmogorov", "box"), help="PSF family")
+    z.add_argument("--psf-fwhm", type=_number(float), help="PSF full width at half maximum (HR pixels)")
+    z.add_argument("--border", choices=("reflect", "zeros", "replicate", "circular"), help="how the blur extends")
+    z.add_argument("--lr-offset", type=_number(float, positive=False),
+                   help="HR coordinate of the first LR sample (fractional allowed; default the block centre)")
+    z.add_argument("--msi-shift", type=_pair, metavar="DY,DX", help="MSI misregistration in HR pixels (|d| <= 1)")
+    z.add_argument("--snr-lr", type=_number(float), help="noise on the LR-HSI (dB SNR)")
+    z.add_argument("--snr-msi", type=_number(float), help="noise on the HR-MSI (dB SNR)")
+    z.add_argument("--noise", choices=("white", "poisson"), help="noise kind (poisson: signal-dependent)")
+    z.add_argument("--hide-srf", action="store_true", help="do not write srf.nc: methods must estimate it")
     s.add_argument("--crop", type=_number(int), help="central crop size (rounded to the ratio)")
     s.add_argument("--clip-negative", action="store_true", help="clip negative values of the scene to 0")
     s.add_argument("--save-truth", action="store_true", help="also write hr_hsi.nc (the ground truth)")

@@ -137,3 +137,35 @@ def test_fuse_tiled_round_trip(cave_dir, tmp_path, capsys):
         assert main([*common, *extra]) == 2
         lines = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.strip()]
         assert len(lines) == 1 and needle in lines[0], lines
+
+
+def test_simulate_with_a_zoo_degradation(cave_dir, tmp_path):
+    """`simulate --psf box --psf-fwhm 8` at x8 is area averaging: each LR pixel is the mean of its 8x8 block
+    (checked by reshaping the crop, not by the package); the MSI noise hits the asked SNR; --hide-srf
+    writes no SRF, and fuse then estimates it."""
+    scene = cave_dir / "balloons_ms"
+    out = tmp_path / "zoo"
+    r = run("simulate", str(scene), "--crop", "128", "--psf", "box", "--psf-fwhm", "8", "--lr-offset", "3.5",
+            "--snr-msi", "30", "--hide-srf", "--save-truth", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["degradation.json", "hr_hsi.nc", "hr_msi.nc", "lr_hsi.nc"]
+    lr = xr.open_dataarray(out / "lr_hsi.nc", engine="h5netcdf").values
+    x = load_cave_yxb(str(scene))[192:320, 192:320]
+    blocks = x.reshape(16, 8, 16, 8, 31).mean(axis=(1, 3)).transpose(2, 0, 1)
+    np.testing.assert_allclose(lr, blocks, atol=1e-5)
+    msi = xr.open_dataarray(out / "hr_msi.nc", engine="h5netcdf").values
+    resp = np.asarray(xr.open_dataarray(out / "hr_hsi.nc", engine="h5netcdf").values)
+    import json
+
+    record = json.loads((out / "degradation.json").read_text())
+    assert record["case"]["psf"] == "box" and record["case"]["srf_known"] is False
+    from fusion_explorer.srf import get_srf
+
+    clean = np.einsum("mb,byx->myx", get_srf("nikon-d700", np.arange(400, 701, 10)).matrix, resp)
+    snr = 10 * np.log10((clean**2).mean(axis=(1, 2)) / ((msi - clean) ** 2).mean(axis=(1, 2)))
+    assert np.all(np.abs(snr - 30) < 0.5), snr
+    r = run("fuse", "--lr-hsi", str(out / "lr_hsi.nc"), "--hr-msi", str(out / "hr_msi.nc"), "--method", "bicubic",
+            "--out", str(tmp_path / "f.nc"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = run("simulate", str(scene), "--crop", "64", "--psf", "airy", "--sigma", "2", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "--psf-fwhm" in r.stderr and "Traceback" not in r.stderr

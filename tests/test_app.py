@@ -14,6 +14,7 @@ from fusion_explorer.render import true_colour
 from fusion_explorer.synth import default_scene
 
 from ._cave import load_cave_yxb
+from .conftest import require
 
 
 def _find(widget, kind):
@@ -794,3 +795,165 @@ def test_samson_ground_truth_matched_to_found_endmembers(tmp_path, remote_dir):
         assert f"{angle:.2f}°" in match
     names = [t["name"] for t in app.endmembers.endmembers.data if t["name"].startswith("ground truth")]
     assert [n.split(" ↔ ")[0] for n in names] == ["ground truth rock", "ground truth Tree", "ground truth water"]
+
+
+# ---------------------------------------------------------------------- real pairs without truth (issue 21 item 5)
+def _paris_app(tmp_path, remote_dir, ratio=4, sigma=1.7):
+    path = require(remote_dir / "paris_hyperion_ali_hs_ms.mat")
+    app = App(session_dir=tmp_path / "s", data_dir=remote_dir.parent, load=False)
+    app.data.root.value = next(v for _, v in app.data.root.options if v != "uploads")
+    assert str(path) in [v for _, v in app.data.scene.options]  # listed in the scene list of the data root
+    app.data.scene.value = str(path)
+    app.data.protocol.value = "custom"
+    app.data.ratio.value, app.data.sigma.value = ratio, sigma
+    assert app.data.load(), app.data.message.value
+    return app, path
+
+
+def test_paris_pair_loads_in_the_wald_view_without_truth(tmp_path, remote_dir):
+    """The Paris Hyperion/ALI pair is stored at one resolution (both 72x72 at 30 m): it loads as a real pair
+    with no truth, in the Wald view: LR-HSI = the stored HSI blurred by the PSF and decimated (checked against
+    scipy's Gaussian filter), HR-MSI = the stored ALI image untouched, the stored HSI kept as a labelled
+    reference; the SRF estimated from the two inputs puts most ALI bands near their nominal centres."""
+    from scipy import ndimage
+
+    from fusion_explorer.app.images import band_centres
+    from fusion_explorer.scenes import load_pair
+
+    app, path = _paris_app(tmp_path, remote_dir)
+    st, pb = app.state, app.state.problem
+    pair = load_pair(path)
+    assert st.truth is None and st.real_pair and pb.truth is None and pb.srf is None
+    assert pb.hr_size == (72, 72) and pb.lr_size == (18, 18) and pb.ratio == 4
+    np.testing.assert_array_equal(pb.hr_msi.values, pair.hr_msi.values)
+    np.testing.assert_array_equal(st.reference.values, pair.lr_hsi.values)
+    blurred = ndimage.gaussian_filter(pair.lr_hsi.values.astype(np.float64), sigma=(0, 1.7, 1.7), mode="mirror",
+                                      truncate=6 / 1.7)  # a 13x13 kernel, mirrored borders
+    np.testing.assert_allclose(pb.lr_hsi.values, blurred[:, 1::4, 1::4], atol=1e-6)
+    summary = app.data.summary.value
+    assert "no ground truth" in summary and "Wald view" in summary and "not a ground truth" in summary
+    assert "not truth" in app.data.views["truth"].figure_layout["title"]["text"]
+    r, _, how = st.diagnostics.srf()
+    assert r.shape == (9, 128) and "estimated" in how
+    off = np.abs(band_centres(r, pb.wavelength) - pair.hr_msi.coords["wavelength"].values)
+    assert np.median(off) < 50, off
+    # the reference reproduces the LR-HSI exactly (it made it) and the MSI through the estimated SRF closely
+    ref = st.diagnostics(st.reference.values)
+    assert ref["hsi_residual"] < 1e-6 and ref["msi_residual"] < 0.15
+    assert ref["hsi_map"].shape == (18, 18) and ref["msi_map"].shape == (72, 72)
+
+
+def test_paris_pair_runs_with_no_reference_diagnostics_and_every_tool(tmp_path, remote_dir):
+    """Methods run on the real pair; the compare table has no metric against a truth and says why, but the
+    relative residual against each input per run; the two maps are the residual maps; spectra, pins, CSV,
+    region, iterations, endmembers and export keep working."""
+    import xarray as xr
+    from scipy import ndimage
+
+    app, path = _paris_app(tmp_path, remote_dir)
+    st = app.state
+    _run(app, "bicubic", "cnmf")
+    assert app.runner.progress_label.value.startswith("done"), app.runner.log.value
+    bic, cnmf = st.runs["bicubic"], st.runs["cnmf"]
+    assert bic.scored and cnmf.scored and not bic.score_error and not cnmf.score_error
+    # bicubic ignores the MSI, CNMF fits both: CNMF must reproduce the MSI far better, and the HSI better too
+    assert cnmf.metrics["msi_residual"] < bic.metrics["msi_residual"] / 3
+    assert cnmf.metrics["hsi_residual"] < bic.metrics["hsi_residual"]
+    # the HSI residual recomputed independently: blur + decimate bicubic's cube with scipy, compare with Y_h
+    z = bic.result.fused.values.astype(np.float64)
+    sz = ndimage.gaussian_filter(z, sigma=(0, 1.7, 1.7), mode="mirror", truncate=6 / 1.7)[:, 1::4, 1::4]
+    y_h = st.problem.lr_hsi.values
+    assert bic.metrics["hsi_residual"] == pytest.approx(np.linalg.norm(sz - y_h) / np.linalg.norm(y_h), rel=1e-6)
+    table = app.compare.table.value
+    for word in ("PSNR", "SSIM", "SAM", "ERGAS"):
+        assert word not in table
+    assert "no quality metric against a truth" in table and "LR-HSI residual" in table and "HR-MSI residual" in table
+    for run in (bic, cnmf):
+        assert f"{run.metrics['hsi_residual']:.4f}" in table and f"{run.metrics['msi_residual']:.4f}" in table
+    # the two maps: residuals against each input, drawn for the selected run
+    st.selected = "bicubic"
+    assert "LR-HSI residual" in app.pixels.sam.figure_layout["title"]["text"]
+    assert "HR-MSI residual" in app.pixels.error.figure_layout["title"]["text"]
+    assert app.pixels.error.data and app.pixels.sam.data
+    maps = {name: [np.asarray(t["z"], np.float64) for t in app.pixels.views(st.runs[name], -1)[1:]]
+            for name in ("bicubic", "cnmf")}
+    for hsi_map, msi_map in maps.values():
+        assert hsi_map.shape == msi_map.shape == (72, 72) and np.isfinite(msi_map).all() and msi_map.max() > 0
+    assert maps["cnmf"][1].mean() < maps["bicubic"][1].mean() / 3  # the maps agree with the table's numbers
+    # spectra, pins, CSV, region
+    st.click({"y": 30, "x": 41})
+    spectra = st.spectra(30, 41)
+    assert list(spectra)[:2] == ["Wald reference", "LR-HSI"] and {"bicubic", "cnmf"} <= set(spectra)
+    np.testing.assert_allclose(spectra["Wald reference"], xr.DataArray(st.reference).values[:, 30, 41], rtol=1e-6)
+    st.toggle_pin(30, 41)
+    assert "pin 1 Wald reference" in [t["name"] for t in app.pixels.spectrum.data]
+    assert "Export spectra (CSV)" in app.pixels.csv.value and st.spectra_csv().count("\n") == 1 + len(spectra)
+    st.region = (8, 24, 8, 24)
+    assert set(st.region_spectra()) == {"Wald reference", "LR-HSI", "bicubic", "cnmf"}
+    # iterations: CNMF's steps each carry both residuals; the curve is theirs, not a truth's
+    st.selected = "cnmf"
+    st.step = 2
+    assert all("nr_hsi" in m and "nr_msi" in m for m in cnmf.step_metrics)
+    curve = app.iterations.metric
+    assert "no truth" in curve.figure_layout["title"]["text"]
+    assert {t["name"] for t in curve.data} >= {"HSI relative residual", "MSI relative residual"}
+    assert "HSI relative residual" in app.iterations.label.value
+    assert app.endmembers.endmembers.data  # the endmember plot draws the found spectra
+    # export with provenance that says there was no truth
+    app.compare.export_run.value = "cnmf"
+    out = xr.open_dataarray(app.compare.export())
+    assert out.attrs["no_truth"].startswith("real pair") and out.attrs["metric_msi_residual"] == pytest.approx(
+        cnmf.metrics["msi_residual"])
+    out.close()
+
+
+def test_two_uploads_make_a_real_pair(tmp_path, remote_dir):
+    """Two uploads, an LR-HSI and an HR-MSI at three times its resolution (block means of the Paris HSI, and
+    the ALI image), load as a real pair: PSF and SRF unknown (the HSI check uses a box average and says so)."""
+    from fusion_explorer.io import write_netcdf
+    from fusion_explorer.scenes import load_pair
+
+    pair = load_pair(require(remote_dir / "paris_hyperion_ali_hs_ms.mat"))
+    lr = pair.lr_hsi.coarsen(y=3, x=3).mean()
+    lr.attrs = {k: v for k, v in pair.lr_hsi.attrs.items() if isinstance(v, str | int | float)}
+    msi = pair.hr_msi.drop_vars("band_name")
+    msi.attrs = {}
+    files = {}
+    for name, cube in (("paris_lr.nc", lr), ("paris_msi.nc", msi)):
+        p = write_netcdf(cube, tmp_path / name)
+        files[name] = p.read_bytes()
+    app = App(session_dir=tmp_path / "s", load=False)
+    assert "uploaded" in app.data.handle_upload([("paris_msi.nc", files["paris_msi.nc"])])
+    assert "uploaded" in app.data.handle_upload([("paris_lr.nc", files["paris_lr.nc"])])
+    app.data.pair_msi.value = str(app.state.uploads_dir / "paris_msi.nc")
+    assert app.data.scene.value.endswith("paris_lr.nc")
+    assert app.data.load(), app.data.message.value
+    pb = app.state.problem
+    assert app.state.real_pair and app.state.reference is None and pb.ratio == 3 and pb.lr_size == (24, 24)
+    assert "box average" in app.state.diagnostics.psf_how
+    _run(app, "bicubic")
+    run = app.state.runs["bicubic"]
+    # the box average of the block means' bicubic upsampling comes back close to the block means
+    assert 0 < run.metrics["hsi_residual"] < 0.1 and "PSNR" not in app.compare.table.value
+    assert "no ground truth" in app.data.views["truth"].figure_layout["title"]["text"]
+
+
+def test_a_simulated_scene_after_the_real_pair_shows_nothing_of_it(tmp_path, remote_dir):
+    """From the Paris pair back to a simulated scene: the truth is back, the Wald reference, the residual
+    columns and titles and the estimated-SRF title are gone."""
+    app, _ = _paris_app(tmp_path, remote_dir)
+    _run(app, "bicubic")
+    assert "estimated from the two inputs" in app.data.srf_plot.figure_layout["title"]["text"]
+    app.data.scene.value = next(v for _, v in app.data.scene.options if v.startswith("default:"))
+    app.data.protocol.value = "gaussian-x8"
+    app.data.crop.value = 64
+    assert app.data.load(), app.data.message.value
+    st = app.state
+    assert st.truth is not None and st.reference is None and not st.real_pair
+    assert app.data.srf_plot.figure_layout["title"]["text"] == "SRF over the cube's bands"
+    assert app.data.views["truth"].figure_layout["title"]["text"].startswith("HR truth")
+    _run(app, "bicubic")
+    assert "PSNR" in app.compare.table.value and "residual" not in app.compare.table.value
+    assert app.pixels.sam.figure_layout["title"]["text"].startswith("SAM vs truth")
+    st.click({"y": 3, "x": 4})
+    assert list(st.spectra(3, 4))[:2] == ["truth", "LR-HSI"]

@@ -459,3 +459,37 @@ def test_upload_12mb_cube_arrives_and_loads_and_over_cap_is_refused(browser, voi
     page.screenshot(path=str(ARTIFACTS / "04-upload-over-cap.png"))
     assert own_errors(page) == [], own_errors(page)
     page.close()
+
+
+def test_paris_real_pair_shows_residuals_and_no_truth_metrics(browser, voila_url):
+    """Issue 21 must-deliver 5 as a user meets it: the Paris Hyperion/ALI pair (no truth, both images at 30 m)
+    loads from the scene list in the Wald view, methods run, the page shows no metric against a truth (no
+    "PSNR" anywhere) but says why, the two maps are the residual maps of the two inputs, a click gives spectra
+    with the labelled Wald reference, and nothing raises a page error."""
+    page = open_app(browser, voila_url)
+    truth_before = plot_state(page, "fe-truth")
+    select_option(page, "fe-scene", "remote/paris_hyperion_ali_hs_ms.mat")
+    page.locator(".widget-dropdown:has(label:text-is('protocol')) select").first.select_option("custom")
+    page.locator(".widget-dropdown:has(label:text-is('ratio')) select").first.select_option(label="4")
+    page.click(".fe-load button, button.fe-load")
+    wait_changed(page, "fe-truth", truth_before, 60)
+    wait_for("reference view", lambda: drawn(page, "fe-truth"),
+             lambda v: v and v["title"].startswith("Wald reference"))
+    assert "no ground truth" in page.locator(".fe-pair-summary").inner_text()
+    run_methods(page, ["bicubic", "cnmf"], "cnmf: done")
+    expect_shown(page, "cnmf")
+    wait_for("no-truth table", lambda: page.locator(".fe-compare").inner_text(),
+             lambda v: "No truth." in v and "checking" not in v)
+    sam = drawn(page, "fe-sam")
+    error = wait_for("residual maps", lambda: drawn(page, "fe-error"),
+                     lambda v: v and v["title"].startswith("HR-MSI residual") and v["traces"] == 1)
+    assert sam["title"].startswith("LR-HSI residual") and sam["traces"] == 1, (sam, error)
+    now = click_and_check(page, "fe-fused", 0.4, 0.6)
+    names = [t["name"] for t in json.loads(now["data"])]
+    assert "Wald reference" in names and "cnmf" in names and "truth" not in names, names
+    wait_for("no-truth curve", lambda: drawn(page, "fe-metric"), lambda v: v and "no truth" in v["title"])
+    text = page.evaluate("() => document.body.textContent")
+    assert "PSNR" not in text and "vs truth" not in text and "vs true" not in text
+    full_screenshot(page, "07-paris-real-pair.png")
+    assert own_errors(page) == [], own_errors(page)
+    page.close()

@@ -7,6 +7,9 @@ true-colour views; uploads in :mod:`.upload`), run (methods, progress, cancel; M
 regions, CSV, SAM/error maps on fixed scales), iterations (stepper, stages, quality curves), learned
 parts (SCALMU's per-layer learned matrices and steps, the consistency correction), endmembers (``W``,
 abundances, ground-truth matching, estimated PSF/SRF) and compare (metrics table, NetCDF export).
+A real pair without truth (the Paris Hyperion/ALI file, or an uploaded LR-HSI with an uploaded HR-MSI;
+the Wald view of a same-resolution pair) gets no-reference diagnostics instead of metrics
+(:mod:`.no_reference`): how well each result reproduces each input, as numbers and maps.
 Plots are :class:`~.figure.PlotlyFigure` widgets, whose updates reach the page (see :mod:`.figure`
 for why not plotly's ``FigureWidget``).
 """

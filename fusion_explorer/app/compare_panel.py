@@ -15,13 +15,24 @@ from .state import AppState
 _COLUMNS = (("psnr", "PSNR (dB)", ".2f"), ("ssim", "SSIM", ".4f"), ("sam", "SAM (°)", ".3f"),
             ("ergas", "ERGAS", ".3f"), ("rmse", "RMSE", ".4f"))
 _LINK_LIMIT = 64 * 2**20
+#: a real pair's columns: how well a result reproduces each input (lower is better), no truth involved
+_NR_COLUMNS = (("hsi_residual", "LR-HSI residual ‖S(Z)−Y<sub>h</sub>‖/‖Y<sub>h</sub>‖", ".4f"),
+               ("msi_residual", "HR-MSI residual ‖RZ−Y<sub>m</sub>‖/‖Y<sub>m</sub>‖", ".4f"))
+#: why a real pair's table has no quality metrics (shown under it)
+NO_TRUTH_NOTE = ("This is a real pair: there is no high-resolution hyperspectral truth, so no quality metric "
+                 "against a truth is shown. Each column says how well a result reproduces one of the two inputs: "
+                 "the fused cube Z taken back through the spatial degradation S (blur and decimation) should give "
+                 "the LR-HSI, and through the spectral response R the HR-MSI (relative residual, lower is better; "
+                 "every run goes through the same S and R, so the rows compare). Reproducing both inputs is "
+                 "necessary, not sufficient: a result can fit both and still be wrong where the inputs do not "
+                 "constrain it.")
 
 
-def _best_values(metrics) -> dict[str, float]:
+def _best_values(metrics, columns=_COLUMNS) -> dict[str, float]:
     """Per column, the best finite value over the runs (higher for PSNR/SSIM, else lower); none if no finite one."""
     best: dict[str, float] = {}
     rows = list(metrics)
-    for key, _, _ in _COLUMNS:
+    for key, _, _ in columns:
         vals = [float(m[key]) for m in rows if m.get(key) is not None and math.isfinite(float(m[key]))]
         if vals:
             best[key] = max(vals) if key in ("psnr", "ssim") else min(vals)
@@ -80,17 +91,20 @@ class ComparePanel(Panel):
         if not runs:
             self.table.value = "<i>no runs yet</i>"
             return
-        best = _best_values(r.metrics for r in runs.values())
-        head = "".join(f"<th>{h}</th>" for _, h, _ in _COLUMNS)
+        real = self.state.real_pair
+        columns = _NR_COLUMNS if real else _COLUMNS
+        best = _best_values((r.metrics for r in runs.values()), columns)
+        head = "".join(f"<th>{h}</th>" for _, h, _ in columns)
         rows = []
         for name, r in runs.items():
             cells = []
             if r.score_error:
-                cells.append(f"<td colspan='{len(_COLUMNS)}' style='color:#b00020'>scoring failed: "
+                cells.append(f"<td colspan='{len(columns)}' style='color:#b00020'>scoring failed: "
                              f"{html.escape(r.score_error)}</td>")
             elif not r.scored and not r.metrics:
-                cells.append(f"<td colspan='{len(_COLUMNS)}' style='text-align:center;color:#667'><i>scoring…</i></td>")
-            for key, _, fmt in _COLUMNS if not cells else ():
+                cells.append(f"<td colspan='{len(columns)}' style='text-align:center;color:#667'><i>"
+                             f"{'checking…' if real else 'scoring…'}</i></td>")
+            for key, _, fmt in columns if not cells else ():
                 v = r.metrics.get(key)
                 txt = _format_value(v, fmt)
                 cells.append(f"<td><b>{txt}</b></td>" if v is not None and v == best.get(key) else f"<td>{txt}</td>")
@@ -101,8 +115,15 @@ class ComparePanel(Panel):
             "<style>.fe-table td,.fe-table th{padding:3px 10px;text-align:right;border-bottom:1px solid #ddd}"
             ".fe-table th{background:#f4f4f4}</style>"
             f"<table class='fe-table'><tr><th style='text-align:left'>run</th>{head}<th>seconds</th><th>device</th>"
-            f"</tr>{''.join(rows)}</table><small>best finite value per column in bold; metrics against the HR "
-            f"truth{_bands_note(runs.values())}</small>")
+            f"</tr>{''.join(rows)}</table>" + (self._no_truth_note(runs) if real else
+            f"<small>best finite value per column in bold; metrics against the HR "
+            f"truth{_bands_note(runs.values())}</small>"))
+
+    def _no_truth_note(self, runs) -> str:
+        hows = sorted({r.diagnostics_how for r in runs.values() if r.diagnostics_how})
+        how = f"<br>Used: {html.escape('; '.join(hows))}." if hows else ""
+        return (f"<div class='fe-no-truth' style='max-width:900px;font-size:12px;color:#334'><b>No truth.</b> "
+                f"{html.escape(NO_TRUTH_NOTE)} Lowest value per column in bold.{how}</div>")
 
     def export(self):
         """Write the chosen run's fused cube as NetCDF (provenance in attrs) under the session dir; offer a link."""
@@ -116,7 +137,11 @@ class ComparePanel(Panel):
         cube = run.result.fused.copy()
         attrs = dict(cube.attrs)
         attrs.update({f"metric_{k}": float(v) for k, v in run.metrics.items()})
-        attrs.update(run_name=run.name, scene=str(self.state.truth.attrs.get("scene", "")),
+        source = self.state.truth if self.state.truth is not None else pb.lr_hsi
+        if self.state.real_pair:
+            attrs.update(no_truth="real pair: metric_* are no-reference residuals against the inputs",
+                         diagnostics=run.diagnostics_how)
+        attrs.update(run_name=run.name, scene=str(source.attrs.get("scene", "")),
                      problem=pb.name, created_by="fusion-explorer app")
         if pb.protocol is not None:
             attrs.update({f"protocol_{k}": v for k, v in pb.protocol.as_attrs().items()})

@@ -44,6 +44,7 @@ from .upload import (  # noqa: F401 - re-exported: the upload limits are documen
     upload_name_error,
 )
 
+NO_PAIR_LABEL = "none: simulate the MSI from the scene (a real pair file carries its own)"
 DEFAULT = "default:"  # scene keys of the embedded synthetic scene (fusion_explorer.scenes.load_scene)
 UPLOADS = "uploads"
 #: at most this many scenes of one root are listed
@@ -101,6 +102,10 @@ class DataPanel(Panel):
         self.snr = W.BoundedFloatText(value=0, min=0, max=100, step=5, description="SNR (dB)",
                                       tooltip="signal-to-noise ratio of both images; 0 = no noise",
                                       layout=W.Layout(width="170px"))
+        self.pair_msi = W.Dropdown(options=[(NO_PAIR_LABEL, "")], value="", description="HR-MSI",
+                                   tooltip="a real pair: the scene above is the LR-HSI and this file its HR-MSI",
+                                   layout=W.Layout(width="480px"))
+        self.pair_msi.add_class("fe-pair-msi")
         self.apply = W.Button(description="Load scene", button_style="primary", icon="check",
                               layout=W.Layout(width="140px"))
         self.message = W.HTML()
@@ -130,6 +135,7 @@ class DataPanel(Panel):
             self.scene,
             W.HBox([self.root, self.rescan]),
             W.HBox([self.upload, self.upload_msg], layout=W.Layout(align_items="center")),
+            self.pair_msi,
             W.HBox([self.protocol, self.crop]),
             W.HBox([self.srf, self.ratio]),
             W.HBox([self.snr, self.sigma], layout=W.Layout(margin="0 0 0 130px")),
@@ -178,6 +184,11 @@ class DataPanel(Panel):
                 options.append((os.path.relpath(p, root), str(p)))
         for p in self._uploaded():
             options.append((f"uploaded: {p.name}", str(p)))
+        msi_options = [(NO_PAIR_LABEL, ""), *[(f"uploaded: {p.name}", str(p)) for p in self._uploaded()]]
+        if getattr(self, "pair_msi", None) is not None:
+            kept = self.pair_msi.value
+            self.pair_msi.options = msi_options
+            self.pair_msi.value = kept if kept in [v for _, v in msi_options] else ""
         current = self.scene.value
         self.scene.options = options
         self.scene.value = current if current in [v for _, v in options] else options[0][1]
@@ -314,6 +325,9 @@ class DataPanel(Panel):
             self.message.value = _error(f"refused {Path(key).name}: it is not inside a data folder of this "
                                         "dashboard or this session's uploads")
             return False
+        msi_key = self.pair_msi.value or ""
+        if msi_key or _is_real_pair(key):
+            return self._load_pair(key, msi_key)
         try:
             cube = load_scene(key, clip_negative=True)
             if self.protocol.value == "custom":
@@ -337,11 +351,48 @@ class DataPanel(Panel):
         self.state.set_problem(truth, problem)
         return True
 
+    def _load_pair(self, key: str, msi_key: str) -> bool:
+        """A real pair: the Paris Hyperion/ALI file, or the chosen scene (LR-HSI) with an uploaded HR-MSI.
+        No truth. A pair stored at one resolution is shown in the Wald view (:mod:`.no_reference`): the HSI
+        blurred (the protocol's PSF σ) and decimated by the ratio of the controls, the MSI as stored, the stored
+        HSI kept as a reference that is never scored against."""
+        from ..scenes import load_pair, load_scene
+        from .no_reference import pair_problem, wald_problem
+
+        if msi_key and not inside(msi_key, self.allowed_roots):
+            self.message.value = _error(f"refused {Path(msi_key).name}: it is not inside a data folder of this "
+                                        "dashboard or this session's uploads")
+            return False
+        try:
+            if msi_key:
+                if key.startswith(DEFAULT):
+                    raise ValueError("pick the LR-HSI of the pair as the scene (the default scene is synthetic)")
+                lr, msi = load_scene(key), load_scene(msi_key)
+                lr.attrs.setdefault("scene", Path(key).name)
+                note = f"uploaded pair: LR-HSI {Path(key).name}, HR-MSI {Path(msi_key).name}; no ground truth."
+                same = (lr.sizes["y"], lr.sizes["x"]) == (msi.sizes["y"], msi.sizes["x"])
+            else:
+                pair = load_pair(key)
+                lr, msi, note, same = pair.lr_hsi, pair.hr_msi, pair.note, pair.ratio == 1
+            real = (wald_problem(lr, msi, self.ratio.value, self.sigma.value, note) if same
+                    else pair_problem(lr, msi, note))
+        except Exception as e:  # noqa: BLE001 - shown to the user
+            self.message.value = _error(f"{type(e).__name__}: {e}")
+            return False
+        self.message.value = ""
+        self.state.ground_truth = self.state.reference_endmembers = None
+        self.pair_note = real.note
+        self.state.set_problem(None, real.problem, reference=real.reference)
+        return True
+
     # ------------------------------------------------------------------ drawing
     def _on_problem(self, _=None) -> None:
         st = self.state
         pb, truth = st.problem, st.truth
         if pb is None:
+            return
+        if truth is None:
+            self._draw_pair()
             return
         wl = st.wavelength
         (h, w), (lh, lw) = pb.hr_size, pb.lr_size
@@ -357,7 +408,8 @@ class DataPanel(Panel):
         self.srf_plot.update(
             [{"type": "scatter", "mode": "lines+markers", "x": wl, "y": m[i],
               "name": f"{names[i]} ({centres[i]:.0f} nm)",
-              "line": {"color": wavelength_colour(centres[i])}, "marker": {"size": 4}} for i in range(m.shape[0])])
+              "line": {"color": wavelength_colour(centres[i])}, "marker": {"size": 4}} for i in range(m.shape[0])],
+            replace=True)  # a real pair's title ("estimated from the two inputs") must not stay
         px = 300
         pins = pins_layout(st.pins, st.cursor, (h, w), st.region)
         self.views["truth"].update([image_trace(*rgb_display(truth.values, wl), "truth")],
@@ -375,15 +427,74 @@ class DataPanel(Panel):
         self.band.value = min(st.band, len(opts) - 1)
         self._draw_band()
 
+    def _draw_pair(self) -> None:
+        """A real pair: what it is, why there is no truth, the Wald view when the pair is same-resolution, the SRF
+        estimated from the inputs, and the reference (labelled as such), LR-HSI and HR-MSI."""
+        st = self.state
+        pb, ref = st.problem, st.reference
+        wl = st.wavelength
+        (h, w), (lh, lw) = pb.hr_size, pb.lr_size
+        wald = pb.attrs.get("wald_ratio")
+        how = (f"<b>Same resolution as stored</b> (both {h if ref is None else ref.sizes['y']} px a side), so not a "
+               f"fusion problem as it is. Shown in the <b>Wald view</b>: the LR-HSI is the stored HSI blurred "
+               f"(Gaussian PSF σ {pb.sensors.sigma:g} px) and decimated by {wald} (the ratio control); the HR-MSI is "
+               "the stored MSI, untouched. The stored HSI is shown as the <b>Wald reference</b>: the same sensor's "
+               "image at the MSI's resolution, not a ground truth, so nothing is scored against it."
+               if wald else f"Ratio {pb.ratio} from the sizes; PSF and SRF unknown (blind methods estimate them).")
+        self.summary.value = (
+            f"<div class='fe-pair-summary' style='line-height:1.5;max-width:560px'><b>Real pair, no ground truth: "
+            f"{html.escape(str(pb.name))}</b><br>LR-HSI {lh}x{lw}x{pb.hsi_bands}, {wl.min():.0f}–{wl.max():.0f} nm"
+            f"<br>HR-MSI {h}x{w}x{pb.msi_bands}<br><small>{how}<br>{html.escape(getattr(self, 'pair_note', ''))}"
+            "</small></div>")
+        m, _, srf_how = st.diagnostics.srf()
+        if "wavelength" in pb.hr_msi.coords:  # the MSI's nominal band centres (ALI's), else the estimated SRF's
+            centres = np.asarray(pb.hr_msi.coords["wavelength"].values, dtype=float)
+        else:
+            centres = band_centres(m, wl) if np.any(m > 0) else np.full(m.shape[0], float(wl.mean()))
+        names = [str(v) for v in pb.hr_msi.coords["band_name"].values] if "band_name" in pb.hr_msi.coords else [
+            f"MSI {i + 1}" for i in range(m.shape[0])]
+        self.srf_plot.update(
+            [{"type": "scatter", "mode": "lines+markers", "x": wl, "y": m[i],
+              "name": f"{names[i]} ({centres[i]:.0f} nm)",
+              "line": {"color": wavelength_colour(centres[i])}, "marker": {"size": 4}} for i in range(m.shape[0])],
+            {"title": {"text": f"SRF: {srf_how}", "font": {"size": 12}, "x": 0.02}}, replace=True)
+        px = 300
+        pins = pins_layout(st.pins, st.cursor, (h, w), st.region)
+        if ref is not None:
+            self.views["truth"].update([image_trace(*rgb_display(ref.values, wl), "Wald reference")],
+                                       {**image_layout("Wald reference: stored HSI (not truth)", (h, w), px), **pins})
+        else:
+            self.views["truth"].clear(image_layout("no ground truth (a real pair)", (h, w), px))
+        self.views["lr"].update(
+            [image_trace(*rgb_display(pb.lr_hsi.values, wl, pb.ratio), "LR-HSI")],
+            {**image_layout(f"LR-HSI {lh}x{lw} (true colour)", (h, w), px), **pins})
+        f = display_factor((h, w))
+        msi = pb.hr_msi if f == 1 else pb.hr_msi.coarsen(y=f, x=f, boundary="trim").mean()
+        img, what = msi_rgb(msi, centres)
+        self.views["msi"].update([image_trace(img, f, "HR-MSI")],
+                                 {**image_layout(f"HR-MSI, {what}", (h, w), px), **pins})
+        opts = [(f"{v:.0f} nm", i) for i, v in enumerate(wl)]
+        self.band.options = opts
+        self.band.value = min(st.band, len(opts) - 1)
+        self._draw_band()
+
     def _draw_band(self, _=None) -> None:
         st = self.state
         if st.problem is None:
             return
-        b = min(st.band, st.truth.sizes["band"] - 1)
+        b = min(st.band, st.problem.hsi_bands - 1)
         wl = st.wavelength[b]
         h, w = st.hr_size
-        self.views["band"].update([image_trace(*grey_display(st.truth.values[b]), "band")],
-                                  {**image_layout(f"HR truth, band {b + 1} at {wl:.0f} nm", (h, w), 300),
+        if st.truth is not None:
+            img, what = grey_display(st.truth.values[b]), "HR truth"
+        elif st.reference is not None:
+            img, what = grey_display(st.reference.values[b]), "Wald reference"
+        else:
+            r = st.problem.ratio
+            lr = np.asarray(st.problem.lr_hsi.values[b])
+            img, what = grey_display(np.repeat(np.repeat(lr, r, axis=0), r, axis=1)[:h, :w]), "LR-HSI"
+        self.views["band"].update([image_trace(*img, "band")],
+                                  {**image_layout(f"{what}, band {b + 1} at {wl:.0f} nm", (h, w), 300),
                                    **pins_layout(st.pins, st.cursor, (h, w), st.region)})
 
     def _draw_pins(self, _=None) -> None:
@@ -396,6 +507,12 @@ class DataPanel(Panel):
 
     def _on_click(self, ev: dict) -> None:
         self.state.click(ev)
+
+
+def _is_real_pair(key: str) -> bool:
+    """Whether a scene key is a known real-pair file (:func:`fusion_explorer.scenes.load_pair` reads it)."""
+    name = Path(key).name.lower()
+    return not key.startswith(DEFAULT) and name.endswith(".mat") and "hyperion" in name
 
 
 def _root_label(root: Path) -> str:

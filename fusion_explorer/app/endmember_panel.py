@@ -202,7 +202,9 @@ class EndmemberPanel(Panel):
                 m = np.asarray(pb.srf.matrix)
                 traces += [{"type": "scatter", "mode": "lines", "x": wl, "y": m[i], "name": f"true {i + 1}",
                             "line": {"color": colour(i)}} for i in range(m.shape[0])]
-            figs["srf"].update(traces, replace=True)
+            title = ("SRF: estimated (dashed) vs true" if pb.srf is not None
+                     else "SRF: this method's estimate (no true SRF: a real pair)")
+            figs["srf"].update(traces, {"title": {"text": title, "font": {"size": 13}, "x": 0.02}}, replace=True)
             shown.append(figs["srf"])
         for fig in figs.values():
             fig.layout.display = "" if fig in shown else "none"

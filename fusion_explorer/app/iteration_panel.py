@@ -42,7 +42,7 @@ class IterationPanel(Panel):
                                   layout=W.Layout(width="360px"))
         self.readout = W.HTML(layout=W.Layout(min_width="130px"))
         self.readout.add_class("fe-step-readout")
-        self.overlay = W.Checkbox(value=True, description="overlay other runs' PSNR", indent=False,
+        self.overlay = W.Checkbox(value=True, description="overlay other runs' curves", indent=False,
                                   layout=W.Layout(width="220px"))
         self.overlay.observe(lambda _: self._on_run(), "value")
         self.play = W.Play(value=1, min=1, max=1, interval=700, show_repeat=False,
@@ -121,6 +121,21 @@ class IterationPanel(Panel):
             layout["yaxis2"] = {"title": {"text": "SAM (°)", "font": {"color": "#d62728"}}, "overlaying": "y",
                                 "side": "right", "showgrid": False}
             layout["margin"] = {"l": 55, "r": 55, "t": 34, "b": 42}
+        elif sm and "nr_hsi" in sm[0]:  # a real pair: how well each step reproduces both inputs (no truth)
+            layout["title"]["text"] = f"{run.name}: reproduction of the inputs vs iteration (no truth)"
+            if self.overlay.value:  # every other checked iterative run's MSI residual, thin
+                for k, (name, other) in enumerate(self.state.runs.items()):
+                    om = other.step_metrics
+                    if other is run or not other.iterative or not om or "nr_msi" not in om[0]:
+                        continue
+                    traces.append({"type": "scatter", "mode": "lines", "x": [m["iteration"] for m in om],
+                                   "y": [_finite(m.get("nr_msi")) for m in om], "name": f"{name} MSI residual",
+                                   "line": {"color": colour(k + 2), "width": 1.3, "dash": "dot"}, "opacity": 0.8})
+            for key, name, col in (("nr_hsi", "HSI relative residual", "#9467bd"),
+                                   ("nr_msi", "MSI relative residual", "#2ca02c")):
+                traces.append({"type": "scatter", "mode": "lines+markers", "x": it,
+                               "y": [_finite(m.get(key)) for m in sm], "name": name, "line": {"color": col}})
+            layout["yaxis"] = {"title": {"text": "relative residual"}, "rangemode": "tozero"}
         elif sm and "objective" in sm[0]:
             ys, rng = log_floor([m.get("objective") for m in sm])
             traces.append({"type": "scatter", "mode": "lines+markers", "x": it, "y": ys, "name": "objective"})
@@ -176,8 +191,10 @@ class IterationPanel(Panel):
         if stage:
             bits.append(f"stage: {html.escape(str(stage))}")
         bits += [f"{k.upper()} {_number(m[k])}" for k in ("psnr", "sam") if k in m]
+        bits += [f"{w} relative residual (common S, R) {_number(m[k])}"
+                 for k, w in (("nr_hsi", "HSI"), ("nr_msi", "MSI")) if k in m]
         bits += [f"{k.replace('_', ' ')} {m[k]:.3g}" for k in ("residual_hsi", "residual_msi") if k in m]
-        if run.step_metrics and "psnr" not in run.step_metrics[0] and not run.scored:
+        if run.step_metrics and not {"psnr", "nr_hsi"} & set(run.step_metrics[0]) and not run.scored:
             bits.append("<i style='color:#667'>scoring…</i>")
         final = " <span style='color:#777'>(final result shown)</span>" if self.state.step < 0 else ""
         self.label.value = " · ".join(bits) + final

@@ -15,7 +15,7 @@ from .state import AppState, colour
 
 #: rendered steps kept (a 512x512 step is about 0.4 MB here)
 _VIEW_CACHE = 64
-_FIXED = {"truth": ("#111111", "solid"), "LR-HSI": ("#888888", "dot")}
+_FIXED = {"truth": ("#111111", "solid"), "Wald reference": ("#5a4a3a", "longdash"), "LR-HSI": ("#888888", "dot")}
 
 
 class PixelPanel(Panel):
@@ -97,11 +97,19 @@ class PixelPanel(Panel):
         self.step_label.value = "<i>run a method to see its result here</i>" if st.problem is not None else ""
         if st.problem is not None:
             h, w = st.hr_size
-            self.image.update([image_trace(*rgb_display(st.truth.values, st.wavelength), "truth")],
-                              {**image_layout("HR truth (no run yet)", (h, w), 300), **pins_layout([], None, (h, w))},
+            if st.truth is not None:
+                base, what = rgb_display(st.truth.values, st.wavelength), "HR truth"
+            elif st.reference is not None:
+                base, what = rgb_display(st.reference.values, st.wavelength), "Wald reference (not truth)"
+            else:
+                base, what = rgb_display(st.problem.lr_hsi.values, st.wavelength, st.problem.ratio), "LR-HSI"
+            self.image.update([image_trace(*base, "truth" if st.truth is not None else "input")],
+                              {**image_layout(f"{what} (no run yet)", (h, w), 300), **pins_layout([], None, (h, w))},
                               replace=True)
-            self.sam.clear(image_layout("SAM map (needs a run)", (h, w), 300, colorbar=True))
-            self.error.clear(image_layout("error map (needs a run)", (h, w), 300, colorbar=True))
+            first, second = ("SAM map", "error map") if st.truth is not None else ("LR-HSI residual map",
+                                                                                 "HR-MSI residual map")
+            self.sam.clear(image_layout(f"{first} (needs a run)", (h, w), 300, colorbar=True))
+            self.error.clear(image_layout(f"{second} (needs a run)", (h, w), 300, colorbar=True))
         else:
             for fig in (self.image, self.sam, self.error):
                 fig.clear()
@@ -133,7 +141,10 @@ class PixelPanel(Panel):
             lr = np.asarray(pb.lr_hsi.values, dtype=np.float32)
             h, w = pb.hr_size
             naive = np.repeat(np.repeat(lr, r, axis=1), r, axis=2)[:, :h, :w]
-            sam, err = display_maps(self.state.truth.values, np.clip(naive, 0, 1))
+            if self.state.truth is None:  # a real pair: the do-nothing estimate's residual maps
+                sam, err = self._residual_maps(naive)
+            else:
+                sam, err = display_maps(self.state.truth.values, np.clip(naive, 0, 1))
             self._fixed = (pb, (max(float(np.percentile(sam, 99)), 1e-6), max(float(np.percentile(err, 99)), 1e-9)))
         return self._fixed[1]
 
@@ -144,14 +155,28 @@ class PixelPanel(Panel):
         if key not in self._views:
             st = self.state
             z = run.fused(step)
-            sam, err = display_maps(st.truth.values, np.clip(z, 0, 1))
             sam_top, err_top = self.fixed_scales() if fixed else (None, None)
-            self._views[key] = (image_trace(*rgb_display(z, st.wavelength), "fused"),
-                                heatmap_trace(sam, "°", "SAM", zmax=sam_top),
-                                heatmap_trace(err, "RMSE", "error", zmax=err_top))
+            if st.truth is None:  # a real pair: residual maps against both inputs instead of maps against truth
+                hsi, msi = self._residual_maps(z)
+                maps = (heatmap_trace(hsi, "RMS", "LR-HSI residual", zmax=sam_top),
+                        heatmap_trace(msi, "RMS", "HR-MSI residual", zmax=err_top))
+            else:
+                sam, err = display_maps(st.truth.values, np.clip(z, 0, 1))
+                maps = (heatmap_trace(sam, "°", "SAM", zmax=sam_top), heatmap_trace(err, "RMSE", "error", zmax=err_top))
+            self._views[key] = (image_trace(*rgb_display(z, st.wavelength), "fused"), *maps)
             while len(self._views) > _VIEW_CACHE:
                 self._views.pop(next(iter(self._views)))
         return self._views[key]
+
+    def _residual_maps(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A real pair's two maps ``(Y, X)``: the LR-HSI residual (RMS over bands of ``S(z) − Y_h``, each LR pixel
+        repeated over its block) and the HR-MSI residual (of ``R z − Y_m``); see :mod:`.no_reference`."""
+        pb = self.state.problem
+        out = self.state.diagnostics(z)
+        r = pb.ratio
+        h, w = pb.hr_size
+        hsi = np.repeat(np.repeat(out["hsi_map"], r, axis=0), r, axis=1)[:h, :w]
+        return hsi, out["msi_map"]
 
     def _warm(self, change) -> None:
         """Render every recorded step of a new iterative run in the background, so stepping is instant."""
@@ -189,10 +214,10 @@ class PixelPanel(Panel):
         self.image.update([image], {**image_layout(f"{run.name}: fused (true colour)", (h, w), 300), **pins},
                           replace=True)
         fixed = " · fixed scale" if self.scale.value == "fixed" else ""
-        self.sam.update([sam], {**image_layout(f"SAM vs truth (degrees){fixed}", (h, w), 300, colorbar=True),
-                                **pins}, replace=True)
-        self.error.update([err], {**image_layout(f"per-pixel RMSE vs truth{fixed}", (h, w), 300, colorbar=True),
-                                  **pins}, replace=True)
+        first, second = ((f"SAM vs truth (degrees){fixed}", f"per-pixel RMSE vs truth{fixed}") if st.truth is not None
+                         else (f"LR-HSI residual |S(Z)−Yh| (no truth){fixed}", f"HR-MSI residual |RZ−Ym|{fixed}"))
+        self.sam.update([sam], {**image_layout(first, (h, w), 300, colorbar=True), **pins}, replace=True)
+        self.error.update([err], {**image_layout(second, (h, w), 300, colorbar=True), **pins}, replace=True)
 
     def _markers(self) -> dict:
         """Pins, cursor and region markers, and the drag mode (a box in region mode, else clicks only)."""
@@ -232,8 +257,9 @@ class PixelPanel(Panel):
                                "line": {"color": col, "dash": dash, "width": 2.5 if name == st.selected else 1.8}})
         for k, (py, px) in enumerate(st.pins):
             spectra = st.spectra(int(py), int(px))
-            traces.append({"type": "scatter", "mode": "lines", "x": wl, "y": spectra["truth"],
-                           "name": f"pin {k + 1} truth", "line": {"color": colour(k), "width": 1.5}})
+            base = next(b for b in ("truth", "Wald reference", "LR-HSI") if b in spectra)  # a real pair has no truth
+            traces.append({"type": "scatter", "mode": "lines", "x": wl, "y": spectra[base],
+                           "name": f"pin {k + 1} {base}", "line": {"color": colour(k), "width": 1.5}})
             if st.selected in spectra:
                 traces.append({"type": "scatter", "mode": "lines", "x": wl, "y": spectra[st.selected],
                                "name": f"pin {k + 1} {st.selected}", "line": {"color": colour(k), "dash": "dash"}})

@@ -81,10 +81,11 @@ def describe_steps(run: Run) -> None:
     run.step_metrics = steps
 
 
-def score(run: Run, problem, on_metrics=None) -> None:
+def score(run: Run, problem, on_metrics=None, diagnostics=None) -> None:
     """Fill ``run.metrics`` (checked :func:`~fusion_explorer.metrics.evaluate`, estimate clipped) and each
     trace step's PSNR/SAM (:class:`~.scoring.StepScorer`) against the truth; ``on_metrics()`` is called
-    between the two (the table can show its row before the curves are scored)."""
+    between the two (the table can show its row before the curves are scored). A problem without truth (a
+    real pair) gets no-reference diagnostics instead (:func:`score_without_truth`)."""
     from ..methods import trace_fused
     from ..metrics import evaluate
     from .scoring import StepScorer
@@ -92,7 +93,7 @@ def score(run: Run, problem, on_metrics=None) -> None:
     if not run.step_metrics and run.trace:
         describe_steps(run)
     if problem.truth is None:
-        run.scored = True
+        score_without_truth(run, problem, diagnostics, on_metrics)
         return
     names = ("psnr", "ssim", "sam", "ergas", "rmse")
     run.metrics = evaluate(problem.truth, run.result.fused, problem.ratio, metrics=names)
@@ -102,6 +103,26 @@ def score(run: Run, problem, on_metrics=None) -> None:
         scorer = StepScorer(problem.truth.values)
         for m, s in zip(run.step_metrics, run.trace, strict=True):
             m.update(scorer(trace_fused(s)))
+    run.scored = True
+
+
+def score_without_truth(run: Run, problem, diagnostics=None, on_metrics=None) -> None:
+    """A real pair: ``run.metrics`` holds the relative residuals of the result against each input
+    (``hsi_residual``, ``msi_residual``, :class:`~.no_reference.Diagnostics`) and ``diagnostics_how``; each
+    trace step gets the same two numbers (``nr_hsi``, ``nr_msi``). Nothing is compared with a truth."""
+    from ..methods import trace_fused
+    from .no_reference import Diagnostics
+
+    d = diagnostics if diagnostics is not None and diagnostics.problem is problem else Diagnostics(problem)
+    out = d(run.result.fused.values, run.result, maps=False)
+    run.metrics = {"hsi_residual": out["hsi_residual"], "msi_residual": out["msi_residual"]}
+    run.diagnostics_how = out["how"]
+    if on_metrics is not None:
+        on_metrics()
+    if len(run.trace) > 1:
+        for m, s in zip(run.step_metrics, run.trace, strict=True):
+            o = d(trace_fused(s), run.result, maps=False)
+            m.update(nr_hsi=o["hsi_residual"], nr_msi=o["msi_residual"])
     run.scored = True
 
 
@@ -251,7 +272,10 @@ class RunPanel(Panel):
                 self.state.scored += 1
 
         try:
-            score(run, problem, on_metrics=published)
+            if problem.truth is None and problem is self.state.problem:  # a real pair: the state's diagnostics
+                score(run, problem, on_metrics=published, diagnostics=self.state.diagnostics)
+            else:
+                score(run, problem, on_metrics=published)
         except Exception as e:  # noqa: BLE001 - shown to the user, the run stays usable
             run.score_error = f"{type(e).__name__}: {e}"
             run.scored = True

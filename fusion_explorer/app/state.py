@@ -96,6 +96,8 @@ class Run:
     scored: bool = False
     #: why scoring failed, if it did
     score_error: str = ""
+    #: a real pair's run: which PSF and SRF its no-reference residuals went through
+    diagnostics_how: str = ""
     _cache: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -170,6 +172,9 @@ class AppState(T.HasTraits):
         #: the scene's unmixing ground truth (:class:`fusion_explorer.scenes.GroundTruth`: endmembers, abundances
         #: on the shown crop, names) when its file has one
         self.ground_truth: Any = None
+        #: a real pair's Wald reference (the stored HSI at the MSI's resolution, not a truth), or None
+        self.reference: xr.DataArray | None = None
+        self._diagnostics: Any = None
         self.session_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     @property
@@ -180,8 +185,12 @@ class AppState(T.HasTraits):
         return path
 
     # ------------------------------------------------------------------ scene and problem
-    def set_problem(self, truth: xr.DataArray, problem: Any) -> None:
-        """A new scene/degradation: forget runs, pins and selection."""
+    def set_problem(self, truth: xr.DataArray | None, problem: Any, reference: xr.DataArray | None = None) -> None:
+        """A new scene/degradation: forget runs, pins and selection. ``truth`` None: a real pair (no truth;
+        runs get no-reference diagnostics, :attr:`diagnostics`); ``reference``: its Wald reference, if any."""
+        self.reference = reference
+        self._diagnostics = None
+        bands = (truth if truth is not None else problem.lr_hsi).sizes["band"]
         with self.hold_trait_notifications():
             self.runs = {}
             self.selected = ""
@@ -191,14 +200,31 @@ class AppState(T.HasTraits):
             self.region = None
             self.endmember = -1
             self.truth = truth
-            self.band = min(self.band, truth.sizes["band"] - 1) if self.band else truth.sizes["band"] // 2
+            self.band = min(self.band, bands - 1) if self.band else bands // 2
             self.problem = problem
+
+    @property
+    def real_pair(self) -> bool:
+        """Whether the shown problem is a real pair without truth (no metrics against a truth)."""
+        return self.problem is not None and self.truth is None
+
+    @property
+    def diagnostics(self) -> Any:
+        """The no-reference diagnostics of the current problem (:class:`.no_reference.Diagnostics`), made once."""
+        from .no_reference import Diagnostics
+
+        d = self._diagnostics
+        if d is None or d.problem is not self.problem:
+            d = self._diagnostics = Diagnostics(self.problem)
+        return d
 
     @property
     def wavelength(self) -> np.ndarray:
         wl = self.problem.wavelength if self.problem is not None else None
         if wl is None:
-            return np.arange(self.truth.sizes["band"], dtype=float)
+            n = self.problem.hsi_bands if self.problem is not None else (
+                self.truth.sizes["band"] if self.truth is not None else 0)
+            return np.arange(n, dtype=float)
         return np.asarray(wl, dtype=float)
 
     @property
@@ -237,6 +263,8 @@ class AppState(T.HasTraits):
         out: dict[str, np.ndarray] = {}
         if self.truth is not None:
             out["truth"] = np.asarray(self.truth.values[:, y, x], dtype=np.float32)
+        if self.reference is not None:
+            out["Wald reference"] = np.asarray(self.reference.values[:, y, x], dtype=np.float32)
         ly, lx = self.lr_pixel(y, x)
         out["LR-HSI"] = np.asarray(self.problem.lr_hsi.values[:, ly, lx], dtype=np.float32)
         for name, run in self.runs.items():
@@ -270,6 +298,8 @@ class AppState(T.HasTraits):
 
         if self.truth is not None:
             out["truth"] = stats(self.truth.values[:, y0:y1, x0:x1])
+        if self.reference is not None:
+            out["Wald reference"] = stats(self.reference.values[:, y0:y1, x0:x1])
         (ly0, lx0), (ly1, lx1) = self.lr_pixel(y0, x0), self.lr_pixel(y1 - 1, x1 - 1)
         out["LR-HSI"] = stats(self.problem.lr_hsi.values[:, ly0 : ly1 + 1, lx0 : lx1 + 1])
         for name, run in self.runs.items():

@@ -414,18 +414,7 @@ class DataPanel(Panel):
         pins = pins_layout(st.pins, st.cursor, (h, w), st.region)
         self.views["truth"].update([image_trace(*rgb_display(truth.values, wl), "truth")],
                                    {**image_layout("HR truth (true colour, CIE D65)", (h, w), px), **pins})
-        self.views["lr"].update(
-            [image_trace(*rgb_display(pb.lr_hsi.values, wl, pb.ratio), "LR-HSI")],
-            {**image_layout(f"LR-HSI {lh}x{lw} (true colour)", (h, w), px), **pins})
-        f = display_factor((h, w))
-        msi = pb.hr_msi if f == 1 else pb.hr_msi.coarsen(y=f, x=f, boundary="trim").mean()
-        img, what = msi_rgb(msi, centres)
-        self.views["msi"].update([image_trace(img, f, "HR-MSI")],
-                                 {**image_layout(f"HR-MSI ({pb.srf.name}), {what}", (h, w), px), **pins})
-        opts = [(f"{v:.0f} nm", i) for i, v in enumerate(wl)]
-        self.band.options = opts
-        self.band.value = min(st.band, len(opts) - 1)
-        self._draw_band()
+        self._draw_inputs(centres, f"HR-MSI ({pb.srf.name})", pins, px)
 
     def _draw_pair(self) -> None:
         """A real pair: what it is, why there is no truth, the Wald view when the pair is same-resolution, the SRF
@@ -465,6 +454,13 @@ class DataPanel(Panel):
                                        {**image_layout("Wald reference: stored HSI (not truth)", (h, w), px), **pins})
         else:
             self.views["truth"].clear(image_layout("no ground truth (a real pair)", (h, w), px))
+        self._draw_inputs(centres, "HR-MSI", pins, px)
+
+    def _draw_inputs(self, centres: np.ndarray, msi_title: str, pins: dict, px: int) -> None:
+        """The LR-HSI and HR-MSI views and the band list, for a simulated scene and a real pair alike."""
+        st = self.state
+        pb, wl = st.problem, st.wavelength
+        (h, w), (lh, lw) = pb.hr_size, pb.lr_size
         self.views["lr"].update(
             [image_trace(*rgb_display(pb.lr_hsi.values, wl, pb.ratio), "LR-HSI")],
             {**image_layout(f"LR-HSI {lh}x{lw} (true colour)", (h, w), px), **pins})
@@ -472,7 +468,7 @@ class DataPanel(Panel):
         msi = pb.hr_msi if f == 1 else pb.hr_msi.coarsen(y=f, x=f, boundary="trim").mean()
         img, what = msi_rgb(msi, centres)
         self.views["msi"].update([image_trace(img, f, "HR-MSI")],
-                                 {**image_layout(f"HR-MSI, {what}", (h, w), px), **pins})
+                                 {**image_layout(f"{msi_title}, {what}", (h, w), px), **pins})
         opts = [(f"{v:.0f} nm", i) for i, v in enumerate(wl)]
         self.band.options = opts
         self.band.value = min(st.band, len(opts) - 1)

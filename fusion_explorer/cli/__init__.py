@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
-from .errors import FusionExplorerError, ReadError, WriteError
-from .memory import keep_freed_memory
+from ..errors import FusionExplorerError, WriteError
+from ..memory import keep_freed_memory
+from .common import _check_outputs, _load_truth, _number, _pair, _parse_options, _progress
+from .tiled import fuse_tiled_command
+from .zoo import simulate_zoo, zoo_case
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,89 +30,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _number(kind: type, positive: bool = True) -> Any:
-    """An argparse type: a finite ``kind`` (int or float), above 0 if ``positive``."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__}; got {text!r}") from None
-        if not math.isfinite(value) or (positive and value <= 0):
-            raise argparse.ArgumentTypeError(f"must be a finite number{' above 0' if positive else ''}; got {text!r}")
-        return value
-
-    return parse
-
-
-def _pair(text: str) -> tuple[float, float]:
-    """An argparse type: ``DY,DX`` as two finite floats."""
-    try:
-        dy, dx = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected DY,DX (two numbers); got {text!r}") from None
-    if not (math.isfinite(dy) and math.isfinite(dx)):
-        raise argparse.ArgumentTypeError(f"expected two finite numbers; got {text!r}")
-    return dy, dx
-
-
-def _same_file(a: str | Path, b: str | Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist yet
-        return Path(a).resolve() == Path(b).resolve()
-
-
-def _check_outputs(targets: Sequence[Path], inputs: Mapping[str, str | None], overwrite: bool) -> None:
-    """Refuse an output that is one of the ``inputs`` (``{flag: path}``), even with ``overwrite``,
-    and an existing one without it; before any work is done."""
-    from .io.atomic import check_target
-
-    for target in targets:
-        if target.is_dir():
-            raise WriteError(target, "is a folder; name a file to write")
-        for flag, spec in inputs.items():
-            if spec and Path(spec).exists() and _same_file(target, spec):
-                raise WriteError(target, f"is the input {flag}; write the result to another file")
-        check_target(target, overwrite=overwrite)
-
-
-def _progress(desc: str):
-    """A progress callback drawing a tqdm bar on stderr, opened at the first update (so an error raised
-    before the method starts is the only line printed)."""
-    from tqdm.auto import tqdm
-
-    bars: list = []
-
-    def update(done: int, total: int, info: dict) -> None:
-        if not bars:
-            bars.append(tqdm(desc=desc, leave=False, file=sys.stderr))
-        bar = bars[0]
-        bar.total = total
-        bar.n = done
-        if info:
-            bar.set_postfix({k: f"{v:.4g}" for k, v in info.items() if isinstance(v, (int, float))})
-        bar.refresh()
-
-    update.close = lambda: bars and bars[0].close()  # type: ignore[attr-defined]
-    return update
-
-
-def _parse_options(items: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or ():
-        if "=" not in item:
-            raise FusionExplorerError(f"--option expects KEY=VALUE; got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
 def cmd_info(args: argparse.Namespace) -> int:
-    from .io import describe
+    from ..io import describe
 
     info = describe(args.path)
     if args.json:
@@ -127,68 +47,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_truth(args: argparse.Namespace):
-    from .scenes import center_crop, load_scene
-
-    cube = load_scene(args.scene)
-    if args.clip_negative:
-        cube = cube.clip(min=0)
-    return center_crop(cube, args.crop, 1) if args.crop else cube
-
-
-#: ``simulate`` flags that describe a zoo degradation (``--degradation`` and its overrides), by case field
-_ZOO_FLAGS = {"psf": "psf", "psf_fwhm": "psf_fwhm", "border": "border", "lr_offset": "lr_offset",
-              "msi_shift": "msi_shift", "snr_lr": "snr_lr_db", "snr_msi": "snr_msi_db", "noise": "noise"}
-
-
-def _zoo_case(args: argparse.Namespace):
-    """The degradation case ``simulate`` was asked for, or ``None`` for a named/custom protocol."""
-    overrides = {field: getattr(args, flag) for flag, field in _ZOO_FLAGS.items() if getattr(args, flag) is not None}
-    if args.hide_srf:
-        overrides["srf_known"] = False
-    if args.degradation is None and not overrides:
-        return None
-    from .degradations import get_case
-
-    if args.sigma is not None or args.snr is not None:
-        raise FusionExplorerError("with a zoo degradation, give the PSF width as --psf-fwhm and the noise as "
-                                  "--snr-lr / --snr-msi (not --sigma / --snr)")
-    spec = args.degradation or "gaussian-x8"
-    if spec.lower().endswith(".json"):
-        path = Path(spec)
-        if not path.is_file():
-            raise ReadError(path, "no such degradation file")
-        if path.stat().st_size > 2**20:
-            raise ReadError(path, "a degradation case is a small JSON object; this file is over 1 MiB")
-        spec = path.read_text(encoding="utf-8")
-    case = get_case(spec)
-    if args.ratio:
-        overrides["ratio"] = args.ratio
-        overrides.setdefault("lr_offset", None)  # a preset's pinned phase belongs to its ratio: block centre
-    if "ratio" in overrides or "psf_fwhm" in overrides or "psf" in overrides:
-        overrides["psf_size"] = None  # a preset's pinned kernel size belongs to its PSF: sized to the new one
-    if args.srf:
-        overrides["srf"] = args.srf
-    if not overrides:
-        return case.with_(seed=args.seed) if args.seed else case
-    changed = ", ".join(f"{k}={v}" for k, v in overrides.items() if k not in ("psf_size",) and v is not None)
-    return case.with_(name=f"{case.name} with {changed}", seed=args.seed, **overrides)
-
-
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .cube import check_ratio
-    from .io import write_netcdf
-    from .io.atomic import atomic_target, write_bytes
-    from .physics import get_protocol, make_protocol
-    from .problem import simulate
-    from .srf import srf_from_name_or_path
+    from ..cube import check_ratio
+    from ..io import write_netcdf
+    from ..io.atomic import atomic_target, write_bytes
+    from ..physics import get_protocol, make_protocol
+    from ..problem import simulate
+    from ..srf import srf_from_name_or_path
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise WriteError(out, "is a file; --out names the folder for lr_hsi.nc, hr_msi.nc and srf.nc")
-    case = _zoo_case(args)
+    case = zoo_case(args)
     if case is not None:
-        return _simulate_zoo(args, case, out)
+        return simulate_zoo(args, case, out)
     names = ["lr_hsi.nc", "hr_msi.nc", "srf.nc"] + (["hr_hsi.nc"] if args.save_truth else [])
     _check_outputs([out / n for n in names], {"scene": args.scene, "--srf": args.srf}, args.overwrite)
     if args.ratio:
@@ -222,53 +94,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulate_zoo(args: argparse.Namespace, case, out: Path) -> int:
-    """``simulate`` under a degradation of the zoo: the images a method sees; the SRF only when known;
-    with ``--save-truth`` also the truth and ``degradation.json`` (the case, the true PSF and where the
-    LR samples fall), which no method is given."""
-    import numpy as np
-
-    from .degradations import realise
-    from .io import write_netcdf
-    from .io.atomic import atomic_target, write_bytes
-    from .scenes import crop_to_ratio
-
-    names = ["lr_hsi.nc", "hr_msi.nc"] + (["srf.nc"] if case.srf_known else [])
-    names += ["hr_hsi.nc", "degradation.json"] if args.save_truth else []
-    _check_outputs([out / n for n in names], {"scene": args.scene}, args.overwrite)
-    truth = crop_to_ratio(_load_truth(args), case.ratio)
-    deg = realise(truth, case)
-    problem = deg.problem
-    out.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as stack:
-        tmp = {n: stack.enter_context(atomic_target(out / n, overwrite=args.overwrite)) for n in names}
-        write_netcdf(problem.lr_hsi, tmp["lr_hsi.nc"])
-        write_netcdf(problem.hr_msi, tmp["hr_msi.nc"])
-        if case.srf_known:
-            write_bytes(tmp["srf.nc"], problem.srf.to_dataarray().to_netcdf(engine="h5netcdf"))
-        if args.save_truth:
-            write_netcdf(deg.truth, tmp["hr_hsi.nc"])
-            record = {"case": case.to_dict(), "psf": np.asarray(deg.psf).tolist(), "offset": int(deg.offset),
-                      "lr_position": float(deg.lr_position),
-                      "relative_position": np.asarray(deg.relative_position).tolist()}
-            write_bytes(tmp["degradation.json"], json.dumps(record, indent=1).encode())
-    srf_note = f"SRF {case.srf} ({problem.msi_bands} bands)" + ("" if case.srf_known else ", not written (hidden)")
-    print(f"{case.name}: LR-HSI {problem.lr_hsi.shape}, HR-MSI {problem.hr_msi.shape}, {srf_note} -> {out}")
-    return 0
-
-
 def cmd_fuse(args: argparse.Namespace) -> int:
-    from .io import open_cube, write_netcdf
-    from .methods import fuse
-    from .physics import default_kernel_size, gaussian_kernel, get_protocol
-    from .problem import FusionProblem
-    from .srf import srf_from_name_or_path
+    from ..io import open_cube, write_netcdf
+    from ..methods import fuse
+    from ..physics import default_kernel_size, gaussian_kernel, get_protocol
+    from ..problem import FusionProblem
+    from ..srf import srf_from_name_or_path
 
     inputs = {"--lr-hsi": args.lr_hsi, "--hr-msi": args.hr_msi, "--srf": args.srf, "--checkpoint": args.checkpoint}
     if args.tile is None and (args.scheduler is not None or args.workers is not None):
         raise FusionExplorerError("--scheduler and --workers need --tile N (tiled fusion)")
     if args.tile is not None:
-        return _fuse_tiled(args, inputs)
+        return fuse_tiled_command(args, inputs)
     _check_outputs([Path(args.out)], inputs, args.overwrite)
     if args.psf_size and not args.psf_sigma:
         raise FusionExplorerError("--psf-size needs --psf-sigma (the Gaussian PSF's width)")
@@ -303,80 +140,9 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_lazy_input(spec: str):
-    """An input for tiled fusion: lazily (Zarr, NetCDF, ENVI), else read whole by :func:`open_cube`."""
-    from .io import open_cube
-    from .tiled import as_lazy, open_lazy
-
-    path = Path(spec)
-    if path.is_dir() and not (path.suffix.lower() == ".zarr" or any(
-            (path / m).is_file() for m in ("zarr.json", ".zgroup", ".zarray"))):
-        return as_lazy(open_cube(spec))  # a CAVE folder
-    if path.suffix.lower() == ".mat":
-        return as_lazy(open_cube(spec))
-    return open_lazy(spec)
-
-
-def _fuse_tiled(args: argparse.Namespace, inputs: dict) -> int:
-    """``fuse --tile N``: lazy inputs, tiles on dask, the fused cube written to a Zarr store tile by tile."""
-    from .physics import default_kernel_size, gaussian_kernel, get_protocol
-    from .srf import srf_from_name_or_path
-    from .tiled import TiledProblem, fuse_tiled
-
-    out = Path(args.out)
-    if out.suffix.lower() != ".zarr":
-        raise FusionExplorerError(f"--tile writes a Zarr store: name --out like OUT.zarr; got {args.out!r}")
-    if args.tile < 1:
-        raise FusionExplorerError(f"--tile must be a positive number of pixels; got {args.tile}")
-    if args.device not in ("auto", "cpu"):
-        raise FusionExplorerError("tiled fusion runs on the CPU workers of the dask scheduler; drop --device")
-    if args.checkpoint:
-        raise FusionExplorerError(f"--checkpoint: method {args.method!r} has no tiled version with weights")
-    if out.exists() and not out.is_dir():
-        raise WriteError(out, "is a file; --out names a Zarr store (a folder) to write")
-    for flag, spec in inputs.items():
-        if spec and Path(spec).exists() and _same_file(out, spec):
-            raise WriteError(out, f"is the input {flag}; write the result to another store")
-    if out.exists() and not args.overwrite:
-        raise WriteError(out, "exists; pass --overwrite to replace it")
-    if not args.srf:
-        raise FusionExplorerError("tiled fusion needs --srf (estimating the SRF needs the whole scene)")
-    lr = _open_lazy_input(args.lr_hsi)
-    msi = _open_lazy_input(args.hr_msi)
-    srf = srf_from_name_or_path(args.srf, lr)
-    psf, offset = None, args.offset
-    if args.protocol:
-        proto = get_protocol(args.protocol)
-        psf, offset = proto.psf().numpy(), proto.offset if offset is None else offset
-    elif args.psf_sigma:
-        size = args.psf_size or default_kernel_size(args.psf_sigma, ratio=1)
-        psf = gaussian_kernel(size, args.psf_sigma).numpy()
-    problem = TiledProblem(lr, msi, srf, ratio=args.ratio, psf=psf, offset=offset)
-    options = _parse_options(args.option)
-    bar = _progress(f"{args.method} tiles") if not args.quiet else None
-
-    def started(runner) -> None:
-        if runner.dashboard_link:
-            print(f"dask dashboard: {runner.dashboard_link}", file=sys.stderr, flush=True)
-
-    import time
-
-    start = time.perf_counter()
-    try:
-        fused = fuse_tiled(problem, args.method, tile=args.tile, scheduler=args.scheduler or "threads",
-                           workers=args.workers, out=out, overwrite=args.overwrite, seed=args.seed, progress=bar,
-                           on_start=started, **options)
-    finally:
-        if bar is not None:
-            bar.close()
-    print(f"{args.method} (tiled, {args.tile} px tiles, {args.scheduler or 'threads'}): {fused.shape} in "
-          f"{time.perf_counter() - start:.2f} s -> {out}")
-    return 0
-
-
 def cmd_score(args: argparse.Namespace) -> int:
-    from .io import open_cube
-    from .metrics import evaluate
+    from ..io import open_cube
+    from ..metrics import evaluate
 
     truth, est = open_cube(args.truth), open_cube(args.estimate)
     scores = evaluate(truth, est, args.ratio)
@@ -389,7 +155,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import cave_scenes, format_table, run_benchmark, write_results
+    from ..bench import cave_scenes, format_table, run_benchmark, write_results
 
     scenes = args.scenes or cave_scenes(args.data_dir)
     rows = run_benchmark(
@@ -407,7 +173,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .methods.scalmu.train import TrainConfig, train
+    from ..methods.scalmu.train import TrainConfig, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -462,7 +228,7 @@ def _add_train_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     p = _Parser(prog="fusion-explorer", description=__doc__.split("\n")[0])
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

@@ -10,15 +10,15 @@ import torch
 from fusion_explorer import metrics
 from fusion_explorer.bench import center_crop, load_scene
 from fusion_explorer.methods import fuse
-from fusion_explorer.methods.consistency import (
+from fusion_explorer.methods.guided import BRIGHTNESS_WEIGHT, NEIGHBOURS, WINDOW, data_neighbours, transfer
+from fusion_explorer.methods.unmixing import CoupledData, flat_adjoint, flat_degradation
+from fusion_explorer.methods.unmixing.projection import (
     msi_gain,
     observation_features,
     project,
     solve_normal,
     spectral_prior,
 )
-from fusion_explorer.methods.guided import BRIGHTNESS_WEIGHT, NEIGHBOURS, WINDOW, data_neighbours, transfer
-from fusion_explorer.methods.unmixing import CoupledData, flat_adjoint, flat_degradation
 from fusion_explorer.physics import add_noise, make_protocol, simulate
 
 
@@ -234,3 +234,12 @@ def test_transfer_is_differentiable_in_values_and_sigma(guide_problem):
     sigma = torch.tensor(0.05, dtype=torch.float64, requires_grad=True)
     small = type(nb64)(nb64.index[..., :50], nb64.distance[..., :50], nb64.scale[..., :50])
     assert torch.autograd.gradcheck(lambda v, s: transfer(v, small, s), (values, sigma))
+
+
+def test_old_module_name_reexports_the_projection():
+    """``methods.consistency`` (the former home) still gives the engine's functions, not copies."""
+    from fusion_explorer.methods import consistency
+    from fusion_explorer.methods.unmixing import projection
+
+    for name in consistency.__all__:
+        assert getattr(consistency, name) is getattr(projection, name)

@@ -127,7 +127,7 @@ def coupling_report(problem: Any, result: Any) -> dict[str, Any]:
     w = np.asarray(result.endmembers, np.float64)
     h = np.asarray(result.abundances, np.float64)
     srf = problem.srf.matrix if result.srf is None else result.srf.matrix
-    from ..methods.cnmf import spatial_model
+    from ..methods.unmixing.setup import spatial_model
 
     spatial, _ = spatial_model(problem, result.params.get("psf_option", "estimate"))
     degraded = spatial(torch.as_tensor(h)[None]).numpy()[0]

@@ -129,6 +129,8 @@ def batch_start(
         abundances=torch.cat([st.abundances for st in states]).reshape(n_items, p, big_n),
         msi_endmembers=srf @ w0,
     )
+    # the batch's stored PSF (in the batch's dtype), not batch.degradation.spatial(): that one rebuilds the
+    # Gaussian in float64, so the operator (and the training start) would not stay bit-identical
     spatial = SpatialDegradation(batch.psf.double(), batch.ratio, batch.offset, batch.degradation.border)
     data = CoupledData(y_h, y_m, srf, flat_degradation(spatial, (big_h, big_w)), delta,
                        flat_adjoint(spatial, (h, w)))

@@ -99,7 +99,7 @@ def estimate_gaussian_psf(
     returns ``(sigma, offset, relative residual)``. Searches offsets with a mid sigma first, then
     sigma on a log grid at the best offset.
     """
-    from ...physics import SpatialDegradation, default_kernel_size, gaussian_kernel
+    from ...physics import SensorPair
 
     bands, h, w = lr_hsi.shape
     a = lr_hsi.reshape(bands, -1)
@@ -107,7 +107,7 @@ def estimate_gaussian_psf(
     norm = float(np.sum(msi.numpy() ** 2)) / ratio**2
 
     def misfit(sigma: float, offset: int) -> float:
-        op = SpatialDegradation(gaussian_kernel(default_kernel_size(sigma, ratio), sigma), ratio, offset, "reflect")
+        op = SensorPair("candidate PSF", ratio, sigma=sigma, offset=offset).spatial()
         try:
             lr_msi = op(msi).numpy().reshape(msi.shape[0], -1)
         except ProblemError:  # a kernel wider than a small image: not a candidate

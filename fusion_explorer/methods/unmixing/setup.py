@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ...errors import ProblemError
-from ...physics import SpatialDegradation, default_kernel_size, gaussian_kernel
+from ...physics import SensorPair, SpatialDegradation
 from ...problem import FusionProblem
 from .estimate import estimate_gaussian_psf, estimate_srf, vca, virtual_dimensionality
 from .step import CoupledData, CoupledState, flat_adjoint, flat_degradation
@@ -29,8 +29,8 @@ MIN_MSI_BANDS = 3
 def default_spatial_operator(ratio: int) -> SpatialDegradation:
     """The paper's PSF when none is known: a Gaussian of FWHM = ``ratio`` HR pixels."""
     sigma = ratio / (2 * math.sqrt(2 * math.log(2)))
-    size = default_kernel_size(sigma, ratio)
-    return SpatialDegradation(gaussian_kernel(size, sigma), ratio, (ratio - 1) // 2, "reflect")
+    # a Gaussian preset of the default size, sampled at physics.default_offset(ratio), reflect border
+    return SensorPair("paper PSF", int(ratio), sigma=sigma).spatial()
 
 
 def spatial_model(problem: FusionProblem, psf: str = "estimate") -> tuple[SpatialDegradation, str]:
@@ -42,9 +42,9 @@ def spatial_model(problem: FusionProblem, psf: str = "estimate") -> tuple[Spatia
     if psf == "paper":
         return default_spatial_operator(problem.ratio), "Gaussian, FWHM = ratio (paper default)"
     sigma, offset, misfit = estimate_gaussian_psf(problem.lr_hsi.values, problem.hr_msi.values, problem.ratio)
-    kernel = gaussian_kernel(default_kernel_size(sigma, problem.ratio), sigma)
     note = f"estimated Gaussian, sigma {sigma:.3f}, offset {offset} (relative misfit {misfit:.2e})"
-    return SpatialDegradation(kernel, problem.ratio, offset, "reflect"), note
+    # the operator the fit scored (estimate_gaussian_psf): default kernel size, reflect border
+    return SensorPair("estimated PSF", problem.ratio, sigma=sigma, offset=offset).spatial(), note
 
 
 def flat_images(problem: FusionProblem, device, dtype: torch.dtype):

@@ -1,0 +1,169 @@
+"""Data consistency: the smallest change that makes a fused cube reproduce both observed images.
+
+The forward model says ``Y_m = R Z`` (SRF, per pixel) and ``Y_h = S(Z)`` (PSF + decimation, per
+band). The cubes that reproduce both images form the intersection of two affine subspaces;
+:func:`project` moves a fused cube ``Z`` onto it, after an optional guided step:
+
+0. Guided transfer (with ``neighbours``): ``Z ← Z + transfer(Y_h - S Z)``, the LR residual carried
+   to the HR pixels of the same colour (:mod:`.guided`) rather than spread by ``Sᵀ`` in step 2.
+   It is what the LR-HSI shows and the estimate misses (for an unmixing: the spectra outside the
+   endmembers' span), put where the MSI says it belongs. Steps 1-2 then remove what it got wrong.
+
+1. MSI: ``Z ← Z + G (Y_m - R Z)`` with ``G = C Rᵀ (R C Rᵀ)⁻¹``: the smallest change, in the metric of
+   a spectral prior covariance ``C`` ``(L, L)``, that gives ``R Z = Y_m`` at every pixel. Read as a
+   linear least-squares estimate of the error from its MSI projection, ``C`` says which spectra the
+   error is made of: ``C = I`` adds the minimum-norm spectra (``G = R⁺``); :func:`spectral_prior`
+   takes them from the endmembers' span, ``C ∝ W Wᵀ`` plus a small ridge.
+2. HSI: ``Z ← Z + Sᵀ (S Sᵀ + μ I)⁻¹ (Y_h - S Z)``: the smallest change that gives ``S Z = Y_h`` in
+   every band (``S Sᵀ`` is inverted by conjugate gradients on the LR grid). The damping ``μ`` (1e-4
+   of ``S Sᵀ``'s largest eigenvalue) leaves alone what the PSF all but erases: a PSF much wider than
+   the sampling step (say sigma 2 at ratio 2) makes ``S Sᵀ`` nearly singular (condition 1e8), and
+   an undamped solve would blow float rounding and noise up there; damped, an LR residual moves the
+   cube by at most ``1/(2 sqrt(μ))`` times its size. For the PSFs of the protocols here (condition 1
+   at x32, 1.25 at x8, 37 at x4) the damping changes the correction by 1e-4 of itself.
+
+``R`` acts on bands and ``S`` on pixels, so the two projectors commute: one pass of each lands on
+the intersection exactly whenever the images are consistent with each other (``R Y_h = S Y_m``:
+noise-free, with the true SRF and PSF), with no alternation. With noise, or an estimated SRF/PSF,
+the images disagree and an exact fit copies that disagreement into the cube: ``msi_step`` and
+``hsi_step`` (``t`` in [0, 1], scalars or ``(B, 1, 1)``) apply only that fraction of each
+correction, and :func:`observation_features` measures the disagreement (SCALMU's last layer learns
+its steps from them).
+
+Why it matters for an unmixing method: CNMF's output ``W H_m`` pairs ``W`` from the last HSI stage
+with ``H_m`` fitted under the previous ``W``, and never fits the LR-HSI at full resolution, so it
+reproduces neither image exactly; what the projections (and the guided step) gain on the CAVE
+scenes is measured in benchmarks/RESULTS.md (SCALMU section, "cnmf + consistency").
+
+Tensors are flat as in :mod:`.step`: cubes ``(B, L, N)``, ``Y_m`` ``(B, l, N)``, ``Y_h``
+``(B, L, n)``, the SRF ``(B or 1, l, L)``; the spatial operator and its adjoint come from
+:class:`~.step.CoupledData` (``degrade`` / ``upsample``). Everything is differentiable.
+:mod:`fusion_explorer.methods.consistency` re-exports this module under its former name.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...errors import ProblemError
+from .guided import SIGMA, Neighbours, transfer
+from .step import CoupledData
+
+#: conjugate-gradient iterations at most for ``(S Sᵀ + μ I) u = r``: 2-3 at x8 and x32 (``S Sᵀ`` is
+#: close to a multiple of the identity once the kernel is barely wider than the stride), ~40 for
+#: sigma 2 at ratio 4 (condition 37)
+CG_ITERATIONS = 60
+#: ``μ`` relative to the largest eigenvalue of ``S Sᵀ`` (see the module docstring)
+DAMPING = 1e-4
+#: relative residual at which the CG stops
+CG_TOLERANCE = 1e-6
+#: the default ridge of :func:`spectral_prior`: the share of ``C``'s trace that is white
+DEFAULT_RIDGE = 1e-2
+
+
+def spectral_prior(endmembers: torch.Tensor, ridge: float | torch.Tensor = DEFAULT_RIDGE,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``C = W A Wᵀ / tr(W A Wᵀ) + ridge · I / L`` ``(B, L, L)`` from endmembers ``W`` ``(B, L, p)``.
+
+    ``A = diag(weights)`` ``(B, p)`` (``None``: the identity). The MSI correction then adds
+    spectra from the endmembers' span (the materials the scene is made of) rather than the
+    minimum-norm spectra of ``C = I``, which are the SRF's rows themselves; the ridge keeps ``R C Rᵀ``
+    invertible when fewer endmembers than MSI bands survive. How it compares with ``C = I`` on
+    real crops: benchmarks/RESULTS.md.
+    """
+    w = endmembers if weights is None else endmembers * weights[..., None, :]
+    c = w @ endmembers.transpose(-1, -2)
+    trace = c.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(torch.finfo(c.dtype).tiny)
+    bands = endmembers.shape[-2]
+    eye = torch.eye(bands, dtype=c.dtype, device=c.device)
+    ridge = torch.as_tensor(ridge, dtype=c.dtype, device=c.device)
+    return c / trace[..., None, None] + ridge.reshape(-1, 1, 1) * eye / bands
+
+
+def msi_gain(srf: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+    """``G = C Rᵀ (R C Rᵀ)⁻¹`` ``(B, L, l)`` (``prior=None``: ``C = I``, ``G = R⁺``)."""
+    rt = srf.transpose(-1, -2)
+    crt = rt if prior is None else prior @ rt
+    return crt @ torch.linalg.inv(srf @ crt)
+
+
+def solve_normal(data: CoupledData, r: torch.Tensor, iterations: int = CG_ITERATIONS,
+                 tolerance: float = CG_TOLERANCE, damping: float = DAMPING) -> torch.Tensor:
+    """``u`` with ``(S Sᵀ + μ I) u = r`` ``(B, L, n)`` by conjugate gradients, every ``(item, band)``
+    its own system; ``μ = damping · λ_max(S Sᵀ)``, ``λ_max`` from the Rayleigh quotient of a
+    constant image (a blur passes the mean best)."""
+    if data.upsample is None:
+        raise ProblemError("the HSI correction needs CoupledData.upsample (the adjoint of degrade)")
+    ones = torch.ones_like(r[:1, :1])
+    mu = float(damping) * float(data.upsample(ones).square().sum() / ones.square().sum())
+
+    def normal(v: torch.Tensor) -> torch.Tensor:
+        return data.degrade(data.upsample(v)) + mu * v
+
+    u = torch.zeros_like(r)
+    res, direction = r, r
+    rs = (res * res).sum(-1, keepdim=True)
+    stop = tolerance**2 * rs.amax().clamp_min(torch.finfo(r.dtype).tiny)
+    tiny = torch.finfo(r.dtype).tiny
+    for _ in range(int(iterations)):
+        a_dir = normal(direction)
+        alpha = rs / (direction * a_dir).sum(-1, keepdim=True).clamp_min(tiny)
+        u = u + alpha * direction
+        res = res - alpha * a_dir
+        rs_new = (res * res).sum(-1, keepdim=True)
+        if bool(rs_new.amax() <= stop):
+            break
+        direction = res + (rs_new / rs.clamp_min(tiny)) * direction
+        rs = rs_new
+    return u
+
+
+def project(
+    z: torch.Tensor,
+    data: CoupledData,
+    prior: torch.Tensor | None = None,
+    *,
+    neighbours: Neighbours | None = None,
+    guided_step: float | torch.Tensor = 1.0,
+    sigma: float | torch.Tensor = SIGMA,
+    msi_step: float | torch.Tensor = 1.0,
+    hsi_step: float | torch.Tensor = 1.0,
+    cg_iterations: int = CG_ITERATIONS,
+    clamp: bool = True,
+) -> torch.Tensor:
+    """``z`` ``(B, L, N)`` corrected towards both images (see the module docstring), clamped at 0
+    (``clamp=False``: not, the exact affine projection).
+
+    With ``msi_step = hsi_step = 1`` and consistent images the result reproduces both exactly
+    (up to the CG tolerance and the clamp, which touches only values the correction drove
+    negative: 0.1-3 % of a CNMF estimate's on dark CAVE crops); ``prior``: ``C`` ``(B or 1, L, L)``,
+    ``None`` = the identity; ``neighbours``: run the guided step first (``guided_step`` of it, with
+    similarity width ``sigma``).
+    """
+    if neighbours is not None:
+        z = z + guided_step * transfer(data.lr_hsi - data.degrade(z), neighbours, sigma)
+    d_m = data.hr_msi - data.srf @ z
+    z = z + msi_step * (msi_gain(data.srf, prior) @ d_m)
+    r_h = data.lr_hsi - data.degrade(z)
+    z = z + hsi_step * data.upsample(solve_normal(data, r_h, cg_iterations))
+    return z.clamp_min(0) if clamp else z
+
+
+def observation_features(z: torch.Tensor, data: CoupledData) -> torch.Tensor:
+    """``(B, 3)`` log10 relative energies: the images' disagreement ``|S Y_m - R Y_h|² / |S Y_m|²``
+    (noise, or an SRF/PSF that is not the true one; ~1e-14 for consistent float32 images), and the
+    MSI and HSI residuals of ``z``; each floored at 1e-12."""
+    def rel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        num = a.square().mean(dim=(-1, -2))
+        return torch.log10(num / b.square().mean(dim=(-1, -2)).clamp_min(1e-30) + 1e-12)
+
+    lr_msi = data.degrade(data.hr_msi)
+    return torch.stack([
+        rel(lr_msi - data.srf @ data.lr_hsi, lr_msi),
+        rel(data.hr_msi - data.srf @ z, data.hr_msi),
+        rel(data.lr_hsi - data.degrade(z), data.lr_hsi),
+    ], dim=-1)
+
+
+__all__ = ["spectral_prior", "msi_gain", "solve_normal", "project", "observation_features", "DEFAULT_RIDGE",
+           "DAMPING"]

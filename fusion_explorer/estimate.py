@@ -33,7 +33,7 @@ from scipy.optimize import nnls
 
 from .degradations import kernel_moments
 from .errors import ProblemError
-from .physics import SpatialDegradation
+from .physics import SpatialDegradation, default_offset
 from .problem import FusionProblem
 
 #: the most nodes per side of the estimated kernel (its normal matrix has nodes⁴ entries)
@@ -370,7 +370,7 @@ def estimate_psf(
     nodes_half = min(math.ceil((math.ceil(ratio / 2) + radius) / step), MAX_KERNEL_NODES // 2)
     half = step * nodes_half
     size = 2 * half + 1
-    base = (ratio - 1) // 2
+    base = default_offset(ratio)
     if half >= min(msi.shape[1:]):
         raise ProblemError(f"a {size}x{size} PSF window needs an HR-MSI larger than {half}x{half}; got {msi.shape[1:]}")
     target = np.einsum("mb,byx->myx", matrix, lr) + c[:, None, None]

@@ -1,4 +1,4 @@
-"""CNMF's consistency projection, tile-wise (:func:`fusion_explorer.methods.consistency.project`
+"""CNMF's consistency projection, tile-wise (:func:`fusion_explorer.methods.unmixing.projection.project`
 without its guided step).
 
 ``Z1 = Z + G (Y_m - R Z)`` per pixel (``G = C Rᵀ (R C Rᵀ)⁻¹`` with the endmembers' spectral prior
@@ -24,10 +24,10 @@ def _msi_box(msi, y: slice, x: slice):
     return msi.data[:, y, x]
 
 
-# (fusion_explorer.methods.consistency.project without the guided step: Z1 = Z + G (Y_m - R Z) per pixel,
+# (fusion_explorer.methods.unmixing.projection.project without the guided step: Z1 = Z + G (Y_m - R Z) per pixel,
 # then Z1 + Sᵀ (S Sᵀ + μ I)⁻¹ (Y_h - S Z1), the normal equations solved by CG on the LR grid)
 
-#: CG settings and the spectral prior's ridge, as fusion_explorer.methods.consistency
+#: CG settings and the spectral prior's ridge, as fusion_explorer.methods.unmixing.projection
 CG_ITERATIONS, CG_TOLERANCE, DAMPING, RIDGE = 60, 1e-6, 1e-4, 1e-2
 #: bands per block when S Sᵀ is applied on the LR grid (bounds the HR temporaries)
 BAND_BLOCK = 16

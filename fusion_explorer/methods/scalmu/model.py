@@ -27,7 +27,7 @@ never sees the band count or the sensor: one trained model serves 31-band and 22
 After the ``K`` layers, a *consistency layer* (:class:`ConsistencyLayer`) carries the LR-HSI's
 residual to the HR pixels of the same colour (:mod:`~fusion_explorer.methods.unmixing.guided`: what the
 endmembers do not span) and moves the result onto both images
-(:func:`~fusion_explorer.methods.consistency.project`: the smallest change, in the metric of the
+(:func:`~fusion_explorer.methods.unmixing.projection.project`: the smallest change, in the metric of the
 endmembers' spectral prior, with ``R Z = Y_m`` and ``S Z = Y_h``), each by a learned fraction of
 the full correction computed from how much the two images disagree (noise) and how far the
 iterate is from them; at initialisation every fraction is 1, the exact projection. The fused cube
@@ -43,9 +43,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..consistency import DEFAULT_RIDGE, observation_features, project, spectral_prior
 from ..unmixing import CoupledData, CoupledState, coupled_step, tiny
 from ..unmixing.guided import SIGMA
+from ..unmixing.projection import DEFAULT_RIDGE, observation_features, project, spectral_prior
 
 #: features per endmember and per pair of endmembers
 N_NODE, N_PAIR = 3, 3
@@ -181,13 +181,13 @@ def _parts(learned: dict, plain: dict, doc: dict) -> dict:
             "learned_doc": {k: doc[k] for k in learned}}
 
 
-#: observation features (:func:`~fusion_explorer.methods.consistency.observation_features`) are
+#: observation features (:func:`~fusion_explorer.methods.unmixing.projection.observation_features`) are
 #: log10 energies, -12 to 0; divided by this before the gate's MLP
 FEATURE_SCALE = 4.0
 
 
 class ConsistencyLayer(nn.Module):
-    """SCALMU's last layer: ``Z = project(W H_m)`` (:func:`~fusion_explorer.methods.consistency.project`)
+    """SCALMU's last layer: ``Z = project(W H_m)`` (:func:`~fusion_explorer.methods.unmixing.projection.project`)
     with the guided transfer of the LR residual (when the data carry colour neighbours), the prior
     ``C = W Wᵀ/tr + ρ I/L``, and steps ``t_g, t_m, t_h = exp(min(0, g(f)))`` in (0, 1] for the
     guided, MSI and HSI corrections, ``f`` the :func:`observation_features` of ``W H_m``.

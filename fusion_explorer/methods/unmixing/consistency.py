@@ -1,5 +1,5 @@
 """The consistency stage: the optional last stage of an unmixing schedule, which moves the fused
-cube ``Z = W H_m`` onto both observed images (:func:`fusion_explorer.methods.consistency.project`).
+cube ``Z = W H_m`` onto both observed images (:func:`fusion_explorer.methods.unmixing.projection.project`).
 
 Modes (``cnmf(consistency=...)``; SCALMU's plain consistency layer is ``"guided"``):
 
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from ...errors import ProblemError
-from ..consistency import project, spectral_prior
 from .guided import data_neighbours
+from .projection import project, spectral_prior
 from .schedule import Schedule
 
 #: the accepted ``consistency`` options

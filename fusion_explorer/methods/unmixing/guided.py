@@ -16,7 +16,7 @@ Why: what the LR-HSI holds and an unmixing cannot represent (the part of each LR
 the endmembers' span, a few % of its energy on CAVE) has no HR counterpart in ``W H_m``. The
 spatial adjoint ``Sᵀ`` would spread such an LR residual as a blur over the LR pixel's footprint,
 across every edge; transferred by colour it lands on the HR pixels of the same material, before
-the exact projections of :func:`fusion_explorer.methods.consistency.project`. What it gains, and
+the exact projections of :func:`fusion_explorer.methods.unmixing.projection.project`. What it gains, and
 how little the results moved over windows of 2-8, ``k`` of 4-16, ``σ`` of 0.02-0.1 and ``β`` of
 0.005-0.08 (the defaults are not tuned to the benchmark scenes), is in benchmarks/RESULTS.md.
 

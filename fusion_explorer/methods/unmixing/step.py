@@ -100,7 +100,7 @@ class CoupledData:
     adjoint of ``degrade`` (needed only by :func:`joint_abundance_terms` and the consistency
     projection); ``neighbours`` the HR pixels' colour neighbours on the LR grid
     (:func:`.guided.data_neighbours`, for the guided transfer of
-    :func:`fusion_explorer.methods.consistency.project`).
+    :func:`fusion_explorer.methods.unmixing.projection.project`).
     """
 
     lr_hsi: torch.Tensor

@@ -185,7 +185,11 @@ class PlotlyFigure(anywidget.AnyWidget):
 
     def clear(self, layout: dict | None = None) -> None:
         """No traces, and the layout back to :attr:`base_layout` (updated with ``layout``, e.g. a title
-        saying why the plot is empty)."""
+        saying why the plot is empty). A plot already in that state is left alone: no message, no
+        redraw (panels clear their empty plots on every step; the page redraws only what changed)."""
+        target = {**self.base_layout, **jsonable(layout or {})}
+        if not self.data and self.figure_layout == target:
+            return
         self.update([], layout, replace=True)
 
     def on_click(self, fn: Callable[[dict], None]) -> None:

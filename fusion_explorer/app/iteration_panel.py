@@ -151,6 +151,7 @@ class IterationPanel(Panel):
         self._stage_shapes, self._stage_notes = shapes, notes
         self._metric_traces = traces
         self._metric_layout = layout
+        self._curves_sent = False  # the next step sends the traces; later steps move the marker only
         res = []
         rows = {}
         for key in ("residual_hsi", "residual_msi", "objective"):
@@ -200,10 +201,15 @@ class IterationPanel(Panel):
         self.label.value = " · ".join(bits) + final
         marker = {"type": "line", "xref": "x", "yref": "paper", "x0": x, "x1": x, "y0": 0, "y1": 1,
                   "line": {"color": "#444", "dash": "dot", "width": 1.5}}
-        self.metric.update(self._metric_traces, {**self._metric_layout, "shapes": [*self._stage_shapes, marker],
-                                                 "annotations": self._stage_notes}, replace=True)
-        self.residual.update(self._residual_traces, {**self._residual_layout,
-                                                     "shapes": [*self._stage_shapes, marker]}, replace=True)
+        shapes = {"shapes": [*self._stage_shapes, marker]}
+        if getattr(self, "_curves_sent", False):  # same run, same curves: only the marker moves (no traces resent)
+            self.metric.update(None, shapes)
+            self.residual.update(None, shapes)
+            return
+        self.metric.update(self._metric_traces, {**self._metric_layout, **shapes, "annotations": self._stage_notes},
+                           replace=True)
+        self.residual.update(self._residual_traces, {**self._residual_layout, **shapes}, replace=True)
+        self._curves_sent = True
 
 
 #: fill colours of the shaded stages, in turn

@@ -12,12 +12,11 @@ from .common import _parse_options, _progress, _same_file
 
 def _open_lazy_input(spec: str):
     """An input for tiled fusion: lazily (Zarr, NetCDF, ENVI), else read whole by :func:`open_cube`."""
-    from ..io import open_cube
+    from ..io import is_zarr_store, open_cube
     from ..tiled import as_lazy, open_lazy
 
     path = Path(spec)
-    if path.is_dir() and not (path.suffix.lower() == ".zarr" or any(
-            (path / m).is_file() for m in ("zarr.json", ".zgroup", ".zarray"))):
+    if path.is_dir() and not is_zarr_store(path):
         return as_lazy(open_cube(spec))  # a CAVE folder
     if path.suffix.lower() == ".mat":
         return as_lazy(open_cube(spec))

@@ -43,6 +43,7 @@ from .netcdf import read_netcdf, read_zarr, write_netcdf, write_zarr
 __all__ = [
     "ENV_MAX_BYTES",
     "FORMATS",
+    "is_zarr_store",
     "ScanResult",
     "default_max_bytes",
     "describe",
@@ -66,7 +67,8 @@ NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf")
 _MIN_SIDE = 20  # list_scenes: smaller spatial sides are tables (SRFs), not images
 
 
-def _is_zarr(path: Path) -> bool:
+def is_zarr_store(path: Path) -> bool:
+    """A folder holding a Zarr store (named ``.zarr``, or with Zarr v2/v3 metadata)."""
     return path.is_dir() and (
         path.suffix.lower() == ".zarr" or any((path / m).is_file() for m in ("zarr.json", ".zgroup", ".zarray"))
     )
@@ -153,7 +155,7 @@ def open_cube(
     if not is_mat and (layout is not None or image_shape is not None):
         raise ReadError(path, "layout= and image_shape= apply only to MATLAB .mat files")
     if path.is_dir():
-        if _is_zarr(path):
+        if is_zarr_store(path):
             cube = read_zarr(path, variable=variable, max_bytes=max_bytes)
         elif find_scene_dir(path) is not None:
             cube = read_cave(path, max_bytes=max_bytes)
@@ -301,7 +303,7 @@ def list_scenes(data_dir: str | os.PathLike, *, max_entries: int = 20_000, max_s
                     if entry.is_dir():
                         if entry.name.startswith("."):
                             continue
-                        if _is_zarr(p):
+                        if is_zarr_store(p):
                             found.append(p)
                         elif not entry.is_symlink():
                             subdirs.append(p)

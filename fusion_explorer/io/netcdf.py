@@ -28,20 +28,22 @@ from .atomic import atomic_target, check_target, write_bytes
 from .guard import check_hdf5, check_size, check_tree, cube_nbytes, shape_text
 from .matlab import check_dims, error_reason, to_nanometres
 
-_JSON_MARK = "fusion_explorer_json_attrs"
-_ROLES = {
+#: attrs holding JSON strings are listed under this key, so that reading decodes them again
+JSON_MARK = "fusion_explorer_json_attrs"
+#: the dim names read as band, y and x (any case); shared with the lazy readers of :mod:`fusion_explorer.tiled`
+DIM_ROLES = {
     "band": re.compile(r"^(bands?|wavelengths?|lambdas?|wl|channels?|spectral)$", re.I),
     "y": re.compile(r"^(y|rows?|lines?|lat|latitude|height)$", re.I),
     "x": re.compile(r"^(x|cols?|columns?|samples?|lon|longitude|width)$", re.I),
 }
 
 
-def _safe_attrs(attrs: Mapping[str, Any], *, for_zarr: bool = False) -> dict[str, Any]:
+def safe_attrs(attrs: Mapping[str, Any], *, for_zarr: bool = False) -> dict[str, Any]:
     """Attrs that NetCDF (and Zarr's JSON) can store; see the module doc."""
     out: dict[str, Any] = {}
     json_keys = []
     for key, value in attrs.items():
-        if value is None or key == _JSON_MARK:
+        if value is None or key == JSON_MARK:
             continue
         if isinstance(value, (bool, np.bool_)):
             out[key] = int(value)
@@ -57,13 +59,14 @@ def _safe_attrs(attrs: Mapping[str, Any], *, for_zarr: bool = False) -> dict[str
         else:
             out[key] = str(value)
     if json_keys:
-        out[_JSON_MARK] = ",".join(json_keys)
+        out[JSON_MARK] = ",".join(json_keys)
     return out
 
 
-def _restore_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items() if k != _JSON_MARK}
-    for key in str(attrs.get(_JSON_MARK, "")).split(","):
+def restore_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The attrs :func:`safe_attrs` stored, JSON strings decoded and numpy scalars as Python ones."""
+    out = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items() if k != JSON_MARK}
+    for key in str(attrs.get(JSON_MARK, "")).split(","):
         if key in out:
             try:
                 out[key] = json.loads(out[key])
@@ -79,7 +82,7 @@ def _to_dataset(cube: xr.DataArray, for_zarr: bool) -> tuple[xr.Dataset, str]:
         np.asarray(cube.values, dtype=np.float32),
         dims=DIMS,
         coords={k: c for k, c in cube.coords.items() if set(c.dims) <= set(DIMS)},
-        attrs=_safe_attrs(cube.attrs, for_zarr=for_zarr),
+        attrs=safe_attrs(cube.attrs, for_zarr=for_zarr),
         name=name,
     )
     if "wavelength" in arr.coords:
@@ -130,11 +133,12 @@ def _pick_variable(ds: xr.Dataset, path: Path, variable: str | None) -> xr.DataA
     return ds[cubes[0]]
 
 
-def _standardise(da: xr.DataArray, path: Path, fmt: str, global_attrs: Mapping[str, Any]) -> xr.DataArray:
-    """Rename dims to (band, y, x), transpose, and rebuild as a float32 cube with provenance."""
+def dim_roles(da: xr.DataArray, path: Path) -> dict[str, str]:
+    """``{dim name: "band" | "y" | "x"}`` for a 3-D array with one dim of each role (:data:`DIM_ROLES`),
+    else one :class:`ReadError`."""
     roles: dict[str, str] = {}
     for dim in da.dims:
-        role = next((r for r, rx in _ROLES.items() if rx.match(str(dim))), None)
+        role = next((r for r, rx in DIM_ROLES.items() if rx.match(str(dim))), None)
         if role is None or role in roles.values():
             raise ReadError(
                 path,
@@ -142,17 +146,28 @@ def _standardise(da: xr.DataArray, path: Path, fmt: str, global_attrs: Mapping[s
                 "y|row|lines|lat and x|col|samples|lon",
             )
         roles[str(dim)] = role
-    band_dim = next(d for d, r in roles.items() if r == "band")
+    return roles
+
+
+def band_wavelengths(da: xr.DataArray, band_dim: str) -> np.ndarray | None:
+    """The band centres in nm: the ``wavelength`` coordinate along ``band_dim``, or the band dim's own
+    values when it is named like a wavelength; converted by their ``units`` (else µm when all < 30)."""
     wl = None
     if "wavelength" in da.coords and da["wavelength"].dims == (band_dim,):
         wl = da["wavelength"]
     elif band_dim in da.coords and not re.match(r"^(bands?|channels?)$", band_dim, re.I):
         wl = da[band_dim]  # the band dim itself is named wavelength/lambda and carries the values
-    wl_nm = None
-    if wl is not None and np.issubdtype(wl.dtype, np.number):
-        wl_nm = to_nanometres(wl.values, wl.attrs.get("units"))
+    if wl is None or not np.issubdtype(wl.dtype, np.number):
+        return None
+    return to_nanometres(wl.values, wl.attrs.get("units"))
+
+
+def _standardise(da: xr.DataArray, path: Path, fmt: str, global_attrs: Mapping[str, Any]) -> xr.DataArray:
+    """Rename dims to (band, y, x), transpose, and rebuild as a float32 cube with provenance."""
+    roles = dim_roles(da, path)
+    wl_nm = band_wavelengths(da, next(d for d, r in roles.items() if r == "band"))
     std = da.rename(roles).transpose(*DIMS)
-    attrs = {**_restore_attrs(global_attrs), **_restore_attrs(da.attrs)}
+    attrs = {**restore_attrs(global_attrs), **restore_attrs(da.attrs)}
     attrs.pop("Conventions", None)
     for key in ("source", "format"):
         if key in attrs and str(attrs[key]) != (str(path) if key == "source" else fmt):

@@ -12,9 +12,7 @@ regions; it is renamed into place only when every tile is written.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import secrets
 import shutil
 import warnings
@@ -29,80 +27,22 @@ import zarr
 
 from ..cube import DIMS
 from ..errors import CubeError, ReadError, WriteError
+from ..io import is_zarr_store
 from ..io.atomic import check_target
+from ..io.netcdf import DIM_ROLES, band_wavelengths, dim_roles, restore_attrs, safe_attrs
 
-#: attrs holding JSON strings are listed under this key (as fusion_explorer.io.netcdf does)
-JSON_MARK = "fusion_explorer_json_attrs"
-_ROLES = {
-    "band": re.compile(r"^(bands?|wavelengths?|lambdas?|wl|channels?|spectral)$", re.I),
-    "y": re.compile(r"^(y|rows?|lines?|lat|latitude|height)$", re.I),
-    "x": re.compile(r"^(x|cols?|columns?|samples?|lon|longitude|width)$", re.I),
-}
 #: default spatial chunk (pixels) of lazily opened files without chunks of their own
 DEFAULT_CHUNK = 512
 
 
-def _is_zarr(path: Path) -> bool:
-    return path.is_dir() and (path.suffix.lower() == ".zarr" or any(
-        (path / m).is_file() for m in ("zarr.json", ".zgroup", ".zarray")))
-
-
-def _decode_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in attrs.items() if k != JSON_MARK}
-    for key in str(attrs.get(JSON_MARK, "")).split(","):
-        if key in out:
-            try:
-                out[key] = json.loads(out[key])
-            except (TypeError, ValueError):
-                pass
-    return out
-
-
-def encode_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """Attrs Zarr's JSON can store: ``None`` dropped, bools as ints, dicts/lists as marked JSON strings."""
-    out: dict[str, Any] = {}
-    marked = []
-    for key, value in attrs.items():
-        if value is None or key == JSON_MARK:
-            continue
-        if isinstance(value, (bool, np.bool_)):
-            out[key] = int(value)
-        elif isinstance(value, (dict, list, tuple)):
-            out[key] = json.dumps(value, default=str)
-            marked.append(key)
-        elif isinstance(value, np.ndarray):
-            out[key] = value.tolist()
-        elif isinstance(value, np.generic):
-            out[key] = value.item()
-        elif isinstance(value, (str, int, float)):
-            out[key] = value
-        else:
-            out[key] = str(value)
-    if marked:
-        out[JSON_MARK] = ",".join(marked)
-    return out
-
-
 def _standardise_lazy(arr: xr.DataArray, path: Path, fmt: str, global_attrs: Mapping[str, Any]) -> xr.DataArray:
-    roles: dict[str, str] = {}
-    for dim in arr.dims:
-        role = next((r for r, rx in _ROLES.items() if rx.match(str(dim))), None)
-        if role is None or role in roles.values():
-            raise ReadError(path, f"dims {tuple(arr.dims)} not understood; expected one each of band|wavelength, "
-                                  "y|row|lines and x|col|samples")
-        roles[str(dim)] = role
-    band_dim = next(d for d, r in roles.items() if r == "band")
-    wl = None
-    if "wavelength" in arr.coords and arr["wavelength"].dims == (band_dim,):
-        wl = np.asarray(arr["wavelength"].values, dtype=np.float64)
-    elif band_dim in arr.coords and not re.match(r"^(bands?|channels?)$", band_dim, re.I):
-        wl = np.asarray(arr[band_dim].values, dtype=np.float64)
-    if wl is not None and wl.size and wl.max() < 30:  # micrometres
-        wl = wl * 1000.0
+    """As the eager readers' standardising (same dim roles, wavelengths and attrs), keeping the dask array."""
+    roles = dim_roles(arr, path)
+    wl = band_wavelengths(arr, next(d for d, r in roles.items() if r == "band"))
     data = arr.data if isinstance(arr.data, da.Array) else da.from_array(arr.data)
     order = [next(d for d, r in roles.items() if r == want) for want in DIMS]
     data = data.transpose([list(arr.dims).index(d) for d in order]).astype(np.float32)
-    attrs = {**_decode_attrs(global_attrs), **_decode_attrs(arr.attrs)}
+    attrs = {**restore_attrs(global_attrs), **restore_attrs(arr.attrs)}
     attrs.pop("Conventions", None)
     attrs.update(source=str(path), format=fmt)
     coords = {}
@@ -132,7 +72,7 @@ def open_lazy(path: str | os.PathLike, *, variable: str | None = None, chunk: in
     if not path.exists():
         raise ReadError(path, "no such file or Zarr store")
     try:
-        if _is_zarr(path):
+        if is_zarr_store(path):
             from ..io.guard import check_tree
 
             check_tree(path, where="the Zarr store")
@@ -149,7 +89,7 @@ def open_lazy(path: str | os.PathLike, *, variable: str | None = None, chunk: in
                 check_hdf5(path, max_bytes=float("inf"))  # no external storage or links; size is no issue here
             ds = xr.open_dataset(path, engine="h5netcdf" if h5py.is_hdf5(str(path)) else "scipy", chunks={})
             cube = _pick(ds, path, variable)
-            cube = cube.chunk({d: chunk for d in cube.dims if not _ROLES["band"].match(str(d))})
+            cube = cube.chunk({d: chunk for d in cube.dims if not DIM_ROLES["band"].match(str(d))})
             return _standardise_lazy(cube, path, "netcdf", ds.attrs)
         return _open_envi_lazy(path, chunk)
     except (ReadError, CubeError):
@@ -237,7 +177,7 @@ class ZarrCubeWriter:
                  name: str = "fused", overwrite: bool = False):
         self.path = Path(path)
         check_target(self.path, overwrite=overwrite)
-        if self.path.exists() and not _is_zarr(self.path):
+        if self.path.exists() and not is_zarr_store(self.path):
             raise WriteError(self.path, "is not a Zarr store; not replaced")
         self.overwrite = overwrite
         self.name = name
@@ -247,7 +187,7 @@ class ZarrCubeWriter:
         bands, h, w = self.shape
         template = xr.DataArray(
             da.zeros(self.shape, chunks=(bands, *chunks), dtype=np.float32), dims=DIMS, name=name,
-            attrs=encode_attrs(dict(attrs or {})),
+            attrs=safe_attrs(dict(attrs or {}), for_zarr=True),
         )
         if wavelength is not None:
             template = template.assign_coords(

@@ -36,8 +36,36 @@ from .srf import SRF, get_srf
 _FROM_SENSORS: Any = type("_FromSensors", (), {"__repr__": lambda self: "<from sensors>"})()
 
 
+class PairShape:
+    """Sizes of an ``lr_hsi`` / ``hr_msi`` pair of ``(band, y, x)`` cubes, in memory or lazy
+    (:class:`FusionProblem`, :class:`fusion_explorer.tiled.TiledProblem`)."""
+
+    lr_hsi: xr.DataArray
+    hr_msi: xr.DataArray
+
+    @property
+    def lr_size(self) -> tuple[int, int]:
+        return self.lr_hsi.sizes["y"], self.lr_hsi.sizes["x"]
+
+    @property
+    def hr_size(self) -> tuple[int, int]:
+        return self.hr_msi.sizes["y"], self.hr_msi.sizes["x"]
+
+    @property
+    def hsi_bands(self) -> int:
+        return self.lr_hsi.sizes["band"]
+
+    @property
+    def msi_bands(self) -> int:
+        return self.hr_msi.sizes["band"]
+
+    @property
+    def wavelength(self) -> np.ndarray | None:
+        return wavelengths(self.lr_hsi)
+
+
 @dataclass(init=False, eq=False)
-class FusionProblem:
+class FusionProblem(PairShape):
     """The inputs of a fusion: LR-HSI ``(band, y, x)`` and HR-MSI ``(msi_band, Y, X)`` and their sensor pair.
 
     ``sensors`` (:class:`~fusion_explorer.physics.SensorPair`) is how the two images were acquired: the
@@ -242,26 +270,6 @@ class FusionProblem:
             raise ProblemError(message)
         if self.srf is not None:
             warnings.warn(message, UserWarning, stacklevel=3)
-
-    @property
-    def lr_size(self) -> tuple[int, int]:
-        return self.lr_hsi.sizes["y"], self.lr_hsi.sizes["x"]
-
-    @property
-    def hr_size(self) -> tuple[int, int]:
-        return self.hr_msi.sizes["y"], self.hr_msi.sizes["x"]
-
-    @property
-    def hsi_bands(self) -> int:
-        return self.lr_hsi.sizes["band"]
-
-    @property
-    def msi_bands(self) -> int:
-        return self.hr_msi.sizes["band"]
-
-    @property
-    def wavelength(self) -> np.ndarray | None:
-        return wavelengths(self.lr_hsi)
 
     def tensors(self, device: Any = "auto", dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """``(Y_h, Y_m)`` as tensors ``(band, y, x)`` and ``(msi_band, Y, X)`` on ``device``."""

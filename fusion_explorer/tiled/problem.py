@@ -16,14 +16,15 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..cube import DIMS, wavelengths
+from ..cube import DIMS
 from ..errors import CubeError, ProblemError
-from ..physics import SpatialDegradation
+from ..physics import SpatialDegradation, default_offset
+from ..problem import PairShape
 from .io import as_lazy, validate_lazy
 
 
 @dataclass
-class TiledProblem:
+class TiledProblem(PairShape):
     """LR-HSI ``(band, y, x)`` and HR-MSI ``(msi_band, Y, X)`` (either may be lazy), known SRF and PSF."""
 
     lr_hsi: xr.DataArray
@@ -68,31 +69,11 @@ class TiledProblem:
         if self.offset is not None and not (int(self.offset) == self.offset and 0 <= self.offset < self.ratio):
             raise ProblemError(f"offset must be an integer in 0..{self.ratio - 1}; got {self.offset!r}")
 
-    @property
-    def lr_size(self) -> tuple[int, int]:
-        return self.lr_hsi.sizes["y"], self.lr_hsi.sizes["x"]
-
-    @property
-    def hr_size(self) -> tuple[int, int]:
-        return self.hr_msi.sizes["y"], self.hr_msi.sizes["x"]
-
-    @property
-    def hsi_bands(self) -> int:
-        return self.lr_hsi.sizes["band"]
-
-    @property
-    def msi_bands(self) -> int:
-        return self.hr_msi.sizes["band"]
-
-    @property
-    def wavelength(self) -> np.ndarray | None:
-        return wavelengths(self.lr_hsi)
-
     def spatial_operator(self) -> SpatialDegradation:
         if self.psf is None:
             raise ProblemError("tiled cnmf needs a known PSF (--protocol or --psf-sigma): estimating it needs "
                                "the whole scene")
-        offset = self.offset if self.offset is not None else (self.ratio - 1) // 2
+        offset = self.offset if self.offset is not None else default_offset(self.ratio)
         return SpatialDegradation(self.psf, self.ratio, offset, self.border)
 
     def lr_values(self) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import Any
 import ipywidgets as W
 import numpy as np
 
+from .degradation_controls import DegradationControls, describe, make_srf, realise_with_truth
 from .figure import PlotlyFigure
 from .images import (
     band_centres,
@@ -110,6 +111,9 @@ class DataPanel(Panel):
                               layout=W.Layout(width="140px"))
         self.message = W.HTML()
         self.summary = W.HTML()
+        #: the degradation section: classic protocols or a zoo case, and the blind estimate
+        self.degradation = DegradationControls(self.ratio, self.srf, [self.protocol, self.sigma, self.snr],
+                                               problem=lambda: state.problem)
         self.srf_plot = PlotlyFigure(layout=line_layout("SRF over the cube's bands", "wavelength (nm)", "response",
                                                          width=420, height=230))
         self.views = {k: PlotlyFigure() for k in ("truth", "lr", "msi", "band")}
@@ -127,16 +131,21 @@ class DataPanel(Panel):
         self.root.observe(lambda _: self.refresh_scenes(), "value")
         self.upload.on_msg(self._on_upload_msg)
         self.protocol.observe(self._on_protocol, "value")
+        self.degradation.preset.observe(self._on_protocol, "value")
+        self.scene.observe(self._on_pair_choice, "value")
+        self.pair_msi.observe(self._on_pair_choice, "value")
         self.apply.on_click(lambda _: self.load())
         self.band.observe(lambda ch: setattr(state, "band", int(ch["new"])), "value")
         self._on_protocol()
         self.refresh_scenes()
+        self._on_pair_choice()
         controls = W.VBox([
             self.scene,
             W.HBox([self.root, self.rescan]),
             W.HBox([self.upload, self.upload_msg], layout=W.Layout(align_items="center")),
             self.pair_msi,
             W.HBox([self.protocol, self.crop]),
+            self.degradation.widget,
             W.HBox([self.srf, self.ratio]),
             W.HBox([self.snr, self.sigma], layout=W.Layout(margin="0 0 0 130px")),
             W.HBox([self.apply], layout=W.Layout(margin="4px 0 0 90px")),
@@ -145,7 +154,8 @@ class DataPanel(Panel):
         views = W.HBox([self.views["truth"], self.views["lr"], self.views["msi"],
                         W.VBox([self.views["band"], self.band])], layout=W.Layout(flex_flow="row wrap"))
         self.widget = W.VBox([
-            W.HBox([controls, W.VBox([self.summary, self.srf_plot])], layout=W.Layout(flex_flow="row wrap")),
+            W.HBox([controls, W.VBox([self.summary, self.srf_plot, self.degradation.estimate_box])],
+                   layout=W.Layout(flex_flow="row wrap")),
             views,
         ])
 
@@ -305,12 +315,29 @@ class DataPanel(Panel):
     def _on_protocol(self, _=None) -> None:
         from ..physics import PROTOCOLS
 
+        if self.degradation.zoo and not self._real_choice():  # the zoo's controls set the ratio
+            self.ratio.disabled = False
+            return
         custom = self.protocol.value == "custom"
         for w in (self.ratio, self.sigma, self.snr):
             w.disabled = not custom
         if not custom:
             p = PROTOCOLS[self.protocol.value]
             self.ratio.value, self.sigma.value, self.snr.value = p.ratio, p.sigma, p.snr_db or 0
+
+    def _on_pair_choice(self, _=None) -> None:
+        """A real pair carries its own MSI: hide the simulation controls (the protocol's ratio and PSF σ stay: they
+        make the Wald view of a same-resolution pair)."""
+        real = self._real_choice()
+        self.degradation.set_pair(real)
+        for w in (self.protocol, self.sigma):
+            w.layout.display = None if real or not self.degradation.zoo else "none"
+        self.snr.layout.display = "none" if real or self.degradation.zoo else None
+        self._on_protocol()
+
+    def _real_choice(self) -> bool:
+        """Whether the chosen scene is a real pair (an HR-MSI chosen, or a known real-pair file)."""
+        return bool(self.pair_msi.value) or _is_real_pair(self.scene.value or "")
 
     # ------------------------------------------------------------------ load
     def load(self) -> bool:
@@ -330,13 +357,21 @@ class DataPanel(Panel):
             return self._load_pair(key, msi_key)
         try:
             cube = load_scene(key, clip_negative=True)
-            if self.protocol.value == "custom":
-                proto = make_protocol(self.ratio.value, self.sigma.value, srf=self.srf.value,
-                                      snr_db=self.snr.value or None)
+            deg, degraded = self.degradation, None
+            if deg.zoo:
+                proto = deg.case()  # only its ratio is read below
+                truth = prepare(cube, proto.ratio, self.crop.value or None)
+                degraded, problem = realise_with_truth(truth, proto)
             else:
-                proto = PROTOCOLS[self.protocol.value]
-            truth = prepare(cube, proto.ratio, self.crop.value or None)
-            problem = simulate(truth, proto, srf=self.srf.value)
+                srf = deg.srf_choice()
+                if self.protocol.value == "custom":
+                    proto = make_protocol(self.ratio.value, self.sigma.value, snr_db=self.snr.value or None,
+                                          srf="nikon-d700" if srf.startswith("gaussian:") else srf)
+                else:
+                    proto = PROTOCOLS[self.protocol.value]
+                truth = prepare(cube, proto.ratio, self.crop.value or None)
+                problem = simulate(truth, proto, srf=make_srf(srf, truth.coords["wavelength"].values)
+                                   if srf.startswith("gaussian:") else srf)
             ground = reference(truth)  # Samson's / Jasper Ridge's endmembers and abundances, cut to the crop
             if ground is not None:
                 vmax = float(np.nanmax(crop_to_ratio(cube, proto.ratio, self.crop.value or None).values))
@@ -346,6 +381,7 @@ class DataPanel(Panel):
             self.message.value = _error(f"{type(e).__name__}: {e}")
             return False
         self.message.value = ""
+        deg.degraded = degraded
         self.state.ground_truth = ground
         self.state.reference_endmembers = None if ground is None else ground.endmembers
         self.state.set_problem(truth, problem)
@@ -380,6 +416,7 @@ class DataPanel(Panel):
             self.message.value = _error(f"{type(e).__name__}: {e}")
             return False
         self.message.value = ""
+        self.degradation.degraded = None
         self.state.ground_truth = self.state.reference_endmembers = None
         self.pair_note = real.note
         self.state.set_problem(None, real.problem, reference=real.reference)
@@ -391,19 +428,27 @@ class DataPanel(Panel):
         pb, truth = st.problem, st.truth
         if pb is None:
             return
+        self.degradation.clear_estimate()
         if truth is None:
             self._draw_pair()
             return
         wl = st.wavelength
         (h, w), (lh, lw) = pb.hr_size, pb.lr_size
+        d = self.degradation.degraded
+        d = d if d is not None and d.extras.get("shown") is pb else None
+        srf = pb.srf if d is None else d.srf  # a hidden SRF is drawn (the methods do not get it)
+        how = (f"{html.escape(d.case.name)}: {html.escape(describe(d.case))}" if d is not None
+               else f"PSF σ {pb.protocol.sigma:g} px, SNR {pb.protocol.snr_db or '∞'} dB" if pb.protocol is not None
+               else "")
         self.summary.value = (
-            f"<div style='line-height:1.5'><b>{truth.attrs.get('scene', 'scene')}</b><br>"
+            f"<div style='line-height:1.5;max-width:560px'><b>{truth.attrs.get('scene', 'scene')}</b><br>"
             f"HR truth {h}x{w}x{pb.hsi_bands}, {wl.min():.0f}–{wl.max():.0f} nm<br>"
-            f"LR-HSI {lh}x{lw}x{pb.hsi_bands} (ratio {pb.ratio}, PSF σ {pb.protocol.sigma:g} px, "
-            f"SNR {pb.protocol.snr_db or '∞'} dB)<br>"
-            f"HR-MSI {h}x{w}x{pb.msi_bands} through <b>{pb.srf.name}</b></div>")
-        m = np.asarray(pb.srf.matrix)
-        names = list(pb.srf.band_names)
+            f"LR-HSI {lh}x{lw}x{pb.hsi_bands} (ratio {pb.ratio}{', ' if how else ''}"
+            f"<span class='fe-case'>{how}</span>)<br>"
+            f"HR-MSI {h}x{w}x{pb.msi_bands} through <b>{srf.name}</b>"
+            f"{'' if pb.srf is not None else ' (hidden from methods)'}</div>")
+        m = np.asarray(srf.matrix)
+        names = list(srf.band_names)
         centres = band_centres(m, wl)  # each band drawn in the colour of its wavelength, not of its name
         self.srf_plot.update(
             [{"type": "scatter", "mode": "lines+markers", "x": wl, "y": m[i],
@@ -414,7 +459,7 @@ class DataPanel(Panel):
         pins = pins_layout(st.pins, st.cursor, (h, w), st.region)
         self.views["truth"].update([image_trace(*rgb_display(truth.values, wl), "truth")],
                                    {**image_layout("HR truth (true colour, CIE D65)", (h, w), px), **pins})
-        self._draw_inputs(centres, f"HR-MSI ({pb.srf.name})", pins, px)
+        self._draw_inputs(centres, f"HR-MSI ({srf.name})", pins, px)
 
     def _draw_pair(self) -> None:
         """A real pair: what it is, why there is no truth, the Wald view when the pair is same-resolution, the SRF

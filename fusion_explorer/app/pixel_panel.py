@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import threading
 
 import ipywidgets as W
@@ -11,6 +12,7 @@ import numpy as np
 from .figure import PlotlyFigure
 from .images import display_maps, heatmap_trace, image_layout, image_trace, line_layout, pins_layout, rgb_display
 from .panel import Panel
+from .regions import LassoRegion, RegionError, describe, lasso_region, lasso_shapes, region_spectra
 from .state import AppState, colour
 
 #: rendered steps kept (a 512x512 step is about 0.4 MB here)
@@ -59,14 +61,24 @@ class PixelPanel(Panel):
         self.where = W.HTML()
         for fig in (self.image, self.sam, self.error):
             fig.on_click(self._on_click)
-            fig.on_select(state.select)
+            fig.on_select(self._on_select)
         self.region_mode = W.ToggleButton(description="select a region", icon="square-o", value=False,
-                                          tooltip="drag a box on an image: mean ± std spectra over it",
+                                          tooltip="drag a box (or draw a lasso) on an image: mean ± std spectra "
+                                                  "over it",
                                           layout=W.Layout(width="150px"))
         self.region_mode.add_class("fe-region-mode")
         self.region_mode.observe(lambda _: self._draw_markers(), "value")
+        self.region_shape = W.ToggleButtons(options=[("box", "box"), ("lasso", "lasso")], value="box",
+                                            tooltips=["drag a rectangle", "draw around the pixels freehand"],
+                                            style={"button_width": "56px"})
+        self.region_shape.add_class("fe-region-shape")
+        self.region_shape.observe(lambda _: self._draw_markers(), "value")
+        #: one line when a drawn region covers no pixel
+        self.region_note = W.HTML()
+        self.region_note.add_class("fe-region-note")
         self.clear_region = W.Button(description="Clear region", icon="times", layout=W.Layout(width="120px"))
         self.clear_region.on_click(lambda _: setattr(state, "region", None))
+        self.clear_region.on_click(lambda _: setattr(self.region_note, "value", ""))
         for key, w in {"fe-fused": self.image, "fe-sam": self.sam, "fe-error": self.error,
                        "fe-spectrum": self.spectrum, "fe-pin": self.pin, "fe-clear": self.clear,
                        "fe-show-run": self.run, "fe-run-label": self.step_label, "fe-where": self.where,
@@ -83,8 +95,8 @@ class PixelPanel(Panel):
             W.HBox([self.run, self.scale, self.step_label],
                    layout=W.Layout(align_items="center", flex_flow="row wrap")),
             W.HBox([self.image, self.sam, self.error], layout=W.Layout(flex_flow="row wrap")),
-            W.HBox([self.spectrum, W.VBox([self.where, self.pin, self.clear, self.region_mode, self.clear_region,
-                                           self.csv])],
+            W.HBox([self.spectrum, W.VBox([self.where, self.pin, self.clear, self.region_mode, self.region_shape,
+                                           self.clear_region, self.region_note, self.csv])],
                    layout=W.Layout(flex_flow="row wrap")),
         ])
         self._reset()
@@ -93,6 +105,7 @@ class PixelPanel(Panel):
     def _reset(self, _=None) -> None:
         st = self.state
         self._views = {}
+        self.region_note.value = ""
         self._on_runs()
         self.step_label.value = "<i>run a method to see its result here</i>" if st.problem is not None else ""
         if st.problem is not None:
@@ -222,8 +235,13 @@ class PixelPanel(Panel):
     def _markers(self) -> dict:
         """Pins, cursor and region markers, and the drag mode (a box in region mode, else clicks only)."""
         st = self.state
-        return {**pins_layout(st.pins, st.cursor, st.hr_size, st.region),
-                "dragmode": "select" if self.region_mode.value else False, "selections": []}
+        lasso = st.region if isinstance(st.region, LassoRegion) else None
+        marks = pins_layout(st.pins, st.cursor, st.hr_size, None if lasso is not None else st.region)
+        if lasso is not None:  # its polygon, not its bounding box, is where the spectra were taken
+            shapes, notes = lasso_shapes(lasso)
+            marks = {"shapes": shapes + marks["shapes"], "annotations": notes + marks["annotations"]}
+        drag = ("lasso" if self.region_shape.value == "lasso" else "select") if self.region_mode.value else False
+        return {**marks, "dragmode": drag, "selections": []}
 
     def _draw_markers(self, _=None) -> None:
         if self.state.problem is None:
@@ -263,7 +281,7 @@ class PixelPanel(Panel):
             if st.selected in spectra:
                 traces.append({"type": "scatter", "mode": "lines", "x": wl, "y": spectra[st.selected],
                                "name": f"pin {k + 1} {st.selected}", "line": {"color": colour(k), "dash": "dash"}})
-        for i, (name, (mean, std)) in enumerate(st.region_spectra().items()):
+        for i, (name, (mean, std)) in enumerate(region_spectra(st).items()):
             col, dash = _FIXED.get(name, (colour(i + 1), "solid"))
             rgba = _rgba(col, 0.15)
             traces.append({"type": "scatter", "mode": "lines", "x": wl, "y": mean + std, "line": {"width": 0},
@@ -276,8 +294,7 @@ class PixelPanel(Panel):
                            "line": {"color": col, "dash": "dashdot" if dash == "solid" else dash, "width": 2}})
         title = "Spectra: click any image" if st.cursor is None else f"Spectra at y={st.cursor[0]}, x={st.cursor[1]}"
         if st.region is not None:
-            y0, y1, x0, x1 = st.region
-            title += f"; region y {y0}–{y1 - 1}, x {x0}–{x1 - 1} ({(y1 - y0) * (x1 - x0)} px)"
+            title += f"; {describe(st.region)}"
         self.spectrum.update(traces, {"title": {"text": title, "font": {"size": 13}, "x": 0.02}}, replace=True)
         if not traces:
             self.csv.value = ""
@@ -296,6 +313,28 @@ class PixelPanel(Panel):
     # ------------------------------------------------------------------ events
     def _on_click(self, ev: dict) -> None:
         self.state.click(ev)
+
+    def _on_select(self, ev: dict) -> None:
+        """A region drawn on an image: a box (``ev = {"x": [a, b], "y": [c, d]}``, see :meth:`AppState.select`) or
+        a lasso (``ev = {"lasso": {"x": [...], "y": [...]}}``, its vertices in HR pixel coordinates). A lasso that
+        holds no pixel clears the region and says why in one line."""
+        st = self.state
+        if st.problem is None:
+            return
+        self.region_note.value = ""
+        lasso = ev.get("lasso")
+        if lasso is None:
+            st.select(ev)
+            return
+        try:
+            st.region = lasso_region(lasso.get("x", []), lasso.get("y", []), st.hr_size)
+        except RegionError as e:
+            st.region = None
+            self.region_note.value = f"<span style='color:#b00'>{html.escape(str(e))}</span>"
+
+    def select_lasso(self, xs, ys) -> None:
+        """What drawing a lasso through ``(xs[i], ys[i])`` on an image does (for tests without a browser)."""
+        self._on_select({"event": "select", "lasso": {"x": list(xs), "y": list(ys)}})
 
     def _pin(self) -> None:
         if self.state.cursor is not None:

@@ -14,6 +14,8 @@ sum of RSS over the whole process tree, sampled every 0.1 s with psutil, workers
 
     .venv/bin/python benchmarks/bench_scale.py cave                 # tiled vs whole on full CAVE scenes
     .venv/bin/python benchmarks/bench_scale.py overhead --size 1024 # tiled vs whole-scene, both in memory
+    .venv/bin/python benchmarks/bench_scale.py overhead --size 1024 --methods bicubic --repeats 5 \
+        --out scale_overhead_1024_bicubic.json                       # bicubic only, medians of 5
     .venv/bin/python benchmarks/bench_scale.py run --size 2048 --workers 1 --scheduler processes
     .venv/bin/python benchmarks/bench_scale.py table                # benchmarks/results/scale.md
 
@@ -23,6 +25,7 @@ Results: ``benchmarks/results/scale_*.json``, table ``benchmarks/results/scale.m
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -222,6 +225,7 @@ def cmd_overhead(args) -> dict:
     from fusion_explorer.srf import SRF
     from fusion_explorer.tiled import fuse_tiled
 
+    load_before = round(os.getloadavg()[0], 2)
     scene = Scene(args.size, args.seed)
     size = args.size
     truth = fe.cube.make_cube(scene.truth(0, size, 0, size), WAVELENGTH)
@@ -233,23 +237,33 @@ def cmd_overhead(args) -> dict:
     problem = FusionProblem(lr, msi, srf=srf, ratio=RATIO, psf=spatial.kernel.numpy(), offset=OFFSET)
     options = {"n_endmembers": P, "inner_iterations": 50}
     rows = []
-    for method in ("bicubic", "cnmf"):
+    for method in args.methods:
         opts = options if method == "cnmf" else {}
-        t0 = time.perf_counter()
-        whole = fe.fuse(problem, method, device="cpu", **opts).fused
-        t_whole = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        tiled = fuse_tiled(problem, method, tile=args.tile, workers=2, **opts)
-        t_tiled = time.perf_counter() - t0
-        row = {"size": size, "method": method, "tile": args.tile, "seconds_whole": round(t_whole, 2),
+        seconds: dict = {"whole": [], "tiled": [], "cpu_whole": [], "cpu_tiled": []}
+        for _ in range(args.repeats):  # alternated, so that both see the same load
+            for kind in ("whole", "tiled"):
+                gc.collect()
+                c0, t0 = time.process_time(), time.perf_counter()
+                if kind == "whole":
+                    whole = fe.fuse(problem, method, device="cpu", **opts).fused
+                else:
+                    tiled = fuse_tiled(problem, method, tile=args.tile, workers=2, **opts)
+                seconds[kind].append(round(time.perf_counter() - t0, 2))
+                seconds[f"cpu_{kind}"].append(round(time.process_time() - c0, 2))
+        t_whole, t_tiled = float(np.median(seconds["whole"])), float(np.median(seconds["tiled"]))
+        row = {"size": size, "method": method, "tile": args.tile, "label": args.label,
+               "load_average_1min_before": load_before, "seconds_whole": round(t_whole, 2),
                "seconds_tiled_threads2": round(t_tiled, 2), "overhead": round(t_tiled / t_whole, 3),
+               "repeats": args.repeats, "runs": seconds,
+               "cpu_overhead": round(float(np.median(seconds["cpu_tiled"]) / np.median(seconds["cpu_whole"])), 3),
                "psnr_whole": round(evaluate(truth, whole, RATIO)["psnr"], 3),
                "psnr_tiled": round(evaluate(truth, tiled, RATIO)["psnr"], 3),
                "max_abs_diff": float(np.abs(whole.values - tiled.values).max()),
                "load_average_1min_after": round(os.getloadavg()[0], 2)}
         print(json.dumps(row), flush=True)
         rows.append(row)
-    (RESULTS / f"scale_overhead_{size}.json").write_text(json.dumps(rows, indent=1))
+    name = f"scale_overhead_{size}.json" if args.out is None else args.out
+    (RESULTS / name).write_text(json.dumps(rows, indent=1))
     return rows
 
 
@@ -316,6 +330,10 @@ def main(argv=None) -> None:
     s.add_argument("--size", type=int, default=1024)
     s.add_argument("--tile", type=int, default=512)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--methods", nargs="+", default=["bicubic", "cnmf"], choices=["bicubic", "cnmf"])
+    s.add_argument("--repeats", type=int, default=1, help="alternated whole/tiled runs; medians reported")
+    s.add_argument("--label", default="", help="a tag stored in the rows (e.g. before/after)")
+    s.add_argument("--out", help="file name under benchmarks/results (default scale_overhead_SIZE.json)")
     s.set_defaults(func=cmd_overhead)
     s = sub.add_parser("cave")
     s.add_argument("scenes", nargs="*", default=["balloons_ms", "thread_spools_ms"])

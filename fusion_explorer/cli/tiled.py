@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -21,6 +23,72 @@ def _open_lazy_input(spec: str):
     if path.suffix.lower() == ".mat":
         return as_lazy(open_cube(spec))
     return open_lazy(spec)
+
+
+#: glibc ``mallopt`` parameter: the most malloc arenas (each thread that allocates may get its own)
+M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(workers: int | None) -> int | None:
+    """Cap glibc's malloc arenas at ``max(2, workers)`` in this process and in the process workers it
+    starts (``MALLOC_ARENA_MAX``), unless the user set ``MALLOC_ARENA_MAX``; returns the cap or None.
+
+    By default glibc gives each allocating thread its own arena, up to 8 per core, each a 64 MiB
+    reservation of address space that keeps freed memory for reuse: with dask's and torch's threads a
+    2048² tiled CNMF run reached 2.54 GiB of virtual memory (1.60 GiB resident) against 1.95 GiB
+    (1.27 GiB) with 2 arenas, at the same speed (benchmarks/results/scale.md). A ``ulimit -v`` limit
+    counts the reservations, so the cap is what lets a run fit under one.
+    """
+    import ctypes
+
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return None
+    cap = max(2, int(workers or 0))
+    os.environ["MALLOC_ARENA_MAX"] = str(cap)  # for process workers started from here
+    try:
+        libc = ctypes.CDLL(None)
+        if not hasattr(libc, "gnu_get_libc_version"):
+            return None
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        return cap if libc.mallopt(M_ARENA_MAX, cap) == 1 else None
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def out_of_memory_message(exc: BaseException) -> str | None:
+    """One line for an allocation that failed (``MemoryError``, torch's "can't allocate memory", a thread
+    that could not start), saying whether a virtual-memory limit (``ulimit -v``) is what ran out; None for
+    any other error."""
+    import resource
+
+    text = " ".join(str(exc).split())
+    if isinstance(exc, MemoryError):
+        what = f"an allocation failed ({text})" if text else "an allocation failed"
+    elif isinstance(exc, RuntimeError) and "can't allocate memory" in text:
+        size = re.search(r"allocate (\d+) bytes", text)
+        what = f"an allocation of {_gib(int(size.group(1)))} failed" if size else "an allocation failed"
+    elif isinstance(exc, RuntimeError) and "can't start new thread" in text:
+        what = "a new thread could not get its stack"
+    else:
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft == resource.RLIM_INFINITY:
+        return (f"out of memory: {what}; try --workers 1 or a smaller --tile (each tile task holds its tile's "
+                f"cube and abundances)")
+    used = ""
+    try:
+        with open("/proc/self/status") as fh:
+            vm = re.search(r"^VmSize:\s+(\d+) kB", fh.read(), re.M)
+        used = f" with {_gib(int(vm.group(1)) * 1024)} of it in use" if vm else ""
+    except OSError:
+        pass
+    return (f"out of memory: {what} under the virtual-memory limit of {_gib(soft)} (ulimit -v){used}; that limit "
+            f"counts address space that torch, thread stacks and malloc arenas reserve, not only memory in use: "
+            f"raise it, or use --workers 1 or a smaller --tile")
 
 
 def fuse_tiled_command(args: argparse.Namespace, inputs: dict) -> int:
@@ -47,6 +115,7 @@ def fuse_tiled_command(args: argparse.Namespace, inputs: dict) -> int:
         raise WriteError(out, "exists; pass --overwrite to replace it")
     if not args.srf:
         raise FusionExplorerError("tiled fusion needs --srf (estimating the SRF needs the whole scene)")
+    limit_malloc_arenas(args.workers or min(os.cpu_count() or 1, 4))
     lr = _open_lazy_input(args.lr_hsi)
     msi = _open_lazy_input(args.hr_msi)
     srf = srf_from_name_or_path(args.srf, lr)
@@ -72,6 +141,11 @@ def fuse_tiled_command(args: argparse.Namespace, inputs: dict) -> int:
         fused = fuse_tiled(problem, args.method, tile=args.tile, scheduler=args.scheduler or "threads",
                            workers=args.workers, out=out, overwrite=args.overwrite, seed=args.seed, progress=bar,
                            on_start=started, **options)
+    except (MemoryError, RuntimeError) as exc:
+        message = out_of_memory_message(exc)
+        if message is None:
+            raise
+        raise FusionExplorerError(message) from None
     finally:
         if bar is not None:
             bar.close()

@@ -145,16 +145,26 @@ def validate_lazy(cube: xr.DataArray, *, what: str = "cube", tolerance: float = 
     """
     import dask
 
-    data = cube.data if isinstance(cube.data, da.Array) else da.from_array(np.asarray(cube.values))
-    finite = da.isfinite(data)
-    stats = (
-        (~finite).sum(),
-        (data < 0).sum(),
-        da.where(finite, data, np.inf).min(),
-        da.where(finite, data, -np.inf).max(),
-        da.where(finite, data, 0).astype(np.float64).mean(axis=(1, 2)),
-    )
-    bad, negative, vmin, vmax, band_means = (compute or dask.compute)(*stats)
+    if isinstance(cube.data, da.Array):
+        data = cube.data
+        finite = da.isfinite(data)
+        stats = (
+            (~finite).sum(),
+            (data < 0).sum(),
+            da.where(finite, data, np.inf).min(),
+            da.where(finite, data, -np.inf).max(),
+            da.where(finite, data, 0).astype(np.float64).mean(axis=(1, 2)),
+        )
+        bad, negative, vmin, vmax, band_means = (compute or dask.compute)(*stats)
+    else:  # already in memory: the same statistics without hashing it into a dask graph
+        data = np.asarray(cube.values)
+        finite = np.isfinite(data)
+        bad = int(data.size - np.count_nonzero(finite))
+        clean = data if not bad else np.where(finite, data, 0)
+        negative = int(np.count_nonzero(clean < 0))
+        vmin = float(clean.min()) if not bad else float(np.where(finite, data, np.inf).min())
+        vmax = float(clean.max()) if not bad else float(np.where(finite, data, -np.inf).max())
+        band_means = clean.reshape(clean.shape[0], -1).mean(axis=1, dtype=np.float64)
     if bad:
         raise CubeError(f"{what} has {int(bad)} non-finite values (NaN or Inf)")
     if negative and float(vmin) < -tolerance * max(float(vmax), 0.0):

@@ -77,6 +77,8 @@ MIN_MSI_BANDS = 3
 CHECK_EVERY = 10
 #: pixels per block of the per-pixel H_m loop inside a tile (cache-sized, as the whole-scene loop)
 BLOCK_PIXELS = 16384
+#: bytes of upsampled values per band group of a bicubic tile (cache-sized; see :func:`_bicubic_tile`)
+BICUBIC_GROUP_BYTES = 8 << 20
 
 
 def _msi_box(msi: xr.DataArray, y: slice, x: slice):
@@ -87,16 +89,34 @@ def _msi_box(msi: xr.DataArray, y: slice, x: slice):
 # ---- bicubic --------------------------------------------------------------------------------------------
 
 
-def _bicubic_tile(lr_ext: np.ndarray, t: Tile, ratio: int, writer: ZarrCubeWriter | None, threads: int | None):
+def _bicubic_tile(lr_ext: np.ndarray, t: Tile, ratio: int, writer: ZarrCubeWriter | None, threads: int | None,
+                  out: np.ndarray | None = None):
+    """Upsample a tile's LR box (with its halo), keep the tile's own pixels, clip at 0.
+
+    Bands go through ``F.interpolate`` a few at a time (about :data:`BICUBIC_GROUP_BYTES` of
+    upsampled values each): each group's result stays in cache and is clipped straight into the
+    tile's destination, so no full-size upsampled copy of the extended box is allocated, faulted in
+    and copied again. The destination is ``out``'s box (the whole scene's array, on the threaded
+    scheduler) or a tile buffer that is written to ``writer`` (or returned). Per band this is the
+    same ``F.interpolate`` call on the same LR values as the whole-scene bicubic: the same numbers.
+    """
     if threads:
         set_torch_threads(threads)
-    x = torch.from_numpy(np.maximum(np.asarray(lr_ext, dtype=np.float32), 0))[None]
-    up = F.interpolate(x, scale_factor=ratio, mode="bicubic", align_corners=False)[0].clamp_min(0)
-    tile = t.trim(up.numpy())
+    lr = torch.from_numpy(np.maximum(np.asarray(lr_ext, dtype=np.float32), 0))
+    bands, eh, ew = lr.shape[0], lr.shape[1] * ratio, lr.shape[2] * ratio
+    if out is not None:
+        dest = out[:, t.y0 : t.y1, t.x0 : t.x1]
+    else:
+        dest = np.empty((bands, t.y1 - t.y0, t.x1 - t.x0), dtype=np.float32)
+    target = torch.from_numpy(dest)
+    group = max(1, BICUBIC_GROUP_BYTES // (eh * ew * 4))
+    for b in range(0, bands, group):
+        up = F.interpolate(lr[None, b : b + group], scale_factor=ratio, mode="bicubic", align_corners=False)[0]
+        torch.clamp_min(t.trim(up), 0, out=target[b : b + group])
     if writer is not None:
-        writer.write(t.y0, t.x0, tile)
+        writer.write(t.y0, t.x0, dest)
         return None
-    return tile
+    return None if out is not None else dest
 
 
 # ---- CNMF ------------------------------------------------------------------------------------------------
@@ -289,7 +309,6 @@ def fuse_tiled(
     reach = math.ceil(max(psf_shape) // 2 / ratio)
     grid = TileGrid.for_psf(problem.hr_size, ratio, tile, psf_shape, extra_lr=2 + (reach if opts.get("consistency")
                                                                                    else 0))
-    msi = as_lazy(problem.hr_msi, tile).chunk({"band": -1, "y": tile, "x": tile})
     bands = problem.hsi_bands
     attrs = {k: v for k, v in problem.lr_hsi.attrs.items() if k not in ("kind",)}
     attrs.update(kind="fused HR-HSI", method=method, method_params=repr({**opts, "seed": seed}), ratio=ratio,
@@ -297,6 +316,7 @@ def fuse_tiled(
     scratch_root = Path(workdir) if workdir is not None else (Path(out).resolve().parent if out else None)
     folder = Path(tempfile.mkdtemp(prefix=".fusion-explorer-tiles-", dir=scratch_root))
     writer = None
+    filled = None  # the in-memory result, filled in place by bicubic tiles on the threaded scheduler
     try:
         with Runner(scheduler, workers) as runner:
             if on_start is not None:
@@ -308,20 +328,24 @@ def fuse_tiled(
                                         attrs=attrs, overwrite=overwrite)
             if method == "bicubic":  # the LR-HSI stays lazy too: each task reads its own box
                 lazy_lr = as_lazy(problem.lr_hsi, max(tile // ratio, 1))
+                # in memory on the threaded scheduler: tiles fill one array in place (no gather, no copy)
+                if writer is None and runner.client is None:
+                    filled = np.empty((bands, *problem.hr_size), dtype=np.float32)
                 tasks = []
                 for t in grid:
                     ly, lx = t.lr_ext_box(ratio)
                     tasks.append(dask.delayed(_bicubic_tile, pure=False)(_msi_box(lazy_lr, ly, lx), t, ratio, writer,
-                                                                         threads))
+                                                                         threads, filled))
                 tiles = runner.run_tiles(tasks, progress, "bicubic")
             else:
+                msi = as_lazy(problem.hr_msi, tile).chunk({"band": -1, "y": tile, "x": tile})
                 tiles = _run_cnmf(problem, grid, problem.lr_values(), msi, stats, opts, seed, runner, folder, writer,
                                   threads, progress)
         if writer is not None:
             path = writer.commit()
             writer = None
             return open_lazy(path)
-        return _assemble(tiles, grid, bands, problem, attrs)
+        return _assemble(tiles, grid, bands, problem, attrs, filled)
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -374,10 +398,14 @@ def _run_cnmf(problem: TiledProblem, grid: TileGrid, lr: np.ndarray, msi: xr.Dat
     return runner.run_tiles(tasks, progress, "fused cube (tiles)")
 
 
-def _assemble(tiles: list, grid: TileGrid, bands: int, problem: TiledProblem, attrs: dict) -> xr.DataArray:
-    out = np.zeros((bands, *grid.hr_size), dtype=np.float32)
-    for t, values in zip(grid, tiles, strict=True):
-        out[:, t.y0 : t.y1, t.x0 : t.x1] = values
+def _assemble(tiles: list, grid: TileGrid, bands: int, problem: TiledProblem, attrs: dict,
+              filled: np.ndarray | None = None) -> xr.DataArray:
+    if filled is not None:  # the tiles wrote their pixels into it
+        out = filled
+    else:
+        out = np.empty((bands, *grid.hr_size), dtype=np.float32)
+        for t, values in zip(grid, tiles, strict=True):
+            out[:, t.y0 : t.y1, t.x0 : t.x1] = values
     coords = {}
     if problem.wavelength is not None:
         coords["wavelength"] = ("band", problem.wavelength, {"units": "nm"})

@@ -16,6 +16,15 @@ from .panel import Panel
 from .state import AppState, colour
 
 _MAX_THUMBS = 30
+#: cached per-step drawings (large map, thumbnails) of the selected run
+_VIEW_CACHE = 80
+
+
+def _thumbnails(h: np.ndarray) -> list[bytes]:
+    """PNG thumbnails (about 84 px) of abundance maps ``(p, y, x)``, on one scale (the 99.5th percentile)."""
+    small = shrink(np.asarray(h, dtype=np.float32), 84)
+    vmax = max(float(np.percentile(small, 99.5)), 1e-9)
+    return [png_bytes((np.clip(m / vmax, 0, 1) * 255).astype(np.uint8)) for m in small]
 
 
 class EndmemberPanel(Panel):
@@ -37,6 +46,10 @@ class EndmemberPanel(Panel):
         self.thumbs = W.Box(layout=W.Layout(flex_flow="row wrap", width="100%"))
         self._thumbs: list[tuple[W.VBox, W.Image]] = []
         self._thumbs_key: tuple | None = None
+        #: per trace step (keyed by the id of its abundance array, which the trace holds alive): the large
+        #: abundance heatmap and the thumbnails' PNGs, so stepping back and forth redoes no block means or encoding
+        self._views: dict[tuple, object] = {}
+        self._views_of: object = None
         self._sensor_figs = {
             "psf": PlotlyFigure(), "true_psf": PlotlyFigure(),
             "srf": PlotlyFigure(layout=line_layout("SRF: estimated (dashed) vs true", "wavelength (nm)", "response",
@@ -61,6 +74,17 @@ class EndmemberPanel(Panel):
             self.sensor,
         ])
         self.draw()
+
+    def _cached(self, key: tuple, make):
+        """``make()`` once per ``key`` and selected run (at most :data:`_VIEW_CACHE` entries, oldest dropped)."""
+        run = self.state.run
+        if self._views_of is not run:  # another run: ids of its arrays may repeat those of a freed one
+            self._views, self._views_of = {}, run
+        if key not in self._views:
+            self._views[key] = make()
+            while len(self._views) > _VIEW_CACHE:
+                self._views.pop(next(iter(self._views)))
+        return self._views[key]
 
     def _step(self) -> dict | None:
         run = self.state.run
@@ -126,17 +150,17 @@ class EndmemberPanel(Panel):
             self.pick.value = sel
         k = max(sel, 0)
         size = h.shape[1:]
-        self.large.update([{**heatmap_trace(h[k], "abundance", f"e{k + 1}", max_side=160, zmax=float(h[k].max())),
-                            "colorscale": "Cividis"}],
-                          image_layout(f"abundance of e{k + 1} ({'HR' if h_key == 'abundances' else 'LR'})",
-                                       size, 300, colorbar=True), replace=True)
+        large = self._cached(("large", id(s[h_key]), k), lambda: {
+            **heatmap_trace(h[k], "abundance", f"e{k + 1}", max_side=160, zmax=float(h[k].max())),
+            "colorscale": "Cividis"})
+        self.large.update([large], image_layout(f"abundance of e{k + 1} ({'HR' if h_key == 'abundances' else 'LR'})",
+                                                size, 300, colorbar=True), replace=True)
         key = (id(s[h_key]), sel, p)
         if key == self._thumbs_key:  # same abundances (unmixings keep H between some steps): nothing to redraw
             return
         self._thumbs_key = key
-        small = shrink(h[:_MAX_THUMBS], 84)
-        vmax = max(float(np.percentile(small, 99.5)), 1e-9)
         n = min(p, _MAX_THUMBS)
+        pngs = self._cached(("thumbs", id(s[h_key])), lambda: _thumbnails(h[:n]))
         while len(self._thumbs) < n:  # thumbnail widgets are made once and then only updated
             j = len(self._thumbs)
             label = W.HTML(f"<span style='color:{colour(j)};font-weight:bold'>e{j + 1}</span>")
@@ -144,7 +168,7 @@ class EndmemberPanel(Panel):
             self._thumbs.append((W.VBox([label, image]), image))
         for j in range(n):
             box, image = self._thumbs[j]
-            image.value = png_bytes((np.clip(small[j] / vmax, 0, 1) * 255).astype(np.uint8))
+            image.value = pngs[j]
             image.layout.border = f"3px solid {colour(j)}" if j == sel else f"1px solid {colour(j)}"
         if len(self.thumbs.children) != n:
             self.thumbs.children = [box for box, _ in self._thumbs[:n]]

@@ -74,7 +74,8 @@ function render({ model, el }) {
   plotly().then((P) => {
     Plotly = P;
     draw().then(() => {
-      div.on("plotly_selected", (ev) => {  // a box drawn in select mode: its range in data coordinates
+      div.on("plotly_selected", (ev) => {  // a lasso: its points; a box: its range (data coordinates)
+        if (ev && ev.lassoPoints) { model.send({ event: "select", lasso: { x: ev.lassoPoints.x, y: ev.lassoPoints.y } }); return; }
         if (!ev || !ev.range || !ev.range.x || !ev.range.y) return;
         model.send({ event: "select", x: ev.range.x, y: ev.range.y });
       });
@@ -196,7 +197,8 @@ class PlotlyFigure(anywidget.AnyWidget):
         self._click_handlers.append(fn)
 
     def on_select(self, fn: Callable[[dict], None]) -> None:
-        """``fn(event)`` with ``event = {"x": [x0, x1], "y": [y0, y1]}`` when a box is drawn in select mode."""
+        """``fn(event)`` when a region is drawn: ``{"x": [x0, x1], "y": [y0, y1]}`` for a box,
+        ``{"lasso": {"x": [...], "y": [...]}}`` for a lasso (its vertices, data coordinates)."""
         self._select_handlers.append(fn)
 
     def select(self, x: tuple[float, float], y: tuple[float, float]) -> None:

@@ -184,7 +184,13 @@ def pins_layout(pins: list, cursor=None, size: tuple[int, int] = (256, 256), reg
     """
     r = max(2.0, max(size) / 64)
     shapes, notes = [], []
-    if region is not None:
+    from .regions import LassoRegion, lasso_shapes
+
+    if isinstance(region, LassoRegion):  # its polygon, not its bounding box
+        lasso, labels = lasso_shapes(region)
+        shapes += lasso
+        notes += labels
+    elif region is not None:
         y0, y1, x0, x1 = region
         for colour_, width in (("white", 3), ("#111", 1.5)):
             shapes.append({"type": "rect", "xref": "x", "yref": "y", "x0": x0 - 0.5, "x1": x1 - 0.5, "y0": y0 - 0.5,

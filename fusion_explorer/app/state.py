@@ -151,7 +151,7 @@ class AppState(T.HasTraits):
     pins = T.List()
     cursor = T.Any(None, allow_none=True)
     #: a selected box of HR pixels ``(y0, y1, x0, x1)`` (end exclusive), or None
-    region = T.Any(None, allow_none=True)
+    region = T.Any(None, allow_none=True)  # a box (y0, y1, x0, x1) or a regions.LassoRegion
     endmember = T.Int(-1)
     status = T.Unicode("")
     busy = T.Bool(False)
@@ -285,27 +285,12 @@ class AppState(T.HasTraits):
         self.region = (y0, y1, x0, x1) if x1 > x0 and y1 > y0 else None
 
     def region_spectra(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Mean and standard deviation over :attr:`region` per band: truth, LR-HSI (the LR pixels whose blocks
-        the region touches), every run (the selected one at ``step``)."""
-        if self.region is None or self.problem is None:
-            return {}
-        y0, y1, x0, x1 = self.region
-        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        """Mean and standard deviation over :attr:`region` (a box or a lasso) per band: truth, LR-HSI
+        (the LR pixels whose blocks the region touches), every run (the selected one at ``step``);
+        see :func:`.regions.region_spectra`."""
+        from .regions import region_spectra
 
-        def stats(cube: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            flat = np.asarray(cube, dtype=np.float64).reshape(cube.shape[0], -1)
-            return flat.mean(axis=1).astype(np.float32), flat.std(axis=1).astype(np.float32)
-
-        if self.truth is not None:
-            out["truth"] = stats(self.truth.values[:, y0:y1, x0:x1])
-        if self.reference is not None:
-            out["Wald reference"] = stats(self.reference.values[:, y0:y1, x0:x1])
-        (ly0, lx0), (ly1, lx1) = self.lr_pixel(y0, x0), self.lr_pixel(y1 - 1, x1 - 1)
-        out["LR-HSI"] = stats(self.problem.lr_hsi.values[:, ly0 : ly1 + 1, lx0 : lx1 + 1])
-        for name, run in self.runs.items():
-            step = self.step if name == self.selected else -1
-            out[name] = stats(run.fused(step)[:, y0:y1, x0:x1])
-        return out
+        return region_spectra(self)
 
     def spectra_csv(self) -> str:
         """All pinned pixels' spectra as CSV: ``pin, y, x, source, <wavelength columns in nm>``."""

@@ -148,9 +148,11 @@ def run(args) -> tuple[list[dict], Path]:
         raise SystemExit(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
     out = Path(args.out)
     records: list[dict] = []
+    merged = merge_records(args.merge, methods)
     for scene, truth in scenes.items():
         for case in cases:
             base = {"scene": scene, "case": case.name, "case_json": case.to_dict(), "axes": axes(case)}
+            records += [r for r in merged if (r["scene"], r["case"]) == (scene, case.name)]
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # clipped negatives under noise, SRF bands dropped
@@ -184,6 +186,52 @@ def run(args) -> tuple[list[dict], Path]:
             write(records, out, args)
     write(records, out, args)
     return records, out
+
+
+def merge_records(paths: list[str] | None, methods: list[str]) -> list[dict]:
+    """Method records of earlier runs (``--merge``) for methods not run now: the same scene and case
+    give the same problem (cases are seeded), so a new method can be compared without re-running the others."""
+    out = []
+    for path in paths or []:
+        for r in json.loads(Path(path).read_text())["records"]:
+            if r["kind"] == "method" and r["method"] not in methods:
+                out.append({**r, "merged_from": str(path)})
+    return out
+
+
+def add_checkpoints(specs: list[str] | None) -> list[str]:
+    """``LABEL=PATH`` -> methods ``LABEL`` (scalmu with that checkpoint) and ``LABEL-plain`` (its learned parts off)."""
+    labels = []
+    for spec in specs or []:
+        label, _, path = spec.partition("=")
+        if not label or not path:
+            raise SystemExit(f"--checkpoint wants LABEL=PATH; got {spec!r}")
+        METHODS[label] = ("scalmu", {"checkpoint": path})
+        METHODS[f"{label}-plain"] = ("scalmu", {"checkpoint": path, "learned": False})
+        labels += [label, f"{label}-plain"]
+    return labels
+
+
+def against(records: list[dict], methods: list[str], reference: str = "cnmf") -> list[str]:
+    """Markdown lines: each method's per-problem PSNR difference to ``reference`` (mean, worst, and how
+    many problems lie more than 0.3 dB below it: issue 20's "no case more than 0.3 dB below cnmf")."""
+    runs = {(r["scene"], r["case"], r["method"]): r for r in records if r["kind"] == "method" and "psnr" in r}
+    keys = {(s, c) for s, c, m in runs if m == reference}
+    lines = [f"### against {reference}, problem by problem", "",
+             "| method | n | mean ΔPSNR dB | worst ΔPSNR dB (problem) | problems > 0.3 dB below | mean ΔSAM ° |",
+             "|---|---|---|---|---|---|"]
+    for m in methods:
+        if m == reference:
+            continue
+        pairs = [(k, runs[(*k, m)]["psnr"] - runs[(*k, reference)]["psnr"],
+                  runs[(*k, m)]["sam"] - runs[(*k, reference)]["sam"]) for k in sorted(keys) if (*k, m) in runs]
+        if not pairs:
+            continue
+        worst = min(pairs, key=lambda t: t[1])
+        lines.append(f"| {m} | {len(pairs)} | {np.mean([d for _, d, _ in pairs]):+.2f} | {worst[1]:+.2f} "
+                     f"({worst[0][0]} / {worst[0][1]}) | {sum(d < -0.3 for _, d, _ in pairs)} | "
+                     f"{np.mean([a for _, _, a in pairs]):+.2f} |")
+    return lines + [""]
 
 
 def _fmt(v: float) -> str:
@@ -224,6 +272,8 @@ def tables(records: list[dict], methods: list[str]) -> str:
                              f"{np.mean([r['ergas'] for r in g]):.2f} | {np.mean([r['seconds'] for r in g]):.1f} | "
                              f"{fails} |")
         lines.append("")
+        if "cnmf" in methods:
+            lines += against(records, methods)
     ests = [r for r in records if r["kind"] == "estimate"]
     if ests:
         lines += ["### blind estimation: estimated against true", "",
@@ -268,7 +318,8 @@ def write(records: list[dict], out: Path, args) -> None:
             "crop": args.crop, "note": "methods never see the truth, the PSF or the offset; the SRF only when "
             "the case's srf_known"}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "records": records}, indent=1))
-    methods = [m for m in args.methods.split(",") if m]
+    methods = list(dict.fromkeys(r["method"] for r in records if r["kind"] == "method")) or \
+        [m for m in args.methods.split(",") if m]
     header = (f"# Degradation zoo (`{args.command}`)\n\n{torch.get_num_threads()} torch threads, device "
               f"{args.device}, crops of {args.crop} px (remote crops as `fusion_explorer.bench.remote_crops`).\n\n")
     out.with_suffix(".md").write_text(header + tables(records, methods))
@@ -292,8 +343,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--out", default=None, help="output path without suffix (default results/robust[_quick])")
+    parser.add_argument("--checkpoint", action="append", metavar="LABEL=PATH",
+                        help="also scalmu with this checkpoint (method LABEL) and its learned parts off (LABEL-plain); "
+                             "repeatable")
+    parser.add_argument("--merge", action="append", metavar="JSON",
+                        help="take the records of methods not run now from this earlier results file (same cases)")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args()
+    add_checkpoints(args.checkpoint)  # name them in --methods (e.g. --methods z1,z1-plain --merge old.json)
     args.command = "python benchmarks/bench_robust.py " + " ".join(sys.argv[1:])
     if args.quick:
         args.crop = 128

@@ -40,6 +40,7 @@ from fusion_explorer.memory import keep_freed_memory
 from fusion_explorer.methods import fuse
 from fusion_explorer.metrics import evaluate
 from fusion_explorer.physics import get_protocol, make_protocol, simulate
+from fusion_explorer.problem import FusionProblem
 from fusion_explorer.srf import get_srf
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -51,9 +52,22 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 NOISY_SNR = 30.0
 
 
-def problems(crop: int | None, noisy: bool = False):
+def hide_psf(problem: FusionProblem) -> FusionProblem:
+    """The same images with only the SRF and the ratio given, as a user gives them to the CLI
+    (``fusion-explorer fuse`` without ``--psf``): methods estimate the PSF and the offset."""
+    return FusionProblem(lr_hsi=problem.lr_hsi, hr_msi=problem.hr_msi, srf=problem.srf, ratio=problem.ratio,
+                         truth=problem.truth, name=f"{problem.name} (PSF hidden)")
+
+
+def problems(crop: int | None, noisy: bool = False, blind: bool = False):
     """``crop=None``: the whole CAVE scenes, and no remote crops. ``noisy``: the x8 protocol (and the
-    remote one) with noise at :data:`NOISY_SNR` dB on both images instead of the noise-free ones."""
+    remote one) with noise at :data:`NOISY_SNR` dB on both images instead of the noise-free ones.
+    ``blind``: the PSF hidden (:func:`hide_psf`)."""
+    for group, scene, problem in _problems(crop, noisy):
+        yield (f"{group} (PSF hidden)", scene, hide_psf(problem)) if blind else (group, scene, problem)
+
+
+def _problems(crop: int | None, noisy: bool = False):
     x8 = get_protocol("gaussian-x8").with_(snr_db=NOISY_SNR) if noisy else "gaussian-x8"
     for proto in (x8,) if noisy else (x8, "mossfuse-cave-x32"):
         group = f"CAVE gaussian-x8 snr{NOISY_SNR:g}" if noisy else f"CAVE {proto}"
@@ -88,9 +102,9 @@ def runs(checkpoint: str | None, ablation: dict[str, str]) -> dict[str, tuple[st
 
 
 def quality(crop: int | None, checkpoint: str | None, only: list[str] | None, ablation: dict[str, str],
-            noisy: bool = False) -> list[dict]:
+            noisy: bool = False, blind: bool = False) -> list[dict]:
     table: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
-    for group, scene, problem in problems(crop, noisy):
+    for group, scene, problem in problems(crop, noisy, blind):
         for name, (method, opts) in runs(checkpoint, ablation).items():
             if only and name not in only:
                 continue
@@ -151,6 +165,9 @@ def main() -> None:
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--noisy", action="store_true",
                     help=f"the x8 and remote protocols with noise at {NOISY_SNR:g} dB SNR instead (no x32)")
+    ap.add_argument("--blind", action="store_true",
+                    help="hide the PSF (only the SRF and the ratio given, as through the CLI): methods estimate it")
+    ap.add_argument("--out", help="results file name under benchmarks/results (default scalmu_{crops,full,speed}...)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--default-malloc", action="store_true",
@@ -171,9 +188,10 @@ def main() -> None:
                      "scalmu", "scalmu, full-resolution start", "scalmu without its consistency layer",
                      "scalmu plain (learned off: plain MU, consistency at full steps)"]
         only = args.only or (full_rows if args.full else crop_rows)
-        rows = quality(None if args.full else args.crop, args.checkpoint, only, ablation, args.noisy)
-        name = f"scalmu_{'full' if args.full else 'crops'}{'_noisy' if args.noisy else ''}.json"
-    out = Path(__file__).resolve().parent / "results" / name
+        rows = quality(None if args.full else args.crop, args.checkpoint, only, ablation, args.noisy, args.blind)
+        name = f"scalmu_{'full' if args.full else 'crops'}{'_noisy' if args.noisy else ''}" \
+               f"{'_blind' if args.blind else ''}.json"
+    out = Path(__file__).resolve().parent / "results" / (args.out or name)
     out.write_text(json.dumps(rows, indent=2))
     print(f"results -> {out}", file=sys.stderr)
     print(f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)

@@ -243,3 +243,23 @@ def test_old_module_name_reexports_the_projection():
 
     for name in consistency.__all__:
         assert getattr(consistency, name) is getattr(projection, name)
+
+
+def test_wiener_msi_gain_damps_the_directions_the_srf_barely_sees():
+    """``msi_gain`` with a noise term is the MMSE gain: 0 gives the exact projection's gain, and with
+    two nearly identical SRF rows the exact gain is huge (noise amplified) while the Wiener gain stays
+    bounded and still reproduces a well-seen direction."""
+    import torch
+
+    from fusion_explorer.methods.unmixing.projection import msi_gain
+
+    bands = 31
+    x = torch.linspace(0, 1, bands, dtype=torch.float64)
+    rows = [torch.exp(-0.5 * ((x - c) / 0.05) ** 2) for c in (0.3, 0.301, 0.7)]
+    srf = torch.stack([r / r.sum() for r in rows])[None]
+    exact, wiener = msi_gain(srf), msi_gain(srf, noise=1e-3)
+    torch.testing.assert_close(msi_gain(srf, noise=0.0), exact)
+    assert torch.isfinite(msi_gain(torch.cat([srf, torch.zeros_like(srf[:, :1])], 1))).all()  # a blind band
+    assert exact.abs().max() > 5 * wiener.abs().max()
+    # R G ~ I for the exact gain; the Wiener gain still passes the well-separated third band
+    assert abs(float((srf @ wiener)[0, 2, 2]) - 1) < 0.05

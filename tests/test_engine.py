@@ -121,7 +121,11 @@ def test_scalmu_trace_stores_the_learned_parts_per_layer(crop):
         moved = max(moved, float(np.abs(learned["abundance_exponent"] - 1).max()))
     assert moved > 1e-3  # the shipped weights' exponents differ from plain MU's
     last = result.trace[-1]
-    assert set(last["learned"]) == {"guided_step", "msi_step", "hsi_step", "ridge", "sigma"}
+    assert set(last["learned"]) == {"guided_step", "msi_step", "hsi_step", "ridge", "sigma",  # the gate's steps
+                                    "msi_wiener", "hsi_wiener",  # its Wiener gains, and what it read:
+                                    "noise_level", "srf_estimated", "psf_misfit"}
+    assert float(last["plain"]["msi_wiener"]) == 0.0 and float(last["learned"]["msi_wiener"]) >= 0.0
+    assert last["learned"]["noise_level"].shape == (2,)
     assert 0 < float(last["learned"]["msi_step"]) <= 1
     assert last["correction"].shape == (64, 64)
 

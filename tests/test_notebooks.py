@@ -162,6 +162,9 @@ def test_cnmf_notebook(cnmf_run):
         warnings.warn(f"cnmf notebook: the SCALMU section could not run: {checks['scalmu_error']}", stacklevel=1)
     else:
         assert checks["scalmu_layers"] > 0 and checks["scalmu_gap_abundances"] >= 0
+        noisy = checks["scalmu_under_noise"]["25 dB"]  # what the section says SCALMU learned to do
+        assert noisy["PSNR scalmu"] > noisy["PSNR scalmu plain"]
+        assert noisy["noise_level"][0] > checks["scalmu_under_noise"]["noise-free"]["noise_level"][0] + 1
 
 
 def test_large_scenes_notebook(large_run):

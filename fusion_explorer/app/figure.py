@@ -75,7 +75,10 @@ function render({ model, el }) {
     Plotly = P;
     draw().then(() => {
       div.on("plotly_selected", (ev) => {  // a lasso: its points; a box: its range (data coordinates)
-        if (ev && ev.lassoPoints) { model.send({ event: "select", lasso: { x: ev.lassoPoints.x, y: ev.lassoPoints.y } }); return; }
+        if (ev && ev.lassoPoints) {
+          model.send({ event: "select", lasso: { x: ev.lassoPoints.x, y: ev.lassoPoints.y } });
+          return;
+        }
         if (!ev || !ev.range || !ev.range.x || !ev.range.y) return;
         model.send({ event: "select", x: ev.range.x, y: ev.range.y });
       });

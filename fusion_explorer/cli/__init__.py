@@ -178,8 +178,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {k: getattr(args, k) for k in ("epochs", "layers", "train_batches", "val_batches", "batch_size",
-                                               "size", "init_iterations", "lr", "seed", "max_log_exponent")
+                                               "size", "init_iterations", "lr", "seed", "max_log_exponent", "data")
                  if getattr(args, k) is not None}
+    if args.noise_aware is not None:
+        overrides["noise_aware"] = args.noise_aware
     cfg = TrainConfig(**overrides)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -219,6 +221,12 @@ def _add_train_parser(sub) -> None:
     s.add_argument("--lr", type=_number(float))
     s.add_argument("--seed", type=int)
     s.add_argument("--max-log-exponent", type=_number(float), help="learned MU exponents are at most exp(this)")
+    s.add_argument("--data", choices=["protocol", "zoo"],
+                   help="training items: 'protocol' (batch-size scenes through one Gaussian-PSF sensor pair, true "
+                        "PSF and SRF given) or 'zoo' (one scene per item through a degradation-zoo case, PSF "
+                        "estimated as for a user's problem)")
+    s.add_argument("--noise-aware", action=argparse.BooleanOptionalAction, default=None,
+                   help="learned steps and HSI weights read the images' estimated noise")
     s.add_argument("--threads", type=_number(int), help="torch CPU threads")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_train)

@@ -24,14 +24,23 @@ and MSI endmembers, abundance correlation); the same small MLP is applied to eve
 every pair, so the layer is permutation equivariant (``P(Π·) = Π P Πᵀ``), works for any ``p``, and
 never sees the band count or the sensor: one trained model serves 31-band and 224-band cubes alike.
 
+A *noise-aware* network (``noise_aware=True``, the shipped one) also reads the sensor features of
+:attr:`~fusion_explorer.methods.unmixing.CoupledData.sensor_features` (:func:`sensor_input`: the
+estimated noise of each image, whether the SRF was estimated, how badly a Gaussian PSF fits): each
+layer's HSI weight becomes ``λ_k = balance · exp(a_k + b_k · s)``, and the consistency layer's gate
+reads them beside its observation features and also returns two Wiener gains (below). Their weights
+start at zero, so an untrained noise-aware network computes what the plain one does.
+
 After the ``K`` layers, a *consistency layer* (:class:`ConsistencyLayer`) carries the LR-HSI's
 residual to the HR pixels of the same colour (:mod:`~fusion_explorer.methods.unmixing.guided`: what the
 endmembers do not span) and moves the result onto both images
 (:func:`~fusion_explorer.methods.unmixing.projection.project`: the smallest change, in the metric of the
 endmembers' spectral prior, with ``R Z = Y_m`` and ``S Z = Y_h``), each by a learned fraction of
 the full correction computed from how much the two images disagree (noise) and how far the
-iterate is from them; at initialisation every fraction is 1, the exact projection. The fused cube
-is its output (clamped at 0); the layers are trained through it.
+iterate is from them; at initialisation every fraction is 1, the exact projection. Noise-aware, the
+MSI correction uses the Wiener gain ``C Rᵀ (R C Rᵀ + κ_m n_m I)⁻¹`` and the HSI solve adds
+``κ_h n_h`` to its damping (``n`` the estimated noise-to-signal powers, ``κ >= 0`` learned per scene,
+0 at initialisation). The fused cube is its output (clamped at 0); the layers are trained through it.
 """
 
 from __future__ import annotations
@@ -158,7 +167,15 @@ LAYER_DOC = {
                         "W update across endmembers.",
     "endmember_exponent": "eta (p,) raises each endmember's W step ratio to a power (1 when plain).",
     "hsi_weight": "lambda weights the LR-HSI term added to the H_m update (0 when plain: CNMF fits H_m "
-                  "to the MSI alone).",
+                  "to the MSI alone); a noise-aware network computes it from the estimated noise of both images.",
+}
+#: the trace's sentences for the sensor features noise-aware networks read (inputs, not learned)
+INPUT_DOC = {
+    "noise_level": "estimated noise-to-signal power (log10) of the LR-HSI and the MSI, which the learned steps, "
+                   "Wiener gains and HSI weights adapt to (an input, not learned; -7 = noiseless, -3 = 30 dB SNR).",
+    "srf_estimated": "1 when the SRF was estimated from the images (not given), else 0 (an input, not learned).",
+    "psf_misfit": "log10 relative misfit of the Gaussian PSF fitted to the images (-6 when the PSF was given): high "
+                  "when the PSF is not Gaussian, or the images are noisy or misregistered (an input, not learned).",
 }
 #: one sentence per learned part of the consistency layer
 CONSISTENCY_DOC = {
@@ -169,21 +186,58 @@ CONSISTENCY_DOC = {
     "ridge": "rho: the white share of the spectral prior C = W Wt/tr + rho I/L that shapes the MSI "
              "correction (default 0.01 when plain).",
     "sigma": "sigma: the colour-similarity width of the guided transfer (default 0.05 when plain).",
+    "msi_wiener": "kappa_m >= 0: the MSI correction's gain is C Rt (R C Rt + kappa_m n_m tr/l I)^-1, n_m the "
+                  "estimated MSI noise-to-signal power: a Wiener gain that damps what the SRF barely sees "
+                  "instead of amplifying noise there (0 when plain: the exact projection).",
+    "hsi_wiener": "kappa_h >= 0: adds kappa_h n_h (the LR-HSI's noise-to-signal power) to the damping of the "
+                  "HSI correction's solve (0 when plain).",
 }
+
+
+def _arr(v) -> np.ndarray:
+    return np.asarray(v.detach().float().cpu().numpy() if isinstance(v, torch.Tensor) else v, np.float32)
 
 
 def _parts(learned: dict, plain: dict, doc: dict) -> dict:
     """``{"learned", "plain", "learned_doc"}`` of a trace step: float32 arrays of item 0."""
-    def arr(v):
-        return np.asarray(v.detach().float().cpu().numpy() if isinstance(v, torch.Tensor) else v, np.float32)
-
-    return {"learned": {k: arr(v) for k, v in learned.items()}, "plain": {k: arr(v) for k, v in plain.items()},
+    return {"learned": {k: _arr(v) for k, v in learned.items()}, "plain": {k: _arr(v) for k, v in plain.items()},
             "learned_doc": {k: doc[k] for k in learned}}
 
 
 #: observation features (:func:`~fusion_explorer.methods.unmixing.projection.observation_features`) are
 #: log10 energies, -12 to 0; divided by this before the gate's MLP
 FEATURE_SCALE = 4.0
+
+
+#: the sensor features (:attr:`CoupledData.sensor_features`) and how a network reads them: log10
+#: values divided by :data:`FEATURE_SCALE`, the flag as it is
+N_SENSOR = 4
+
+
+def sensor_input(data: CoupledData, batch: int) -> torch.Tensor:
+    """``(B, 4)``: :attr:`CoupledData.sensor_features` as the network reads them: the estimated
+    noise of the LR-HSI and the MSI (log10 noise-to-signal power, -7 to about -2), whether the SRF
+    was estimated (0 or 1), the PSF fit's log10 relative misfit; the logs divided by
+    :data:`FEATURE_SCALE`. A noise-aware network needs them: the starts (:mod:`.start`) set them."""
+    if data.sensor_features is None:
+        raise ValueError("this SCALMU network adapts to the sensor pair: data.sensor_features must be set "
+                         "(methods.unmixing.projection.sensor_features)")
+    f = data.sensor_features.to(dtype=data.hr_msi.dtype, device=data.hr_msi.device).reshape(-1, N_SENSOR)
+    return torch.cat([f[:, :2] / FEATURE_SCALE, f[:, 2:3], f[:, 3:] / FEATURE_SCALE], dim=-1).expand(batch, N_SENSOR)
+
+
+def _record_inputs(record: dict, data: CoupledData) -> None:
+    """What the learned parts read of the sensor pair (inputs: ``plain`` shows the same values)."""
+    f = data.sensor_features.reshape(-1, N_SENSOR)[0].float().cpu().numpy()
+    for key, value in (("noise_level", f[:2]), ("srf_estimated", f[2]), ("psf_misfit", f[3])):
+        record.setdefault("learned", {})[key] = np.asarray(value, np.float32)
+        record.setdefault("plain", {})[key] = np.asarray(value, np.float32)
+        record.setdefault("learned_doc", {})[key] = INPUT_DOC[key]
+
+
+#: the Wiener gains ``κ = expm1(WIENER_SCALE · max(0, g))``: 0 (the exact projection) at ``g <= 0``,
+#: ~1000 at ``g = 1``, with a gradient at 0
+WIENER_SCALE = 3 * math.log(10)
 
 
 class ConsistencyLayer(nn.Module):
@@ -195,22 +249,38 @@ class ConsistencyLayer(nn.Module):
     ``g`` (a small MLP, its last layer zero at initialisation: full steps, the exact projection)
     can learn to trust noisy images less: with consistent images the exact projection is right,
     with noisy ones it copies their noise into the cube. The ridge ``ρ = exp(log_ridge)`` and the
-    guided transfer's similarity width ``σ = exp(log_sigma)`` are learned too. ``learned=False``
-    runs full steps with the default ``ρ`` and ``σ`` (the ablation)."""
+    guided transfer's similarity width ``σ = exp(log_sigma)`` are learned too. ``noise_aware``: ``g``
+    also reads :func:`sensor_input` and returns the Wiener gains ``κ_m, κ_h``
+    (``expm1(WIENER_SCALE · clamp(g, 0, 1.5))``, 0 at initialisation). ``learned=False``
+    runs full steps with the default ``ρ`` and ``σ`` and no Wiener terms (the ablation)."""
 
-    def __init__(self, hidden: int = 16):
+    def __init__(self, hidden: int = 16, noise_aware: bool = False):
         super().__init__()
-        self.gate = nn.Sequential(nn.Linear(3, hidden), nn.SiLU(), nn.Linear(hidden, 3))
+        self.noise_aware = bool(noise_aware)
+        # noise-aware: N_SENSOR more inputs (sensor_input) and 2 more outputs (the Wiener gains)
+        self.gate = nn.Sequential(nn.Linear(3 + N_SENSOR * self.noise_aware, hidden), nn.SiLU(),
+                                  nn.Linear(hidden, 3 + 2 * self.noise_aware))
         nn.init.zeros_(self.gate[-1].weight)
         nn.init.zeros_(self.gate[-1].bias)
         self.log_ridge = nn.Parameter(torch.tensor(math.log(DEFAULT_RIDGE)))
         self.log_sigma = nn.Parameter(torch.tensor(math.log(SIGMA)))
 
-    def steps(self, z: torch.Tensor, data: CoupledData) -> torch.Tensor:
-        """``(B, 3)``: the fractions ``t_g, t_m, t_h`` of the guided, MSI and HSI corrections."""
+    def outputs(self, z: torch.Tensor, data: CoupledData) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(steps (B, 3), wiener (B, 2) or None)``: the fractions ``t_g, t_m, t_h`` of the guided, MSI
+        and HSI corrections, and (noise-aware) the Wiener gains ``κ_m, κ_h``."""
         with torch.no_grad():
             features = observation_features(z, data) / FEATURE_SCALE
-        return torch.exp(self.gate(features).clamp(max=0))
+            if self.noise_aware:
+                features = torch.cat([features, sensor_input(data, z.shape[0])], dim=-1)
+        g = self.gate(features)
+        steps = torch.exp(g[:, :3].clamp(max=0))
+        if not self.noise_aware:
+            return steps, None
+        return steps, torch.expm1(WIENER_SCALE * g[:, 3:].clamp(0, 1.5))
+
+    def steps(self, z: torch.Tensor, data: CoupledData) -> torch.Tensor:
+        """``(B, 3)``: the fractions ``t_g, t_m, t_h`` of the guided, MSI and HSI corrections."""
+        return self.outputs(z, data)[0]
 
     def forward(self, state: CoupledState, data: CoupledData, learned: bool = True,
                 record: dict | None = None) -> torch.Tensor:
@@ -219,17 +289,28 @@ class ConsistencyLayer(nn.Module):
         z = state.fused()
         if not learned:
             return project(z, data, spectral_prior(state.endmembers, DEFAULT_RIDGE), neighbours=data.neighbours)
-        t = self.steps(z, data)[..., None, None]
+        t, wiener = self.outputs(z, data)
+        t = t[..., None, None]
         ridge, sigma = self.log_ridge.clamp(-12, 2).exp(), self.log_sigma.clamp(-6, 0).exp()
+        msi_noise = hsi_noise = 0.0
+        if wiener is not None:  # κ times the estimated noise-to-signal power of each image
+            power = 10.0 ** data.sensor_features.reshape(-1, N_SENSOR)[:, :2].to(wiener)
+            msi_noise, hsi_noise = wiener[:, 0] * power[:, 1], wiener[:, 1] * power[:, 0]
         if record is not None:
             record.update(_parts(
                 {"guided_step": t[0, 0, 0, 0], "msi_step": t[0, 1, 0, 0], "hsi_step": t[0, 2, 0, 0], "ridge": ridge,
                  "sigma": sigma},
                 {"guided_step": 1.0, "msi_step": 1.0, "hsi_step": 1.0, "ridge": DEFAULT_RIDGE, "sigma": SIGMA},
                 CONSISTENCY_DOC))
+            if wiener is not None:
+                record["learned"].update(msi_wiener=_arr(wiener[0, 0]), hsi_wiener=_arr(wiener[0, 1]))
+                record["plain"].update(msi_wiener=np.float32(0), hsi_wiener=np.float32(0))
+                record["learned_doc"].update(msi_wiener=CONSISTENCY_DOC["msi_wiener"],
+                                             hsi_wiener=CONSISTENCY_DOC["hsi_wiener"])
+                _record_inputs(record, data)
         prior = spectral_prior(state.endmembers, ridge)
         return project(z, data, prior, neighbours=data.neighbours, guided_step=t[:, 0],
-                       sigma=sigma, msi_step=t[:, 1], hsi_step=t[:, 2])
+                       sigma=sigma, msi_step=t[:, 1], hsi_step=t[:, 2], msi_noise=msi_noise, hsi_noise=hsi_noise)
 
 
 class SCALMUNet(nn.Module):
@@ -246,14 +327,16 @@ class SCALMUNet(nn.Module):
     """
 
     def __init__(self, layers: int = 10, hidden: int = 16, max_log_exponent: float = 1.5, joint: bool = True,
-                 consistency: bool = True):
+                 consistency: bool = True, noise_aware: bool = False):
         super().__init__()
         self.config = {"layers": int(layers), "hidden": int(hidden), "max_log_exponent": float(max_log_exponent),
-                       "joint": bool(joint), "consistency": bool(consistency)}
+                       "joint": bool(joint), "consistency": bool(consistency), "noise_aware": bool(noise_aware)}
         self.abundance_nets = nn.ModuleList(PairPreconditioner(hidden, max_log_exponent) for _ in range(layers))
         self.endmember_nets = nn.ModuleList(PairPreconditioner(hidden, max_log_exponent) for _ in range(layers))
         self.log_hsi_weight = nn.Parameter(torch.zeros(layers))
-        self.consistency = ConsistencyLayer(hidden) if consistency else None
+        if noise_aware:  # log λ_k = a_k + b_k · sensor features (zero at initialisation: λ_k = balance)
+            self.hsi_weight_noise = nn.Parameter(torch.zeros(layers, N_SENSOR))
+        self.consistency = ConsistencyLayer(hidden, noise_aware) if consistency else None
 
     def finish(self, state: CoupledState, data: CoupledData, learned: bool = True,
                consistency: bool = True, record: dict | None = None) -> torch.Tensor:
@@ -269,7 +352,11 @@ class SCALMUNet(nn.Module):
         the MSI alone, as CNMF's), else ``balance · exp(a_k)``."""
         if not self.config["joint"] or not learned:
             return 0.0
-        return data.balance * self.log_hsi_weight[k].clamp(-3, 3).exp()
+        log_weight = self.log_hsi_weight[k]
+        if self.config.get("noise_aware"):  # (B,) then (B, 1, 1) to weigh each scene's HSI term
+            sensor = sensor_input(data, data.hr_msi.shape[0])
+            log_weight = (log_weight + sensor @ self.hsi_weight_noise[k])[:, None, None]
+        return data.balance * log_weight.clamp(-3, 3).exp()
 
     @property
     def layers(self) -> int:
@@ -334,7 +421,7 @@ def _layer_parts(applied: dict, weight) -> dict:
         return {}
     p = applied["abundance_matrix"].shape[-1]
     learned = {k: v[0] for k, v in applied.items()}
-    learned["hsi_weight"] = weight
+    learned["hsi_weight"] = weight.reshape(-1)[0] if isinstance(weight, torch.Tensor) else weight  # item 0
     eye, ones = np.eye(p, dtype=np.float32), np.ones(p, dtype=np.float32)
     plain = {"abundance_matrix": eye, "abundance_exponent": ones, "endmember_matrix": eye,
              "endmember_exponent": ones, "hsi_weight": 0.0}

@@ -22,6 +22,7 @@ from ...problem import FusionProblem
 from ..cnmf import start_schedule
 from ..unmixing import CoupledData, CoupledState, flat_adjoint, flat_degradation
 from ..unmixing.guided import data_neighbours
+from ..unmixing.projection import sensor_features
 from ..unmixing.schedule import Schedule
 from ..unmixing.setup import SUM_TO_ONE_SCALE, default_n_endmembers
 from ..unmixing.trace import TraceRecorder
@@ -71,6 +72,8 @@ def schedule_start(
     )
     spatial, data = prepared.spatial, schedule.data
     data.neighbours = data_neighbours(data, prepared.hr_size, prepared.lr_size, spatial.ratio, spatial.offset)
+    features = sensor_features(problem.lr_hsi, problem.hr_msi, prepared.srf_estimated, prepared.psf_misfit)
+    data.sensor_features = features[None].to(device)
     info = {"msi_pyramid": pyramid, "psf": prepared.psf_note, "n_endmembers": prepared.p,
             "sum_to_one": data.delta, "srf_estimated": prepared.srf_estimated, "vca_pixels": prepared.vca_pixels}
     return schedule, info
@@ -135,4 +138,6 @@ def batch_start(
     data = CoupledData(y_h, y_m, srf, flat_degradation(spatial, (big_h, big_w)), delta,
                        flat_adjoint(spatial, (h, w)))
     data.neighbours = data_neighbours(data, (big_h, big_w), (h, w), spatial.ratio, spatial.offset)
+    data.sensor_features = torch.stack([sensor_features(batch.lr_hsi[i], batch.hr_msi[i], False)
+                                        for i in range(n_items)])  # the SRF and the PSF are given
     return state, data, batch.truth.reshape(n_items, bands, big_n).float()

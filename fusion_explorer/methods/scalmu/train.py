@@ -1,9 +1,13 @@
 """Training SCALMU on spectral dead leaves only (never real images): ``fusion-explorer train scalmu``.
 
-Each training item is a :func:`~fusion_explorer.synth.training_batch` (``batch_size`` scenes seen
-by one random sensor pair; even items on the CAVE grid, odd ones on a random grid of 31–224
-bands) with its CNMF start and colour neighbours (:func:`.start.batch_start`), made once and kept
-in memory; an epoch runs the unrolled layers and the consistency layer with gradients on every
+Each training item (``data="zoo"``, the default) is one spectral dead-leaves scene (even items on
+the CAVE grid, odd ones on a random grid of 31–224 bands) degraded by a case of the degradation
+zoo (:func:`zoo_item`: PSF families, borders, offsets, misregistration, noise, SRFs given or not)
+and started as a user's problem is, PSF estimated; with ``data="protocol"`` (the earlier models) a
+:func:`~fusion_explorer.synth.training_batch` (``batch_size`` scenes seen by one random
+Gaussian-PSF sensor pair, whose PSF and SRF the start is given, :func:`.start.batch_start`). Items
+are made once, with their CNMF start and colour neighbours, and kept in memory; an epoch runs the
+unrolled layers and the consistency layer with gradients on every
 item in a shuffled order and minimises :func:`.model.fused_loss` (log of relative L1 + 0.1 SAM,
 per scene) of the consistency layer's output with Adam. Validation items come from a
 different seed. Every epoch writes ``last.pt`` (resumable), ``best.pt`` (lowest validation
@@ -28,18 +32,19 @@ from .start import batch_start
 
 @dataclass
 class TrainConfig:
-    """Defaults: 33 min on this 2-core CPU with one thread, next to another training run (see
-    benchmarks/scalmu_training.md). 96 items, not 48: with 48 the network fitted its training
-    sensors and lost validation PSNR from the second epoch on. ``consistency``: end with the
+    """Defaults: the shipped model's run (benchmarks/scalmu_training.md): 384 zoo items of one 64x64
+    scene each, 48 validation items, 10 epochs; about 16 min on this 2-core CPU with one thread
+    next to other jobs. ``data="protocol"`` with ``train_batches=96, val_batches=8, batch_size=4,
+    epochs=8, noise_aware=False`` is the earlier models' run. ``consistency``: end with the
     consistency layer and train through it."""
 
     layers: int = 10
     hidden: int = 16
     init_iterations: int = 200
-    epochs: int = 8
-    train_batches: int = 96
-    val_batches: int = 8
-    batch_size: int = 4
+    epochs: int = 10
+    train_batches: int = 384
+    val_batches: int = 48
+    batch_size: int = 1
     size: int = 64
     lr: float = 5e-3
     sam_weight: float = 0.1
@@ -49,10 +54,21 @@ class TrainConfig:
     consistency: bool = True
     # the start's (see start.resolve_pyramid); 64-px items never reach "auto"'s size
     msi_pyramid: str | tuple | None = None
+    # "protocol": items of batch_size scenes through one random Gaussian-PSF sensor pair whose true PSF
+    # and SRF the start is given (the earlier models); "zoo": one scene per item through a case of the
+    # degradation zoo (degradations.sample_cases), started as a user's problem is: PSF (and, for a
+    # quarter of the cases, the SRF) estimated, small negatives clipped
+    data: str = "zoo"
+    zoo_ratios: tuple = (4, 8, 16)
+    # every clean_every-th zoo item is noise-free on both images (the clean protocols must not lose)
+    clean_every: int = 3
+    # read the sensor features (estimated noise, SRF estimated or not, PSF misfit): learned steps,
+    # Wiener gains and HSI weights that adapt to them
+    noise_aware: bool = True
 
     def model_config(self) -> dict[str, Any]:
         return {"layers": self.layers, "hidden": self.hidden, "max_log_exponent": self.max_log_exponent,
-                "joint": self.joint, "consistency": self.consistency}
+                "joint": self.joint, "consistency": self.consistency, "noise_aware": self.noise_aware}
 
 
 def _save(checkpoint: dict, path: Path) -> None:
@@ -66,12 +82,52 @@ def _wavelength(index: int) -> str:
     return "cave" if index % 2 == 0 else "random"
 
 
+def zoo_item(seed: int, index: int, cfg: TrainConfig) -> tuple:
+    """One zoo training item ``(state, data, truth (1, bands, pixels))`` (deterministic in ``seed, index``):
+    a random spectral dead-leaves scene (the CAVE grid for even ``index``, a random one of 31–224 bands
+    otherwise), degraded by a :func:`~fusion_explorer.degradations.sample_cases` case (noise removed
+    on every ``cfg.clean_every``-th item), then SCALMU's own start on the problem a method sees."""
+    import warnings
+
+    import numpy as np
+
+    from ...degradations import degrade, sample_cases
+    from ...errors import FusionExplorerError
+    from ...synth.scene import spectral_dead_leaves
+    from ...synth.training import random_scene_options, resolve_wavelength
+    from .start import schedule_start
+
+    for attempt in range(20):  # a case may not fit the scene (e.g. no SRF band in a SWIR-only grid): redraw
+        ss = np.random.SeedSequence([int(seed), int(index), attempt])
+        rng = np.random.default_rng(ss)
+        wl = resolve_wavelength(_wavelength(index), rng)
+        case = sample_cases(1, int(rng.integers(2**31 - 1)), ratios=tuple(cfg.zoo_ratios))[0]
+        if cfg.clean_every and index % cfg.clean_every == 0:
+            case = case.with_(snr_lr_db=None, snr_msi_db=None)
+        scene = spectral_dead_leaves(cfg.size, wl, seed=rng, **random_scene_options(rng, cfg.size))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                problem = degrade(scene.cube, case)
+                schedule, _ = schedule_start(problem, device=torch.device("cpu"), dtype=torch.float32, seed=seed,
+                                             init_iterations=cfg.init_iterations, msi_pyramid=cfg.msi_pyramid)
+        except (FusionExplorerError, ValueError):
+            continue
+        truth = torch.from_numpy(np.ascontiguousarray(scene.cube.values, dtype=np.float32))
+        return schedule.state, schedule.data, truth.reshape(1, truth.shape[0], -1)
+    raise RuntimeError(f"no usable zoo case for item {index} of seed {seed}")
+
+
 def make_items(seed: int, count: int, cfg: TrainConfig, desc: str, show: bool) -> list[tuple]:
     """``count`` (state, data, truth) training items from seed ``seed`` (deterministic)."""
     from tqdm.auto import tqdm
 
     from ...synth import training_batch
 
+    if cfg.data == "zoo":
+        return [zoo_item(seed, i, cfg) for i in tqdm(range(count), desc=desc, disable=not show, leave=False)]
+    if cfg.data != "protocol":
+        raise ValueError(f"data must be 'protocol' or 'zoo'; got {cfg.data!r}")
     items = []
     for i in tqdm(range(count), desc=desc, disable=not show, leave=False):
         batch = training_batch((seed, i), cfg.batch_size, size=cfg.size, wavelength=_wavelength(i))
@@ -113,7 +169,8 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, resume: bool = Fal
         if not last.is_file():
             raise FileNotFoundError(2, "no checkpoint to resume from", str(last))
         ckpt = read_checkpoint(last)
-        saved = TrainConfig(**ckpt["config"]["train"])
+        # runs saved before the zoo: their items were the protocol ones, their networks not noise-aware
+        saved = TrainConfig(**{"data": "protocol", "noise_aware": False, **ckpt["config"]["train"]})
         if cfg is not None and cfg.epochs > saved.epochs:
             saved.epochs = cfg.epochs  # resuming may extend the run
         cfg = saved

@@ -43,6 +43,8 @@ Tensors are flat as in :mod:`.step`: cubes ``(B, L, N)``, ``Y_m`` ``(B, l, N)``,
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ...errors import ProblemError
@@ -80,22 +82,38 @@ def spectral_prior(endmembers: torch.Tensor, ridge: float | torch.Tensor = DEFAU
     return c / trace[..., None, None] + ridge.reshape(-1, 1, 1) * eye / bands
 
 
-def msi_gain(srf: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
-    """``G = C Rᵀ (R C Rᵀ)⁻¹`` ``(B, L, l)`` (``prior=None``: ``C = I``, ``G = R⁺``)."""
+def msi_gain(srf: torch.Tensor, prior: torch.Tensor | None = None,
+             noise: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """``G = C Rᵀ (R C Rᵀ + ν I)⁻¹`` ``(B, L, l)`` (``prior=None``: ``C = I``, ``G = R⁺``).
+
+    ``noise`` (scalar or ``(B,)``) sets ``ν = noise · mean diag(R C Rᵀ)``: 0 is the exact projection;
+    above 0 it is the linear MMSE (Wiener) gain for MSI noise of that power relative to the prior's,
+    which leaves alone the directions ``R C Rᵀ`` barely sees (an estimated SRF of near-collinear
+    bands) instead of amplifying the noise along them."""
     rt = srf.transpose(-1, -2)
     crt = rt if prior is None else prior @ rt
-    return crt @ torch.linalg.inv(srf @ crt)
+    rcr = srf @ crt
+    scale = rcr.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(torch.finfo(rcr.dtype).tiny)
+    # + machine epsilon of the mean: an MSI band that sees none of the HSI's bands (a zero SRF row)
+    # gets no gain instead of a singular inverse
+    nu = torch.as_tensor(noise, dtype=rcr.dtype, device=rcr.device).reshape(-1) + torch.finfo(rcr.dtype).eps
+    rcr = rcr + (nu * scale).reshape(-1, 1, 1) * torch.eye(rcr.shape[-1], dtype=rcr.dtype, device=rcr.device)
+    return crt @ torch.linalg.inv(rcr)
 
 
 def solve_normal(data: CoupledData, r: torch.Tensor, iterations: int = CG_ITERATIONS,
-                 tolerance: float = CG_TOLERANCE, damping: float = DAMPING) -> torch.Tensor:
+                 tolerance: float = CG_TOLERANCE, damping: float | torch.Tensor = DAMPING) -> torch.Tensor:
     """``u`` with ``(S Sᵀ + μ I) u = r`` ``(B, L, n)`` by conjugate gradients, every ``(item, band)``
     its own system; ``μ = damping · λ_max(S Sᵀ)``, ``λ_max`` from the Rayleigh quotient of a
     constant image (a blur passes the mean best)."""
     if data.upsample is None:
         raise ProblemError("the HSI correction needs CoupledData.upsample (the adjoint of degrade)")
     ones = torch.ones_like(r[:1, :1])
-    mu = float(damping) * float(data.upsample(ones).square().sum() / ones.square().sum())
+    top = data.upsample(ones).square().sum() / ones.square().sum()
+    if isinstance(damping, torch.Tensor):  # (B,): one damping per item
+        mu = damping.to(r.dtype).reshape(-1, 1, 1) * top
+    else:
+        mu = float(damping) * float(top)
 
     def normal(v: torch.Tensor) -> torch.Tensor:
         return data.degrade(data.upsample(v)) + mu * v
@@ -130,6 +148,8 @@ def project(
     hsi_step: float | torch.Tensor = 1.0,
     cg_iterations: int = CG_ITERATIONS,
     clamp: bool = True,
+    msi_noise: float | torch.Tensor = 0.0,
+    hsi_noise: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
     """``z`` ``(B, L, N)`` corrected towards both images (see the module docstring), clamped at 0
     (``clamp=False``: not, the exact affine projection).
@@ -138,14 +158,17 @@ def project(
     (up to the CG tolerance and the clamp, which touches only values the correction drove
     negative: 0.1-3 % of a CNMF estimate's on dark CAVE crops); ``prior``: ``C`` ``(B or 1, L, L)``,
     ``None`` = the identity; ``neighbours``: run the guided step first (``guided_step`` of it, with
-    similarity width ``sigma``).
+    similarity width ``sigma``). ``msi_noise``: the MSI step's Wiener term (:func:`msi_gain`);
+    ``hsi_noise``: added to the HSI solve's damping (relative to ``λ_max(S Sᵀ)``, as :data:`DAMPING`),
+    the same for the LR-HSI's noise. Scalars or ``(B,)``; 0, the default, is the exact projection.
     """
     if neighbours is not None:
         z = z + guided_step * transfer(data.lr_hsi - data.degrade(z), neighbours, sigma)
     d_m = data.hr_msi - data.srf @ z
-    z = z + msi_step * (msi_gain(data.srf, prior) @ d_m)
+    z = z + msi_step * (msi_gain(data.srf, prior, msi_noise) @ d_m)
     r_h = data.lr_hsi - data.degrade(z)
-    z = z + hsi_step * data.upsample(solve_normal(data, r_h, cg_iterations))
+    damping = DAMPING + hsi_noise if isinstance(hsi_noise, torch.Tensor) or hsi_noise else DAMPING
+    z = z + hsi_step * data.upsample(solve_normal(data, r_h, cg_iterations, damping=damping))
     return z.clamp_min(0) if clamp else z
 
 
@@ -165,5 +188,69 @@ def observation_features(z: torch.Tensor, data: CoupledData) -> torch.Tensor:
     ], dim=-1)
 
 
-__all__ = ["spectral_prior", "msi_gain", "solve_normal", "project", "observation_features", "DEFAULT_RIDGE",
-           "DAMPING"]
+#: floor of :func:`noise_features` (log10 noise-to-signal power): below it a band is called noiseless
+NOISE_FLOOR_LOG10 = -7.0
+#: :func:`noise_features` reads at most the central ``NOISE_WINDOW²`` pixels of each image (0.36 -> 0.1 s
+#: on a 512x512 MSI here)
+NOISE_WINDOW = 256
+
+
+def noise_features(lr_hsi, hr_msi) -> torch.Tensor:
+    """``(2,)`` log10 noise-to-signal powers ``mean(σ²) / mean(y²)`` of the LR-HSI and the HR-MSI
+    (``(bands, y, x)`` cubes, arrays or tensors; the central :data:`NOISE_WINDOW` square), ``σ`` per
+    band from :func:`fusion_explorer.estimate.estimate_noise`; floored at :data:`NOISE_FLOOR_LOG10`;
+    an image too small for an estimate (under 5x5 pixels and 16 pixels for the band regression) gets
+    the other image's value. At 30 dB SNR the value is -3, noiseless float32 images
+    give about -6 to -7 (the estimators' own floor on textured scenes)."""
+    import numpy as np
+
+    from ...estimate import estimate_noise
+
+    values: list[float] = []
+    for cube in (lr_hsi, hr_msi):
+        if isinstance(cube, torch.Tensor):
+            y = cube.detach().cpu().double().numpy()
+        else:  # an xarray cube or an array
+            y = np.asarray(getattr(cube, "values", cube), dtype=np.float64)
+        h, w = y.shape[-2:]
+        top, left = max(0, (h - NOISE_WINDOW) // 2), max(0, (w - NOISE_WINDOW) // 2)
+        y = y[..., top:top + NOISE_WINDOW, left:left + NOISE_WINDOW]  # 65k pixels are plenty for two numbers
+        try:
+            sigma = estimate_noise(y)
+        except ProblemError:  # too few pixels to tell noise from signal (a 2x2 LR-HSI at x32)
+            values.append(math.nan)
+            continue
+        power = float(np.mean(np.square(y)))
+        values.append(math.log10(float(np.mean(np.square(sigma))) / max(power, 1e-30) + 10.0 ** NOISE_FLOOR_LOG10))
+    # an image too small to estimate is taken to be as noisy as the other one (both: noiseless)
+    lr, msi = values
+    values = [msi if math.isnan(lr) else lr, lr if math.isnan(msi) else msi]
+    return torch.tensor([NOISE_FLOOR_LOG10 if math.isnan(v) else v for v in values], dtype=torch.float32)
+
+
+#: :func:`sensor_features`' value for a PSF that was given, not fitted
+KNOWN_PSF_MISFIT_LOG10 = -6.0
+
+
+def sensor_features(lr_hsi, hr_msi, srf_estimated: bool, psf_misfit: float | None = None) -> torch.Tensor:
+    """``(4,)``: :func:`noise_features` of the two images; 1 if the SRF was estimated from them (0
+    if given); log10 of the Gaussian PSF fit's relative misfit (:func:`.setup.spatial_model_fit`;
+    :data:`KNOWN_PSF_MISFIT_LOG10` when the PSF was given): what a learned layer may know of the
+    sensor pair it is fusing."""
+    misfit = KNOWN_PSF_MISFIT_LOG10 if psf_misfit is None else max(math.log10(max(psf_misfit, 1e-12)),
+                                                                   KNOWN_PSF_MISFIT_LOG10)
+    return torch.cat([noise_features(lr_hsi, hr_msi), torch.tensor([float(bool(srf_estimated)), misfit])])
+
+
+__all__ = [
+    "noise_features",
+    "sensor_features",
+    "NOISE_FLOOR_LOG10",
+    "spectral_prior",
+    "msi_gain",
+    "solve_normal",
+    "project",
+    "observation_features",
+    "DEFAULT_RIDGE",
+    "DAMPING",
+]

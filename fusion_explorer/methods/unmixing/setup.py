@@ -36,15 +36,22 @@ def default_spatial_operator(ratio: int) -> SpatialDegradation:
 def spatial_model(problem: FusionProblem, psf: str = "estimate") -> tuple[SpatialDegradation, str]:
     """The spatial degradation CNMF couples with, and how it was obtained: the problem's PSF when
     known, else a Gaussian fitted to the data (``psf="estimate"``) or the paper's (``"paper"``)."""
+    spatial, note, _ = spatial_model_fit(problem, psf)
+    return spatial, note
+
+
+def spatial_model_fit(problem: FusionProblem, psf: str = "estimate") -> tuple[SpatialDegradation, str, float | None]:
+    """:func:`spatial_model` and the Gaussian fit's relative misfit (``None`` when nothing was fitted):
+    large when the PSF is not a Gaussian, the images are noisy or misregistered."""
     spatial = problem.spatial_operator()
     if spatial is not None:
-        return spatial, "known"
+        return spatial, "known", None
     if psf == "paper":
-        return default_spatial_operator(problem.ratio), "Gaussian, FWHM = ratio (paper default)"
+        return default_spatial_operator(problem.ratio), "Gaussian, FWHM = ratio (paper default)", None
     sigma, offset, misfit = estimate_gaussian_psf(problem.lr_hsi.values, problem.hr_msi.values, problem.ratio)
     note = f"estimated Gaussian, sigma {sigma:.3f}, offset {offset} (relative misfit {misfit:.2e})"
     # the operator the fit scored (estimate_gaussian_psf): default kernel size, reflect border
-    return SensorPair("estimated PSF", problem.ratio, sigma=sigma, offset=offset).spatial(), note
+    return SensorPair("estimated PSF", problem.ratio, sigma=sigma, offset=offset).spatial(), note, float(misfit)
 
 
 def flat_images(problem: FusionProblem, device, dtype: torch.dtype):
@@ -83,7 +90,8 @@ def n_endmembers_for(y_h: np.ndarray, n_endmembers: int | str | None) -> int:
 class Prepared:
     """The step's ``data`` and starting ``state`` (``H_m`` not set yet: the MSI stage starts it),
     with what was chosen on the way: the ``spatial`` operator and its ``psf_note``, whether the
-    SRF was ``srf_estimated`` (and the MSI ``offset`` then removed), ``p``, ``vca_pixels``."""
+    SRF was ``srf_estimated`` (and the MSI ``offset`` then removed), ``p``, ``vca_pixels``,
+    the PSF fit's ``psf_misfit`` (``None``: the PSF was not fitted)."""
 
     data: CoupledData
     state: CoupledState
@@ -94,6 +102,7 @@ class Prepared:
     vca_pixels: np.ndarray
     hr_size: tuple[int, int]
     lr_size: tuple[int, int]
+    psf_misfit: float | None = None
 
     @property
     def p(self) -> int:
@@ -123,7 +132,7 @@ def prepare(
     if float((y_h - y_h.mean(dim=-1, keepdim=True)).abs().amax()) <= 1e-6 * float(y_h.amax()):
         raise ProblemError("the LR-HSI is spatially constant: there is nothing to unmix (CNMF needs >= 2 spectra)")
 
-    spatial, psf_note = spatial_model(problem, psf)
+    spatial, psf_note, psf_misfit = spatial_model_fit(problem, psf)
     degrade = flat_degradation(spatial, (big_h, big_w))
 
     # the SRF: known, or estimated by NNLS (and the MSI offset removed)
@@ -153,7 +162,8 @@ def prepare(
         abundances=torch.zeros((1, p, 1), dtype=dtype, device=device),  # set by the MSI stage
         msi_endmembers=srf @ endmembers,
     )
-    return Prepared(data, state, spatial, psf_note, srf_estimated, offset, vca_pixels, (big_h, big_w), (h, w))
+    return Prepared(data, state, spatial, psf_note, srf_estimated, offset, vca_pixels, (big_h, big_w), (h, w),
+                    psf_misfit)
 
 
 __all__ = ["Prepared", "prepare", "spatial_model", "default_spatial_operator", "flat_images",

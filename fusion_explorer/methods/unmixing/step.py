@@ -100,7 +100,10 @@ class CoupledData:
     adjoint of ``degrade`` (needed only by :func:`joint_abundance_terms` and the consistency
     projection); ``neighbours`` the HR pixels' colour neighbours on the LR grid
     (:func:`.guided.data_neighbours`, for the guided transfer of
-    :func:`fusion_explorer.methods.unmixing.projection.project`).
+    :func:`fusion_explorer.methods.unmixing.projection.project`); ``sensor_features`` ``(B, 4)``
+    what is known of the sensor pair (:func:`.projection.sensor_features`: the estimated noise of
+    the LR-HSI and the MSI, whether the SRF was estimated, how well a Gaussian PSF fits), read by
+    learned layers that adapt to it.
     """
 
     lr_hsi: torch.Tensor
@@ -110,6 +113,7 @@ class CoupledData:
     delta: float = 0.0
     upsample: Callable[[torch.Tensor], torch.Tensor] | None = None
     neighbours: Any = None
+    sensor_features: torch.Tensor | None = None
 
     @property
     def balance(self) -> float:

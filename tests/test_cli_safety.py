@@ -299,8 +299,11 @@ def test_ctrl_c_during_a_fusion_exits_130_without_output(cave_dir, tmp_path):
     assert main(["simulate", str(cave_dir / "balloons_ms"), "--protocol", "gaussian-x8", "--crop", "128", "--out",
                  str(sim)]) == 0
     out = tmp_path / "fused.nc"
+    # the default SIGINT disposition in the child: a shell that runs the suite in the background hands its
+    # children SIGINT ignored, and Python then never turns Ctrl-C into KeyboardInterrupt
     proc = subprocess.Popen([*CLI, *fuse_args(sim, out), "--method", "cnmf", "--option", "inner_iterations=3000",
-                             "--option", "threshold=0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--option", "threshold=0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # start-up (imports, reading) takes 2-3 s of CPU; the fusion then runs for about a minute
     deadline = time.monotonic() + 60
     while cpu_seconds(proc.pid) < 4 and time.monotonic() < deadline:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import FusionExplorerError, WriteError
 from ..memory import keep_freed_memory
-from .common import _check_outputs, _load_truth, _number, _pair, _parse_options, _progress
+from .common import _check_outputs, _load_truth, _number, _pair, _parse_options, _progress, psf_from_args
 from .tiled import fuse_tiled_command
 from .zoo import simulate_zoo, zoo_case
 
@@ -97,7 +97,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_fuse(args: argparse.Namespace) -> int:
     from ..io import open_cube, write_netcdf
     from ..methods import fuse
-    from ..physics import default_kernel_size, gaussian_kernel, get_protocol
     from ..problem import FusionProblem
     from ..srf import srf_from_name_or_path
 
@@ -107,24 +106,10 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     if args.tile is not None:
         return fuse_tiled_command(args, inputs)
     _check_outputs([Path(args.out)], inputs, args.overwrite)
-    if args.psf_size and not args.psf_sigma:
-        raise FusionExplorerError("--psf-size needs --psf-sigma (the Gaussian PSF's width)")
     lr = open_cube(args.lr_hsi)
     msi = open_cube(args.hr_msi)
     srf = srf_from_name_or_path(args.srf, lr) if args.srf else None
-    psf, offset = None, args.offset
-    if args.protocol:
-        proto = get_protocol(args.protocol)
-        psf, offset = proto.psf().numpy(), proto.offset if offset is None else offset
-    elif args.psf_sigma:
-        size = args.psf_size or default_kernel_size(args.psf_sigma, ratio=1)
-        big = max(msi.sizes["y"], msi.sizes["x"])
-        if size > big:  # refused before the kernel is allocated
-            raise FusionExplorerError(
-                f"the PSF ({size}x{size} pixels, sigma {args.psf_sigma:g}) is larger than the HR-MSI "
-                f"({msi.sizes['y']}x{msi.sizes['x']}); give a smaller --psf-size or --psf-sigma"
-            )
-        psf = gaussian_kernel(size, args.psf_sigma).numpy()
+    psf, offset = psf_from_args(args, msi)
     problem = FusionProblem(lr, msi, srf=srf, ratio=args.ratio, psf=psf, offset=offset)
     options = _parse_options(args.option)
     if args.checkpoint:

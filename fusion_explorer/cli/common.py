@@ -102,3 +102,26 @@ def _load_truth(args: argparse.Namespace):
     if args.clip_negative:
         cube = cube.clip(min=0)
     return center_crop(cube, args.crop, 1) if args.crop else cube
+
+
+def psf_from_args(args: argparse.Namespace, msi: Any) -> tuple[Any, int | None]:
+    """``(psf, offset)`` of ``fuse``'s options, for the whole-scene and the tiled path alike: the named
+    ``--protocol``'s, or a Gaussian of ``--psf-sigma`` (``--psf-size`` pixels, refused before the kernel
+    is allocated when larger than the HR-MSI ``msi``), else ``(None, --offset)`` (the method estimates it)."""
+    from ..physics import default_kernel_size, gaussian_kernel, get_protocol
+
+    if args.psf_size and not args.psf_sigma:
+        raise FusionExplorerError("--psf-size needs --psf-sigma (the Gaussian PSF's width)")
+    psf, offset = None, args.offset
+    if args.protocol:
+        proto = get_protocol(args.protocol)
+        psf, offset = proto.psf().numpy(), proto.offset if offset is None else offset
+    elif args.psf_sigma:
+        size = args.psf_size or default_kernel_size(args.psf_sigma, ratio=1)
+        if size > max(msi.sizes["y"], msi.sizes["x"]):
+            raise FusionExplorerError(
+                f"the PSF ({size}x{size} pixels, sigma {args.psf_sigma:g}) is larger than the HR-MSI "
+                f"({msi.sizes['y']}x{msi.sizes['x']}); give a smaller --psf-size or --psf-sigma"
+            )
+        psf = gaussian_kernel(size, args.psf_sigma).numpy()
+    return psf, offset

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import FusionExplorerError, WriteError
-from .common import _parse_options, _progress, _same_file
+from .common import _parse_options, _progress, _same_file, psf_from_args
 
 
 def _open_lazy_input(spec: str):
@@ -93,7 +93,6 @@ def out_of_memory_message(exc: BaseException) -> str | None:
 
 def fuse_tiled_command(args: argparse.Namespace, inputs: dict) -> int:
     """``fuse --tile N``: lazy inputs, tiles on dask, the fused cube written to a Zarr store tile by tile."""
-    from ..physics import default_kernel_size, gaussian_kernel, get_protocol
     from ..srf import srf_from_name_or_path
     from ..tiled import TiledProblem, fuse_tiled
 
@@ -119,13 +118,7 @@ def fuse_tiled_command(args: argparse.Namespace, inputs: dict) -> int:
     lr = _open_lazy_input(args.lr_hsi)
     msi = _open_lazy_input(args.hr_msi)
     srf = srf_from_name_or_path(args.srf, lr)
-    psf, offset = None, args.offset
-    if args.protocol:
-        proto = get_protocol(args.protocol)
-        psf, offset = proto.psf().numpy(), proto.offset if offset is None else offset
-    elif args.psf_sigma:
-        size = args.psf_size or default_kernel_size(args.psf_sigma, ratio=1)
-        psf = gaussian_kernel(size, args.psf_sigma).numpy()
+    psf, offset = psf_from_args(args, msi)
     problem = TiledProblem(lr, msi, srf, ratio=args.ratio, psf=psf, offset=offset)
     options = _parse_options(args.option)
     bar = _progress(f"{args.method} tiles") if not args.quiet else None

@@ -120,7 +120,8 @@ def write_zarr(cube: xr.DataArray, path: str | Path, *, overwrite: bool = False)
     return Path(path)
 
 
-def _pick_variable(ds: xr.Dataset, path: Path, variable: str | None) -> xr.DataArray:
+def pick_variable(ds: xr.Dataset, path: Path, variable: str | None) -> xr.DataArray:
+    """The cube of dataset ``ds``: ``variable``, else its one 3-D data variable; else one :class:`ReadError`."""
     if variable is not None:
         if variable not in ds.data_vars:
             raise ReadError(path, f"no variable {variable!r}; data variables are {list(ds.data_vars)}")
@@ -189,7 +190,7 @@ _LAZY = {"create_default_indexes": False} if "create_default_indexes" in signatu
 def _load_checked(ds: xr.Dataset, path: Path, variable: str | None, fmt: str, max_bytes: float | None) -> xr.DataArray:
     """Pick the variable of a lazily opened dataset, check its declared size with its coordinates (as
     decoded), then load it alone."""
-    da = _pick_variable(ds, path, variable)
+    da = pick_variable(ds, path, variable)
     nbytes = sum(cube_nbytes(v.shape, v.dtype.itemsize) for v in (da.variable, *da.coords.values()))
     check_size(nbytes, path, max_bytes, f"variable '{da.name}', {shape_text(da.shape)} {da.dtype}, with coordinates")
     return _standardise(da.load(), path, fmt, ds.attrs)

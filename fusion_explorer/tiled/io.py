@@ -29,7 +29,7 @@ from ..cube import DIMS
 from ..errors import CubeError, ReadError, WriteError
 from ..io import is_zarr_store
 from ..io.atomic import check_target
-from ..io.netcdf import DIM_ROLES, band_wavelengths, dim_roles, restore_attrs, safe_attrs
+from ..io.netcdf import DIM_ROLES, band_wavelengths, dim_roles, pick_variable, restore_attrs, safe_attrs
 
 #: default spatial chunk (pixels) of lazily opened files without chunks of their own
 DEFAULT_CHUNK = 512
@@ -51,17 +51,6 @@ def _standardise_lazy(arr: xr.DataArray, path: Path, fmt: str, global_attrs: Map
     return xr.DataArray(data, dims=DIMS, coords=coords, attrs=attrs, name=arr.name)
 
 
-def _pick(ds: xr.Dataset, path: Path, variable: str | None) -> xr.DataArray:
-    if variable is not None:
-        if variable not in ds.data_vars:
-            raise ReadError(path, f"no variable {variable!r}; data variables are {list(ds.data_vars)}")
-        return ds[variable]
-    cubes = [n for n, v in ds.data_vars.items() if v.ndim == 3]
-    if len(cubes) != 1:
-        raise ReadError(path, f"{len(cubes)} 3-D data variables ({list(ds.data_vars)}); pass variable=")
-    return ds[cubes[0]]
-
-
 def open_lazy(path: str | os.PathLike, *, variable: str | None = None, chunk: int = DEFAULT_CHUNK) -> xr.DataArray:
     """A cube ``(band, y, x)`` float32 backed by dask, from a Zarr store, a NetCDF file or an ENVI image.
 
@@ -79,7 +68,7 @@ def open_lazy(path: str | os.PathLike, *, variable: str | None = None, chunk: in
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 ds = xr.open_dataset(path, engine="zarr", consolidated=None, chunks={})
-            return _standardise_lazy(_pick(ds, path, variable), path, "zarr", ds.attrs)
+            return _standardise_lazy(pick_variable(ds, path, variable), path, "zarr", ds.attrs)
         if path.suffix.lower() in (".nc", ".nc4", ".netcdf", ".cdf", ".h5"):
             import h5py
 
@@ -88,7 +77,7 @@ def open_lazy(path: str | os.PathLike, *, variable: str | None = None, chunk: in
             if h5py.is_hdf5(str(path)):
                 check_hdf5(path, max_bytes=float("inf"))  # no external storage or links; size is no issue here
             ds = xr.open_dataset(path, engine="h5netcdf" if h5py.is_hdf5(str(path)) else "scipy", chunks={})
-            cube = _pick(ds, path, variable)
+            cube = pick_variable(ds, path, variable)
             cube = cube.chunk({d: chunk for d in cube.dims if not DIM_ROLES["band"].match(str(d))})
             return _standardise_lazy(cube, path, "netcdf", ds.attrs)
         return _open_envi_lazy(path, chunk)

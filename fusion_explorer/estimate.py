@@ -311,7 +311,9 @@ def _tent_basis(half: int, step: int) -> np.ndarray:
     return basis / basis.sum(axis=0)
 
 
-def _difference_gram(size: int) -> np.ndarray:
+def difference_gram(size: int) -> np.ndarray:
+    """``D_hᵀ D_h + D_vᵀ D_v`` on a ``size x size`` kernel (non-circular first differences): the
+    smoothness penalty of a kernel estimate (here and in HySure's PSF step)."""
     d = np.diff(np.eye(size), axis=0)
     eye = np.eye(size)
     dh, dv = np.kron(eye, d), np.kron(d, eye)
@@ -405,7 +407,7 @@ def estimate_psf(
         sig = noise_highpass(msi) if isinstance(msi_noise, str) else np.broadcast_to(msi_noise, (msi.shape[0],))
         gram -= float(np.mean(np.square(sig))) * (basis.T @ basis)
     lam = smoothness * float(np.trace(gram)) / gram.shape[0]
-    gram += lam * _difference_gram(m_side)
+    gram += lam * difference_gram(m_side)
     rhs = phi_c.T @ t / n
     k = basis @ _simplex_qp(gram, rhs, nodes_half * m_side + nodes_half, int(iterations))
     misfit = float(np.linalg.norm(t - phi @ k)) / scale

@@ -42,6 +42,7 @@ from scipy.optimize import nnls
 
 from ..cube import make_cube
 from ..errors import ProblemError
+from ..estimate import difference_gram
 from ..physics import SpatialDegradation
 from ..problem import FusionProblem, FusionResult
 from .base import ProgressCallback, register
@@ -104,14 +105,6 @@ def srf_regression(y_h: np.ndarray, y_m: np.ndarray, *, weight: float, nonnegati
     return out
 
 
-def _difference_gram(size: int) -> np.ndarray:
-    """``D_hᵀ D_h + D_vᵀ D_v`` on a ``size x size`` kernel (non-circular first differences)."""
-    d = np.diff(np.eye(size), axis=0)
-    eye = np.eye(size)
-    dh, dv = np.kron(eye, d), np.kron(d, eye)
-    return dh.T @ dh + dv.T @ dv
-
-
 def psf_from_images(
     lr: np.ndarray, msi: np.ndarray, srf: np.ndarray, ratio: int, offset: int, size: int, *, weight: float = 1e-3
 ) -> np.ndarray:
@@ -129,7 +122,7 @@ def psf_from_images(
     phi = windows[:, rows][:, :, cols].reshape(-1, size * size)  # (l h w, size²)
     gram = phi.T @ phi
     lam = weight * float(np.trace(gram)) / gram.shape[0]
-    k = np.linalg.solve(gram + lam * _difference_gram(size), phi.T @ target.ravel())
+    k = np.linalg.solve(gram + lam * difference_gram(size), phi.T @ target.ravel())
     return k.reshape(size, size)
 
 

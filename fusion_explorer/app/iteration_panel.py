@@ -95,6 +95,18 @@ class IterationPanel(Panel):
         self._draw_curves()
         self._on_step()
 
+    def _overlays(self, run, key: str, label: str) -> list[dict]:
+        """Thin dotted curves of ``key`` for every other iterative run that has it."""
+        traces = []
+        for k, (name, other) in enumerate(self.state.runs.items()):
+            om = other.step_metrics
+            if other is run or not other.iterative or not om or key not in om[0]:
+                continue
+            traces.append({"type": "scatter", "mode": "lines", "x": [m["iteration"] for m in om],
+                           "y": [_finite(m.get(key)) for m in om], "name": f"{name} {label}",
+                           "line": {"color": colour(k + 2), "width": 1.3, "dash": "dot"}, "opacity": 0.8})
+        return traces
+
     def _draw_curves(self) -> None:
         run = self.state.run
         sm = run.step_metrics
@@ -104,13 +116,7 @@ class IterationPanel(Panel):
         scored = bool(sm) and "psnr" in sm[0]
         if scored:
             if self.overlay.value:  # every other scored iterative run, thin: learned vs plain vs cnmf at a glance
-                for k, (name, other) in enumerate(self.state.runs.items()):
-                    om = other.step_metrics
-                    if other is run or not other.iterative or not om or "psnr" not in om[0]:
-                        continue
-                    traces.append({"type": "scatter", "mode": "lines", "x": [m["iteration"] for m in om],
-                                   "y": [_finite(m.get("psnr")) for m in om], "name": f"{name} PSNR",
-                                   "line": {"color": colour(k + 2), "width": 1.3, "dash": "dot"}, "opacity": 0.8})
+                traces += self._overlays(run, "psnr", "PSNR")
             traces.append({"type": "scatter", "mode": "lines+markers", "x": it,
                            "y": [_finite(m.get("psnr")) for m in sm], "name": "PSNR (dB)",
                            "line": {"color": "#1f77b4"}})
@@ -124,13 +130,7 @@ class IterationPanel(Panel):
         elif sm and "nr_hsi" in sm[0]:  # a real pair: how well each step reproduces both inputs (no truth)
             layout["title"]["text"] = f"{run.name}: reproduction of the inputs vs iteration (no truth)"
             if self.overlay.value:  # every other checked iterative run's MSI residual, thin
-                for k, (name, other) in enumerate(self.state.runs.items()):
-                    om = other.step_metrics
-                    if other is run or not other.iterative or not om or "nr_msi" not in om[0]:
-                        continue
-                    traces.append({"type": "scatter", "mode": "lines", "x": [m["iteration"] for m in om],
-                                   "y": [_finite(m.get("nr_msi")) for m in om], "name": f"{name} MSI residual",
-                                   "line": {"color": colour(k + 2), "width": 1.3, "dash": "dot"}, "opacity": 0.8})
+                traces += self._overlays(run, "nr_msi", "MSI residual")
             for key, name, col in (("nr_hsi", "HSI relative residual", "#9467bd"),
                                    ("nr_msi", "MSI relative residual", "#2ca02c")):
                 traces.append({"type": "scatter", "mode": "lines+markers", "x": it,

@@ -33,6 +33,7 @@ from fusion_explorer import degradations as dz
 from fusion_explorer import estimate as es
 from fusion_explorer.bench import cave_scenes, center_crop, load_scene, remote_crops
 from fusion_explorer.methods import fuse
+from fusion_explorer.methods.scalmu.model import LEARNED_PARTS
 from fusion_explorer.metrics import evaluate
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -43,7 +44,11 @@ METHODS = {
     "cnmf-guided": ("cnmf", {"consistency": "guided"}),
     "scalmu": ("scalmu", {}),
     "scalmu-plain": ("scalmu", {"learned": False}),
+    # the per-part ablation: one learned part off, the others on
+    **{f"scalmu-no-{part}": ("scalmu", {"ablate": part}) for part in LEARNED_PARTS},
 }
+#: what runs without --methods (the ablation variants are named explicitly)
+DEFAULT_METHODS = ("bicubic", "cnmf", "cnmf-guided", "scalmu", "scalmu-plain")
 QUICK_PRESETS = ("gaussian-x8", "kolmogorov-x8", "area-x8", "misregistered-x8", "poisson30-x8", "bands8-x8",
                  "blind-srf-x8", "hard-x4")
 
@@ -200,7 +205,8 @@ def merge_records(paths: list[str] | None, methods: list[str]) -> list[dict]:
 
 
 def add_checkpoints(specs: list[str] | None) -> list[str]:
-    """``LABEL=PATH`` -> methods ``LABEL`` (scalmu with that checkpoint) and ``LABEL-plain`` (its learned parts off)."""
+    """``LABEL=PATH`` -> methods ``LABEL`` (scalmu with that checkpoint), ``LABEL-plain`` (its learned parts
+    off) and ``LABEL-no-PART`` (one learned part off, :data:`LEARNED_PARTS`)."""
     labels = []
     for spec in specs or []:
         label, _, path = spec.partition("=")
@@ -209,6 +215,9 @@ def add_checkpoints(specs: list[str] | None) -> list[str]:
         METHODS[label] = ("scalmu", {"checkpoint": path})
         METHODS[f"{label}-plain"] = ("scalmu", {"checkpoint": path, "learned": False})
         labels += [label, f"{label}-plain"]
+        for part in LEARNED_PARTS:
+            METHODS[f"{label}-no-{part}"] = ("scalmu", {"checkpoint": path, "ablate": part})
+            labels.append(f"{label}-no-{part}")
     return labels
 
 
@@ -232,6 +241,44 @@ def against(records: list[dict], methods: list[str], reference: str = "cnmf") ->
                      f"({worst[0][0]} / {worst[0][1]}) | {sum(d < -0.3 for _, d, _ in pairs)} | "
                      f"{np.mean([a for _, _, a in pairs]):+.2f} |")
     return lines + [""]
+
+
+#: the axes of the per-part ablation (issue 20: noise, PSF family, offset, band count), with the key of
+#: each case's row (the PSF family without its width)
+ABLATION_AXES = {"noise": lambda v: v, "PSF family": lambda v: v.split(",")[0], "offset": lambda v: v,
+                 "MSI SRF": lambda v: v}
+
+
+def ablation(records: list[dict], methods: list[str]) -> list[str]:
+    """Markdown: for each scalmu label ``L`` run with its ``L-no-PART`` variants, what each learned part
+    brings per axis row: mean PSNR of ``L`` minus that of ``L`` with the part off (and minus ``L-plain``,
+    all parts off), over the problems where all of them ran."""
+    runs = {(r["scene"], r["case"], r["method"]): r for r in records if r["kind"] == "method" and "psnr" in r}
+    lines = []
+    for base in methods:
+        variants = [f"{base}-no-{p}" for p in LEARNED_PARTS if f"{base}-no-{p}" in methods]
+        if not variants:
+            continue
+        variants += [f"{base}-plain"] if f"{base}-plain" in methods else []
+        keys = sorted({(s, c) for s, c, m in runs if m == base and all((s, c, v) in runs for v in variants)})
+        if not keys:
+            continue
+        heads = [v.removeprefix(f"{base}-").replace("no-", "") + (" (all)" if v.endswith("-plain") else "")
+                 for v in variants]
+        lines += [f"### what each learned part of {base} brings", "",
+                  f"Mean PSNR (dB) of {base} minus the same network with one learned part off (the others on); "
+                  "'plain (all)': every part off. Positive: the part helps. Over the problems where every variant "
+                  "ran.", "", "| axis | row | n | " + " | ".join(heads) + " |", "|---|---|---|" + "---|" * len(heads)]
+        rows: dict[tuple[str, str], list] = {("all", "all"): keys}
+        for axis, key in ABLATION_AXES.items():
+            for k in keys:
+                rows.setdefault((axis, key(runs[(*k, base)]["axes"][axis])), []).append(k)
+        for (axis, row), group in rows.items():
+            cells = [f"{np.mean([runs[(*k, base)]['psnr'] - runs[(*k, v)]['psnr'] for k in group]):+.2f}"
+                     for v in variants]
+            lines.append(f"| {axis} | {row} | {len(group)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def _fmt(v: float) -> str:
@@ -274,6 +321,7 @@ def tables(records: list[dict], methods: list[str]) -> str:
         lines.append("")
         if "cnmf" in methods:
             lines += against(records, methods)
+        lines += ablation(records, methods)
     ests = [r for r in records if r["kind"] == "estimate"]
     if ests:
         lines += ["### blind estimation: estimated against true", "",
@@ -337,7 +385,8 @@ def main() -> None:
     parser.add_argument("--sampled", type=int, default=0, help="also this many cases from sample_cases")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ratios", default="4,8,16,32", help="ratios sampled cases draw from")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help=f"comma-separated, of {', '.join(METHODS)} (and the --checkpoint labels)")
     parser.add_argument("--no-estimators", dest="estimators", action="store_false")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")

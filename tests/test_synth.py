@@ -190,6 +190,30 @@ def test_texture_and_soft_edges_add_spatial_detail():
     assert jump(spectral_dead_leaves(64, seed=9, edge_sigma=1.5).cube) < jump(flat.cube)
 
 
+def test_spectral_variability_lifts_the_scene_out_of_its_endmembers_span():
+    """v > 0: the spectra drift smoothly over the image, so the cube is far from rank p (as a real scene
+    is) while staying a reflectance; v = 0 (the default) is bit-identical to the scene without it."""
+    plain = spectral_dead_leaves(64, seed=4, n_endmembers=4)
+    assert np.array_equal(plain.cube.values, spectral_dead_leaves(64, seed=4, n_endmembers=4,
+                                                                  spectral_variability=0.0).cube.values)
+    drift = spectral_dead_leaves(64, seed=4, n_endmembers=4, spectral_variability=0.3)
+    assert drift.cube.attrs["synth_spectral_variability"] == 0.3
+    v = drift.cube.values
+    assert np.isfinite(v).all() and v.min() >= 0 and v.max() <= 1
+
+    def tail_energy(cube):  # energy outside the best rank-4 subspace, relative
+        s = np.linalg.svd(cube.reshape(cube.shape[0], -1).astype(np.float64), compute_uv=False)
+        return (s[4:] ** 2).sum() / (s**2).sum()
+
+    assert tail_energy(plain.cube.values) < 1e-10
+    assert tail_energy(v) > 1e-4
+    # smooth over the image: neighbouring pixels' drift factors differ far less than distant ones'
+    ratio = v / np.maximum(plain.cube.values, 1e-6)
+    near = np.nanmedian(np.abs(np.diff(np.log(np.maximum(ratio, 1e-6)), axis=2)))
+    far = np.nanmedian(np.abs(np.log(np.maximum(ratio[..., :32], 1e-6)) - np.log(np.maximum(ratio[..., 32:], 1e-6))))
+    assert near < 0.2 * far
+
+
 def test_dead_leaves_scene_and_default_scene_keep_their_signatures():
     cube = dead_leaves_scene(48, np.linspace(420, 680, 27), seed=3, n_materials=4)
     assert cube.shape == (27, 48, 48)

@@ -163,7 +163,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {k: getattr(args, k) for k in ("epochs", "layers", "train_batches", "val_batches", "batch_size",
-                                               "size", "init_iterations", "lr", "seed", "max_log_exponent", "data")
+                                               "size", "init_iterations", "lr", "seed", "max_log_exponent", "data",
+                                               "spectral_variability")
                  if getattr(args, k) is not None}
     if args.noise_aware is not None:
         overrides["noise_aware"] = args.noise_aware
@@ -210,6 +211,9 @@ def _add_train_parser(sub) -> None:
                    help="training items: 'protocol' (batch-size scenes through one Gaussian-PSF sensor pair, true "
                         "PSF and SRF given) or 'zoo' (one scene per item through a degradation-zoo case, PSF "
                         "estimated as for a user's problem)")
+    s.add_argument("--spectral-variability", type=_number(float, positive=False),
+                   help="zoo items: a scene's spectra drift smoothly over the image by up to this (log) amount, "
+                        "drawn per item in [0, this] (0: every scene is exactly endmembers x abundances)")
     s.add_argument("--noise-aware", action=argparse.BooleanOptionalAction, default=None,
                    help="learned steps and HSI weights read the images' estimated noise")
     s.add_argument("--threads", type=_number(int), help="torch CPU threads")

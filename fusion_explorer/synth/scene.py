@@ -53,6 +53,21 @@ def fractal_noise(shape: tuple[int, ...], rng: np.random.Generator, beta: float 
     return out / (out.std(axis=(-2, -1), keepdims=True) + 1e-12)
 
 
+def _spectral_modulation(wl: np.ndarray, shape: tuple[int, int], strength: float,
+                         rng: np.random.Generator) -> np.ndarray:
+    """``(bands, H, W)`` factors ``exp(strength · g(λ, y, x))``: ``g`` a sum of the first four cosines over
+    the wavelength range (amplitudes ``∝ 1/j``: smooth in λ, as reflectance differences are) whose
+    weights are smooth random fields over the image (``1/f⁴`` fractal noise: they change over tens of
+    pixels, the scale a low-resolution HSI still resolves), scaled to unit RMS."""
+    t = (wl - wl.min()) / max(float(np.ptp(wl)), 1e-9)
+    j = np.arange(1, 5)
+    weights = fractal_noise((j.size, *shape), rng, beta=4.0) / j[:, None, None]
+    phase = rng.uniform(0, 2 * np.pi, j.size)
+    g = np.einsum("jyx,bj->byx", weights, np.cos(np.pi * j[None] * t[:, None] + phase[None]))
+    g /= np.sqrt((g**2).mean()) + 1e-12
+    return np.exp(strength * g)
+
+
 @dataclass
 class SyntheticScene:
     """A synthetic scene and its ground-truth unmixing (``cube = endmembers @ abundances``).
@@ -97,6 +112,7 @@ def spectral_dead_leaves(
     texture: float = 0.3,
     abundance_variation: float = 0.5,
     edge_sigma: float = 0.7,
+    spectral_variability: float = 0.0,
     dtype=np.float32,
 ) -> SyntheticScene:
     """A spectral dead leaves scene ``(bands, H, W)`` on ``wavelength`` (nm; default CAVE 400–700/10).
@@ -111,6 +127,11 @@ def spectral_dead_leaves(
         texture: shading depth in ``[0, 1)``; 0 = flat leaves.
         abundance_variation: within-leaf mixture variation in ``[0, 1]``; 0 = constant per leaf.
         edge_sigma: Gaussian blur (px) of the abundances; 0 = hard edges.
+        spectral_variability: the cube is multiplied by ``exp(v · g(λ, y, x))``, ``g`` smooth in
+            wavelength and over the image, of unit RMS (:func:`_spectral_modulation`; ``v`` about
+            0.1–0.3: one material's spectrum drifts across a real scene). With ``v > 0`` the cube is no
+            longer ``endmembers @ abundances`` (its rank is far above ``p``, as real scenes' is); 0 =
+            exactly that product.
 
     ``texture = abundance_variation = edge_sigma = 0`` gives piecewise constant leaves.
     """
@@ -166,7 +187,9 @@ def spectral_dead_leaves(
     ab = ab.astype(dtype, copy=False)
     endmembers = spectra.T.astype(dtype)
     cube = (endmembers @ ab.reshape(p, -1)).reshape(wl.size, h, w)
-    np.clip(cube, 0.0, 1.0, out=cube)  # rounding only: the mixture is already in [0, 1]
+    if spectral_variability > 0:  # drawn last: scenes without it stay bit-identical
+        cube *= _spectral_modulation(wl, (h, w), float(spectral_variability), rng).astype(dtype)
+    np.clip(cube, 0.0, 1.0, out=cube)  # rounding only without variability: the mixture is in [0, 1]
     params = dict(
         seed=int(seed)
         if isinstance(seed, (int, np.integer))
@@ -182,6 +205,7 @@ def spectral_dead_leaves(
         texture=texture,
         abundance_variation=abundance_variation,
         edge_sigma=edge_sigma,
+        spectral_variability=spectral_variability,
         n_leaves_drawn=leaves.n_leaves,
         n_leaves_visible=int(nv),
     )

@@ -25,7 +25,7 @@ from ...problem import FusionProblem, FusionResult
 from ..base import ProgressCallback, register
 from ..unmixing.consistency import fused_bytes, record_stage
 from ..unmixing.trace import TraceRecorder, evenly
-from .model import SCALMUNet, n_parameters
+from .model import LEARNED_PARTS, SCALMUNet, learned_parts, n_parameters
 from .start import schedule_start
 
 #: the shipped weights (``fusion_explorer/data/scalmu_default.pt``)
@@ -86,6 +86,7 @@ def scalmu(
     seed: int = 0,
     checkpoint: str | None = None,
     learned: bool = True,
+    ablate: str | None = None,
     layers: int | None = None,
     init_iterations: int | None = None,
     msi_pyramid: list | str | None = "auto",
@@ -98,7 +99,10 @@ def scalmu(
 
     Options: ``checkpoint`` (path; default the shipped ``scalmu_default.pt``); ``learned=False``
     runs the same layers as plain coupled MU, i.e. CNMF's coupled iterations, and the consistency
-    layer at full steps (the ablation); ``layers`` overrides ``K`` (extra
+    layer at full steps (the ablation); ``ablate``: learned parts to switch off alone, a
+    comma-separated list of ``preconditioners`` (the layers' matrices and exponents),
+    ``hsi_weights`` (the layers' LR-HSI weights), ``steps`` (the consistency layer's steps, ridge
+    and width) and ``wiener`` (its Wiener gains) (the per-part ablation); ``layers`` overrides ``K`` (extra
     layers repeat the last one); ``init_iterations`` the CNMF start's inner iterations (default:
     the checkpoint's training value); ``msi_pyramid`` the start's coarse-to-fine MSI stage (CNMF's
     option; ``"auto"``, the default, = ``[[4, 200], [2, 100], [1, 40]]`` from 256x256 pixels up and
@@ -141,20 +145,21 @@ def scalmu(
     trace.begin("start", 0)
     schedule.record(f"CNMF start (VCA + HSI/MSI unmixing) · iteration {schedule.iteration}", schedule.state,
                     forced=True)
-    kind = "learned" if learned else "plain"
+    use = learned_parts(learned, ablate)
+    kind = "plain" if not use else "learned" if len(use) == len(LEARNED_PARTS) else "partly learned"
     data = schedule.data
     with torch.no_grad():
         schedule.coupled_steps(
-            k_layers, stage="layers", layer=lambda k: net.layer(k, data, learned),
+            k_layers, stage="layers", layer=lambda k: net.layer(k, data, use),
             label=lambda k: f"layer {k} ({kind} MU)", keep=evenly(1, k_layers, trace.capacity(snap) + 1),
         )
         state = schedule.state
         if consistent:
             parts: dict = {}
-            z = net.finish(state, data, learned, True, record=parts)
-            record_stage(schedule, z, f"consistency layer ({'learned steps' if learned else 'exact'})", **parts)
+            z = net.finish(state, data, use, True, record=parts)
+            record_stage(schedule, z, f"consistency layer ({'learned steps' if use else 'exact'})", **parts)
         else:
-            z = net.finish(state, data, learned, False)
+            z = net.finish(state, data, use, False)
     if progress is not None:
         progress(schedule.total, schedule.total, {"stage": "done"})
     bands, (big_h, big_w), (h, w) = problem.hsi_bands, problem.hr_size, problem.lr_size
@@ -163,7 +168,8 @@ def scalmu(
     params = {
         "checkpoint": str(checkpoint) if checkpoint is not None else f"shipped ({DEFAULT_CHECKPOINT})",
         "layers": k_layers,
-        "learned": bool(learned),
+        "learned": bool(use),
+        "learned_parts": [part for part in LEARNED_PARTS if part in use],
         "consistency": consistent,
         "init_iterations": init_iters,
         "msi_pyramid": [list(x) for x in info["msi_pyramid"]] if info["msi_pyramid"] else None,

@@ -46,12 +46,13 @@ MSI correction uses the Wiener gain ``C Rᵀ (R C Rᵀ + κ_m n_m I)⁻¹`` and 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
+from ...errors import ProblemError
 from ..unmixing import CoupledData, CoupledState, coupled_step, tiny
 from ..unmixing.guided import SIGMA
 from ..unmixing.projection import DEFAULT_RIDGE, observation_features, project, spectral_prior
@@ -235,6 +236,32 @@ def _record_inputs(record: dict, data: CoupledData) -> None:
         record.setdefault("learned_doc", {})[key] = INPUT_DOC[key]
 
 
+#: SCALMU's learned parts, each of which can be switched off alone (the per-part ablation):
+#: the layers' re-weighting matrices and exponents, the layers' LR-HSI weights ``λ_k``, the
+#: consistency layer's steps (with its ridge and similarity width) and its Wiener gains
+LEARNED_PARTS = ("preconditioners", "hsi_weights", "steps", "wiener")
+
+
+def learned_parts(learned: bool | str | Iterable[str] = True, off: str | Iterable[str] | None = None) -> frozenset:
+    """The learned parts a run uses: ``learned`` (True, False or parts to keep on) minus ``off``
+    (parts, or a comma-separated string of them); unknown names are a :class:`ProblemError`."""
+    def names(x) -> frozenset:
+        items = x.split(",") if isinstance(x, str) else list(x)
+        parts = frozenset(i.strip() for i in items if i.strip())
+        unknown = sorted(parts - set(LEARNED_PARTS))
+        if unknown:
+            raise ProblemError(f"unknown SCALMU learned part(s) {', '.join(unknown)}; "
+                               f"known: {', '.join(LEARNED_PARTS)}")
+        return parts
+    on = frozenset(LEARNED_PARTS) if learned is True else frozenset() if learned is False else names(learned)
+    return on - (names(off) if off else frozenset())
+
+
+def _uses(learned, part: str) -> bool:
+    """Whether ``learned`` (True, False or a set of :data:`LEARNED_PARTS`) switches ``part`` on."""
+    return learned if isinstance(learned, bool) else part in learned
+
+
 #: the Wiener gains ``κ = expm1(WIENER_SCALE · max(0, g))``: 0 (the exact projection) at ``g <= 0``,
 #: ~1000 at ``g = 1``, with a gradient at 0
 WIENER_SCALE = 3 * math.log(10)
@@ -282,16 +309,23 @@ class ConsistencyLayer(nn.Module):
         """``(B, 3)``: the fractions ``t_g, t_m, t_h`` of the guided, MSI and HSI corrections."""
         return self.outputs(z, data)[0]
 
-    def forward(self, state: CoupledState, data: CoupledData, learned: bool = True,
+    def forward(self, state: CoupledState, data: CoupledData, learned: bool | frozenset = True,
                 record: dict | None = None) -> torch.Tensor:
         """``Z`` ``(B, L, N)``; ``record``: a dict that receives the parts applied (item 0) under
-        ``learned``, ``plain`` and ``learned_doc`` (see :data:`CONSISTENCY_DOC`)."""
+        ``learned``, ``plain`` and ``learned_doc`` (see :data:`CONSISTENCY_DOC`). ``learned``: True,
+        False, or the :data:`LEARNED_PARTS` on (``"steps"``, ``"wiener"`` act here)."""
         z = state.fused()
-        if not learned:
+        steps_on, wiener_on = _uses(learned, "steps"), _uses(learned, "wiener")
+        if not (steps_on or wiener_on):
             return project(z, data, spectral_prior(state.endmembers, DEFAULT_RIDGE), neighbours=data.neighbours)
         t, wiener = self.outputs(z, data)
+        if not wiener_on:
+            wiener = None
+        if steps_on:
+            ridge, sigma = self.log_ridge.clamp(-12, 2).exp(), self.log_sigma.clamp(-6, 0).exp()
+        else:  # full steps, the default ridge and width
+            t, ridge, sigma = torch.ones_like(t), torch.tensor(DEFAULT_RIDGE).to(z), torch.tensor(SIGMA).to(z)
         t = t[..., None, None]
-        ridge, sigma = self.log_ridge.clamp(-12, 2).exp(), self.log_sigma.clamp(-6, 0).exp()
         msi_noise = hsi_noise = 0.0
         if wiener is not None:  # κ times the estimated noise-to-signal power of each image
             power = 10.0 ** data.sensor_features.reshape(-1, N_SENSOR)[:, :2].to(wiener)
@@ -338,7 +372,7 @@ class SCALMUNet(nn.Module):
             self.hsi_weight_noise = nn.Parameter(torch.zeros(layers, N_SENSOR))
         self.consistency = ConsistencyLayer(hidden, noise_aware) if consistency else None
 
-    def finish(self, state: CoupledState, data: CoupledData, learned: bool = True,
+    def finish(self, state: CoupledState, data: CoupledData, learned: bool | frozenset = True,
                consistency: bool = True, record: dict | None = None) -> torch.Tensor:
         """The fused cube ``(B, L, N)`` from the last layer's iterate: through the consistency layer
         when the network has one (and ``consistency``), else ``W H_m``; non-negative either way.
@@ -347,10 +381,10 @@ class SCALMUNet(nn.Module):
             return self.consistency(state, data, learned, record)
         return state.fused().clamp_min(0)
 
-    def hsi_weight(self, k: int, data: CoupledData, learned: bool = True) -> torch.Tensor | float:
+    def hsi_weight(self, k: int, data: CoupledData, learned: bool | frozenset = True) -> torch.Tensor | float:
         """``λ_k`` of layer ``k``: 0 when not joint or not ``learned`` (the plain step fits ``H_m`` to
         the MSI alone, as CNMF's), else ``balance · exp(a_k)``."""
-        if not self.config["joint"] or not learned:
+        if not self.config["joint"] or not _uses(learned, "hsi_weights"):
             return 0.0
         log_weight = self.log_hsi_weight[k]
         if self.config.get("noise_aware"):  # (B,) then (B, 1, 1) to weigh each scene's HSI term
@@ -362,10 +396,10 @@ class SCALMUNet(nn.Module):
     def layers(self) -> int:
         return self.config["layers"]
 
-    def hook(self, k: int, learned: bool = True, record: dict | None = None) -> Callable | None:
+    def hook(self, k: int, learned: bool | frozenset = True, record: dict | None = None) -> Callable | None:
         """The :data:`~fusion_explorer.methods.unmixing.Hook` of layer ``k`` (``None`` = plain MU);
         ``record``: a dict that receives the matrices and exponents it applies (tensors)."""
-        if not learned:
+        if not _uses(learned, "preconditioners"):
             return None
 
         def hook(which: str, num: torch.Tensor, den: torch.Tensor, state: CoupledState):
@@ -384,7 +418,7 @@ class SCALMUNet(nn.Module):
 
         return hook
 
-    def layer(self, k: int, data: CoupledData, learned: bool = True):
+    def layer(self, k: int, data: CoupledData, learned: bool | frozenset = True):
         """Layer ``k``'s ``(hook, hsi_weight, parts)`` (:data:`~fusion_explorer.methods.unmixing.schedule.Layer`):
         layers past the trained count repeat the last one; ``parts()``, called after the step, gives
         the trace keys ``learned`` / ``plain`` / ``learned_doc`` (none when not ``learned``)."""
@@ -398,13 +432,14 @@ class SCALMUNet(nn.Module):
         state: CoupledState,
         data: CoupledData,
         *,
-        learned: bool = True,
+        learned: bool | frozenset = True,
         layers: int | None = None,
         callback: Callable[[int, CoupledState], None] | None = None,
     ) -> CoupledState:
         """Run the unrolled layers from ``state``; ``callback(k, state)`` after each (1-based).
 
-        ``learned=False`` runs the same number of plain coupled MU steps (the ablation);
+        ``learned=False`` runs the same number of plain coupled MU steps (the ablation; a set of
+        :data:`LEARNED_PARTS` keeps those on);
         ``layers`` beyond the trained count repeat the last layer.
         """
         for k in range(self.layers if layers is None else int(layers)):
@@ -455,4 +490,4 @@ def psnr_db(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse)
 
 
-__all__ = ["SCALMUNet", "PairPreconditioner", "ConsistencyLayer", "fused_loss", "psnr_db", "n_parameters", "HOOKED"]
+__all__ = ["LEARNED_PARTS", "learned_parts", "SCALMUNet", "PairPreconditioner", "ConsistencyLayer", "fused_loss", "psnr_db", "n_parameters", "HOOKED"]

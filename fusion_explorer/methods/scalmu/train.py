@@ -65,6 +65,15 @@ class TrainConfig:
     # read the sensor features (estimated noise, SRF estimated or not, PSF misfit): learned steps,
     # Wiener gains and HSI weights that adapt to them
     noise_aware: bool = True
+    # zoo items: the scene's spectra drift smoothly over the image by exp(v g(λ, y, x)), v drawn in
+    # [0, spectral_variability] per item (synth.spectral_dead_leaves). Without it a scene is exactly
+    # endmembers x abundances, which CNMF's W H already reproduces: the exact HSI correction, worth
+    # about 1 dB on real scenes, then never helps in training and the gate learns to drop it
+    spectral_variability: float = 0.3
+
+    def __post_init__(self) -> None:
+        if not self.spectral_variability >= 0:
+            raise ValueError(f"spectral_variability must be >= 0; got {self.spectral_variability!r}")
 
     def model_config(self) -> dict[str, Any]:
         return {"layers": self.layers, "hidden": self.hidden, "max_log_exponent": self.max_log_exponent,
@@ -104,7 +113,10 @@ def zoo_item(seed: int, index: int, cfg: TrainConfig) -> tuple:
         case = sample_cases(1, int(rng.integers(2**31 - 1)), ratios=tuple(cfg.zoo_ratios))[0]
         if cfg.clean_every and index % cfg.clean_every == 0:
             case = case.with_(snr_lr_db=None, snr_msi_db=None)
-        scene = spectral_dead_leaves(cfg.size, wl, seed=rng, **random_scene_options(rng, cfg.size))
+        options = random_scene_options(rng, cfg.size)
+        if cfg.spectral_variability > 0:
+            options["spectral_variability"] = float(rng.uniform(0, cfg.spectral_variability))
+        scene = spectral_dead_leaves(cfg.size, wl, seed=rng, **options)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -170,7 +182,8 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, resume: bool = Fal
             raise FileNotFoundError(2, "no checkpoint to resume from", str(last))
         ckpt = read_checkpoint(last)
         # runs saved before the zoo: their items were the protocol ones, their networks not noise-aware
-        saved = TrainConfig(**{"data": "protocol", "noise_aware": False, **ckpt["config"]["train"]})
+        saved = TrainConfig(**{"data": "protocol", "noise_aware": False, "spectral_variability": 0.0,
+                                 **ckpt["config"]["train"]})
         if cfg is not None and cfg.epochs > saved.epochs:
             saved.epochs = cfg.epochs  # resuming may extend the run
         cfg = saved

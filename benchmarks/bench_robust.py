@@ -79,6 +79,10 @@ def axes(case: dz.DegradationCase) -> dict[str, str]:
     }
 
 
+#: the remote crops' short names (fusion_explorer.scenes.remote_crops)
+REMOTE = ("paviaU", "samson", "aviris", "jasper", "muufl")
+
+
 def load_scenes(spec: str, crop: int, data_dir: str | None) -> dict:
     """``{name: cube}``: CAVE scenes (central ``crop`` crops) and the remote crops of ``fusion_explorer.bench``."""
     out = {}
@@ -91,7 +95,7 @@ def load_scenes(spec: str, crop: int, data_dir: str | None) -> dict:
     for path in chosen:
         cube = center_crop(load_scene(path), crop, 32)
         out[f"{path.name} {cube.sizes['y']}x{cube.sizes['x']}"] = cube
-    if "all" in wanted or "remote" in wanted or any(w in ("samson", "paviaU") for w in wanted):
+    if "all" in wanted or "remote" in wanted or any(w in REMOTE for w in wanted):
         for name, cube in remote_crops(data_dir).items():
             if "all" in wanted or "remote" in wanted or name.split()[0] in wanted:
                 out[name] = cube
@@ -153,7 +157,8 @@ def run(args) -> tuple[list[dict], Path]:
         raise SystemExit(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
     out = Path(args.out)
     records: list[dict] = []
-    merged = merge_records(args.merge, methods)
+    merged = merge_records(args.merge)
+    merged_keys = {(r["scene"], r["case"], r["method"]) for r in merged}
     for scene, truth in scenes.items():
         for case in cases:
             base = {"scene": scene, "case": case.name, "case_json": case.to_dict(), "axes": axes(case)}
@@ -173,6 +178,8 @@ def run(args) -> tuple[list[dict], Path]:
                 records.append({**base, "kind": "estimate", **rec})
                 print(f"{scene} / {case.name}: estimate {rec}", flush=True)
             for label in methods:
+                if (scene, case.name, label) in merged_keys:
+                    continue
                 name, options = METHODS[label]
                 rec = {**base, "kind": "method", "method": label}
                 try:
@@ -193,14 +200,17 @@ def run(args) -> tuple[list[dict], Path]:
     return records, out
 
 
-def merge_records(paths: list[str] | None, methods: list[str]) -> list[dict]:
-    """Method records of earlier runs (``--merge``) for methods not run now: the same scene and case
-    give the same problem (cases are seeded), so a new method can be compared without re-running the others."""
-    out = []
+def merge_records(paths: list[str] | None) -> list[dict]:
+    """Method records of earlier runs (``--merge``; the first file that has a scene, case and method
+    wins): the same scene and case give the same problem (cases are seeded), so a run only computes
+    what they lack: a new method, or the methods on new scenes."""
+    out, seen = [], set()
     for path in paths or []:
         for r in json.loads(Path(path).read_text())["records"]:
-            if r["kind"] == "method" and r["method"] not in methods:
-                out.append({**r, "merged_from": str(path)})
+            key = (r.get("scene"), r.get("case"), r.get("method"))
+            if r["kind"] == "method" and key not in seen:
+                seen.add(key)
+                out.append({**r, "merged_from": r.get("merged_from", str(path))})
     return out
 
 
@@ -379,7 +389,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="128x128 crop of balloons + Samson, 8 presets")
     parser.add_argument("--scenes", default="balloons_ms,samson",
-                        help="CAVE scene names, 'cave', 'remote', 'samson', 'paviaU' or 'all' (comma-separated)")
+                        help="CAVE scene names, 'cave', 'remote', a remote crop's short name (" + ", ".join(REMOTE) +
+                             ") or 'all' (comma-separated)")
     parser.add_argument("--crop", type=int, default=256, help="central crop of the CAVE scenes (px)")
     parser.add_argument("--presets", default=",".join(QUICK_PRESETS), help="comma-separated preset names, or 'all'")
     parser.add_argument("--sampled", type=int, default=0, help="also this many cases from sample_cases")
@@ -396,7 +407,8 @@ def main() -> None:
                         help="also scalmu with this checkpoint (method LABEL) and its learned parts off (LABEL-plain); "
                              "repeatable")
     parser.add_argument("--merge", action="append", metavar="JSON",
-                        help="take the records of methods not run now from this earlier results file (same cases)")
+                        help="take the records of this earlier results file (same cases; repeatable) and run only what "
+                             "they lack")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args()
     add_checkpoints(args.checkpoint)  # name them in --methods (e.g. --methods z1,z1-plain --merge old.json)

@@ -268,9 +268,11 @@ def remote_crop_windows() -> list[dict[str, Any]]:
 def remote_crops(data_dir: str | os.PathLike | None = None) -> dict[str, xr.DataArray]:
     """Small airborne crops for quick remote-sensing benchmarks, each scaled to a peak of 1.
 
-    ``paviaU 48x48x103`` (ROSIS, band centres from ``paviaU_band_centers_103.mat``) and
-    ``samson 64x64x156`` (401–889 nm): windows in :func:`remote_crop_windows`, files under
-    ``<data_dir>/remote`` (default data dir: see :mod:`fusion_explorer.config`).
+    ``paviaU 48x48x103`` (ROSIS, band centres from ``paviaU_band_centers_103.mat``),
+    ``samson 64x64x156`` (401–889 nm), ``aviris 80x80x224`` (Santa Barbara, 366–2496 nm, water
+    bands zero), ``jasper 96x96x198`` (Jasper Ridge, 380–2500 nm) and ``muufl 48x80x72`` (CASI,
+    368–1043 nm): windows in :func:`remote_crop_windows` (AVIRIS and MUUFL with their negative
+    values set to 0), files under ``<data_dir>/remote`` (default data dir: see :mod:`fusion_explorer.config`).
     """
     root = Path(data_dir) if data_dir else default_data_dir()
     if root is None:
@@ -280,5 +282,7 @@ def remote_crops(data_dir: str | os.PathLike | None = None) -> dict[str, xr.Data
         cube = load_scene(root / "remote" / window["file"])
         wl = wavelengths(cube)
         x = np.asarray(cube.values[:, slice(*window["y"]), slice(*window["x"])], dtype=np.float64)
+        if window.get("clip_negative"):
+            x = np.maximum(x, 0.0)
         out[window["name"]] = make_cube(x / x.max(), wl, attrs={"scene": window["name"]})
     return out

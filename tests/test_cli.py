@@ -133,7 +133,7 @@ def test_fuse_tiled_round_trip(cave_dir, tmp_path, capsys):
     for extra, needle in ((["--tile", "64", "--out", str(tmp_path / "x.nc")], ".zarr"),
                           (["--tile", "64", "--out", str(tmp_path / "tiled.zarr")], "exists"),
                           (["--scheduler", "processes", "--out", str(tmp_path / "y.nc")], "need --tile"),
-                          (["--method", "scalmu", "--tile", "64", "--out", str(tmp_path / "s.zarr")], "no tiled")):
+                          (["--method", "mossfuse", "--tile", "64", "--out", str(tmp_path / "s.zarr")], "no tiled")):
         assert main([*common, *extra]) == 2
         lines = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.strip()]
         assert len(lines) == 1 and needle in lines[0], lines

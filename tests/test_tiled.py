@@ -16,6 +16,8 @@ from fusion_explorer.io import write_zarr
 from fusion_explorer.metrics import evaluate
 from fusion_explorer.tiled import TiledProblem, fuse_tiled, open_lazy, validate_lazy
 
+from ._tiled import assert_matches_whole, assert_no_seams, whole_and_tiled
+
 CROP = 256
 #: protocol -> (crop, two tile sizes); CNMF with 40 inner iterations (default 200), to keep this file fast
 CASES = {"gaussian-x8": (128, 32, 64), "mossfuse-cave-x32": (256, 64, 128)}
@@ -30,32 +32,13 @@ def truth(cave_dir):
 @pytest.fixture(scope="module")
 def runs(truth):
     """Whole-scene and tiled CNMF at x8 and x32 (two tile sizes, 2 and 1 threads)."""
-    out = {}
-    for proto, (crop, small, large) in CASES.items():
-        scene = center_crop(truth, crop, 1)
-        problem = fe.simulate(scene, proto)
-        out[proto] = {
-            "truth": scene,
-            "problem": problem,
-            "tile": small,
-            "whole": fe.fuse(problem, "cnmf", device="cpu", **OPTIONS).fused,
-            "small": fuse_tiled(problem, "cnmf", tile=small, workers=2, **OPTIONS),
-            "large": fuse_tiled(problem, "cnmf", tile=large, workers=1, **OPTIONS),
-        }
-    return out
+    return whole_and_tiled(truth, "cnmf", CASES, **OPTIONS)
 
 
 @pytest.mark.parametrize("proto", list(CASES))
 def test_tiled_cnmf_matches_whole_scene(runs, proto):
-    r = runs[proto]
-    ratio = r["problem"].ratio
-    psnr_whole = evaluate(r["truth"], r["whole"], ratio)["psnr"]
-    psnr_tiled = evaluate(r["truth"], r["small"], ratio)["psnr"]
-    assert psnr_whole > 35  # a real fusion, not two equal failures
-    assert abs(psnr_tiled - psnr_whole) < 0.05
     # the same iterates up to rounding (the tiled run's LR-grid stages are float64)
-    diff = r["small"].values - r["whole"].values
-    assert np.sqrt(np.mean(diff**2)) < 1e-3 * np.sqrt(np.mean(r["whole"].values ** 2))
+    assert_matches_whole(runs[proto], 35)
 
 
 @pytest.mark.parametrize("proto", list(CASES))
@@ -65,18 +48,7 @@ def test_independent_of_tile_size_and_workers(runs, proto):
 
 
 def test_no_seams(runs):
-    """The error on 2-pixel strips along the tile borders is not above the error elsewhere, and the
-    tiled cube differs from the whole-scene one no more there than elsewhere."""
-    r = runs["gaussian-x8"]
-    tiled, whole, truth, tile = r["small"].values, r["whole"].values, r["truth"].values, r["tile"]
-    err = np.abs(tiled - truth).mean(axis=0)
-    diff = np.abs(tiled - whole).mean(axis=0)
-    strip = np.zeros(err.shape, bool)
-    for b in range(tile, err.shape[0], tile):
-        strip[b - 2 : b + 2, :] = True
-        strip[:, b - 2 : b + 2] = True
-    assert err[strip].mean() <= 1.05 * err[~strip].mean()
-    assert diff[strip].mean() <= 1.5 * diff[~strip].mean()
+    assert_no_seams(runs["gaussian-x8"])
 
 
 def test_bicubic_tiled_is_whole_scene(truth):
@@ -146,7 +118,7 @@ def test_local_cluster_matches_threads(truth):
 def test_refusals_are_one_clear_error(truth):
     problem = fe.simulate(center_crop(truth, 128, 1), "gaussian-x8")
     with pytest.raises(ProblemError, match="no tiled version"):
-        fuse_tiled(problem, "scalmu", tile=64)
+        fuse_tiled(problem, "mossfuse", tile=64)
     with pytest.raises(ProblemError, match="does not take"):
         fuse_tiled(problem, "cnmf", tile=64, msi_pyramid=[[1, 2]])
     bad = problem.hr_msi.copy(data=np.where(np.arange(128)[None, None, :] < 64, -1.0, problem.hr_msi.values))

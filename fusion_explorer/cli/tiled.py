@@ -103,7 +103,7 @@ def fuse_tiled_command(args: argparse.Namespace, inputs: dict) -> int:
         raise FusionExplorerError(f"--tile must be a positive number of pixels; got {args.tile}")
     if args.device not in ("auto", "cpu"):
         raise FusionExplorerError("tiled fusion runs on the CPU workers of the dask scheduler; drop --device")
-    if args.checkpoint:
+    if args.checkpoint and args.method != "scalmu":
         raise FusionExplorerError(f"--checkpoint: method {args.method!r} has no tiled version with weights")
     if out.exists() and not out.is_dir():
         raise WriteError(out, "is a file; --out names a Zarr store (a folder) to write")
@@ -121,6 +121,8 @@ def fuse_tiled_command(args: argparse.Namespace, inputs: dict) -> int:
     psf, offset = psf_from_args(args, msi)
     problem = TiledProblem(lr, msi, srf, ratio=args.ratio, psf=psf, offset=offset)
     options = _parse_options(args.option)
+    if args.checkpoint:
+        options["checkpoint"] = args.checkpoint
     bar = _progress(f"{args.method} tiles") if not args.quiet else None
 
     def started(runner) -> None:

@@ -73,10 +73,11 @@ def _normal(v: np.ndarray, grid: TileGrid, spatial, mu: float) -> np.ndarray:
     return out + mu * v
 
 
-def _solve_normal(r: np.ndarray, grid: TileGrid, spatial) -> np.ndarray:
-    """``u`` with ``(S Sᵀ + μ I) u = r`` by conjugate gradients, one system per band."""
+def _solve_normal(r: np.ndarray, grid: TileGrid, spatial, damping: float = DAMPING) -> np.ndarray:
+    """``u`` with ``(S Sᵀ + μ I) u = r`` by conjugate gradients, one system per band; ``μ = damping ·
+    λ_max(S Sᵀ)`` (the Rayleigh quotient of a constant image, as the whole-scene solve)."""
     ones = torch.ones((1, 1, *r.shape[1:]), dtype=torch.float64)
-    mu = DAMPING * float(spatial.adjoint(ones).square().sum() / ones.square().sum())
+    mu = float(damping) * float(spatial.adjoint(ones).square().sum() / ones.square().sum())
     u = np.zeros_like(r)
     res, direction = r.copy(), r.copy()
     rs = np.einsum("byx,byx->b", res, res)

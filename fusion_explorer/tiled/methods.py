@@ -32,9 +32,10 @@ than 3 bands the whole-scene run also updates ``W_m`` during the MSI stage (a sc
 update) while the tiled run keeps ``W_m = R W``. Both are measured in ``tests/test_tiled.py`` and
 ``benchmarks/results/scale.md``.
 
-``scalmu`` is not tiled: its learned preconditioners read features summed over the whole scene at
-every layer and its layers update ``W`` from ``S(H_m)`` (one map-reduce pass per layer); see
-``benchmarks/results/scale.md``. MossFuse is not tiled either (see the same file).
+``scalmu``: the shipped network run as map-reduce passes over the tiles (the CNMF start's stages
+above, then per layer a pass that sums the features of its learned preconditioner over the scene and
+a pass that applies the update, then the consistency layer with its guided transfer tile-wise); see
+:mod:`.scalmu`. MossFuse is not tiled (see ``benchmarks/results/scale.md``).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ from .engine import ProgressCallback, Runner, Tile, TileGrid, set_torch_threads
 from .io import ScratchStore, ZarrCubeWriter, as_lazy
 from .problem import TiledProblem
 
-TILED_METHODS = ("bicubic", "cnmf")
+TILED_METHODS = ("bicubic", "cnmf", "scalmu")
 #: CNMF's constants (fusion_explorer.methods.cnmf): sum-to-one scale, MSI bands above which W_m moves,
 #: cost checks every this many iterations
 SUM_TO_ONE_SCALE = 0.7455
@@ -178,6 +179,13 @@ def _cnmf_msi_tile(msi_ext: np.ndarray, h_lr_ext: np.ndarray, t: Tile, ratio: in
     h = torch.from_numpy(np.ascontiguousarray(t.trim(up.numpy()))).reshape(1, p, -1)
     y = torch.from_numpy(np.ascontiguousarray(t.trim(np.asarray(msi_ext, dtype=np.float32)))).clamp_min(0)
     y = y.reshape(1, y.shape[0], -1)
+    h = pixel_updates(h, y, w_m, delta, iterations)
+    scratch.write(t, h.reshape(p, t.y1 - t.y0, t.x1 - t.x0).numpy())
+
+
+def pixel_updates(h: torch.Tensor, y: torch.Tensor, w_m: np.ndarray, delta: float, iterations: int) -> torch.Tensor:
+    """``iterations`` MU of the abundances ``h`` ``(1, p, pixels)`` on the MSI ``y`` ``(1, l, pixels)``
+    with ``W_m`` fixed (each pixel its own problem), in cache-sized blocks of :data:`BLOCK_PIXELS`."""
     w = torch.from_numpy(np.asarray(w_m, dtype=np.float32))[None]
     w_aug = sum_to_one_rows(w, delta)
     floor = tiny(w.dtype)
@@ -191,7 +199,7 @@ def _cnmf_msi_tile(msi_ext: np.ndarray, h_lr_ext: np.ndarray, t: Tile, ratio: in
             abundance_denominator(w_aug, h_b, out=den, mid=mid)
             h_b.mul_(num).div_(den.clamp_min_(floor))
         blocks.append(h_b)
-    scratch.write(t, torch.cat(blocks, dim=-1).reshape(p, t.y1 - t.y0, t.x1 - t.x0).numpy())
+    return torch.cat(blocks, dim=-1)
 
 
 def _cnmf_degrade_tile(scratch: ScratchStore, t: Tile, spatial, ratio: int, threads: int | None) -> np.ndarray:
@@ -281,7 +289,7 @@ def fuse_tiled(
     **options: Any,
 ) -> xr.DataArray:
     """Fuse ``problem`` (a :class:`TiledProblem`, or a :class:`~fusion_explorer.problem.FusionProblem`)
-    tile by tile with ``method`` (``"bicubic"`` or ``"cnmf"``); return the fused cube ``(band, y, x)``.
+    tile by tile with ``method`` (``"bicubic"``, ``"cnmf"`` or ``"scalmu"``); return the fused cube ``(band, y, x)``.
 
     ``tile``: tile side in HR pixels (rounded down to a multiple of the ratio); ``scheduler``:
     ``"threads"``, ``"processes"`` (a LocalCluster of ``workers`` processes) or a scheduler address
@@ -295,23 +303,30 @@ def fuse_tiled(
     from .io import open_lazy
 
     if method not in TILED_METHODS:
-        why = " (see fusion_explorer.tiled.methods)" if method in ("scalmu", "mossfuse") else ""
+        why = " (see fusion_explorer.tiled.methods)" if method == "mossfuse" else ""
         raise ProblemError(f"method {method!r} has no tiled version{why}; tiled methods: {', '.join(TILED_METHODS)}")
     if isinstance(problem, FusionProblem):
         problem = TiledProblem.from_problem(problem)
     if method == "bicubic" and options:
         raise ProblemError(f"tiled bicubic takes no options; got {', '.join(sorted(options))}")
-    opts = _check_cnmf_options(options) if method == "cnmf" else {}
+    if method == "scalmu":
+        from . import scalmu as tiled_scalmu
+
+        opts = tiled_scalmu.check_options(options, problem)
+    else:
+        opts = _check_cnmf_options(options) if method == "cnmf" else {}
     ratio = problem.ratio
     tile = max(ratio, int(tile) // ratio * ratio)
-    psf_shape = problem.psf.shape if (method == "cnmf" and problem.psf is not None) else (1, 1)
+    psf_shape = problem.psf.shape if (method != "bicubic" and problem.psf is not None) else (1, 1)
     # the consistency projection applies S Sᵀ tile by tile: twice the PSF's reach in the halo
     reach = math.ceil(max(psf_shape) // 2 / ratio)
-    grid = TileGrid.for_psf(problem.hr_size, ratio, tile, psf_shape, extra_lr=2 + (reach if opts.get("consistency")
-                                                                                   else 0))
+    extra_lr = tiled_scalmu.extra_halo(problem, opts) if method == "scalmu" else 2 + (
+        reach if opts.get("consistency") else 0)
+    grid = TileGrid.for_psf(problem.hr_size, ratio, tile, psf_shape, extra_lr=extra_lr)
     bands = problem.hsi_bands
     attrs = {k: v for k, v in problem.lr_hsi.attrs.items() if k not in ("kind",)}
-    attrs.update(kind="fused HR-HSI", method=method, method_params=repr({**opts, "seed": seed}), ratio=ratio,
+    params = {k: v for k, v in opts.items() if k != "levels"}
+    attrs.update(kind="fused HR-HSI", method=method, method_params=repr({**params, "seed": seed}), ratio=ratio,
                  srf=problem.srf.name, tiled=f"tiles of {tile} px, halo {grid.halo} px", tile=tile)
     scratch_root = Path(workdir) if workdir is not None else (Path(out).resolve().parent if out else None)
     folder = Path(tempfile.mkdtemp(prefix=".fusion-explorer-tiles-", dir=scratch_root))
@@ -337,6 +352,10 @@ def fuse_tiled(
                     tasks.append(dask.delayed(_bicubic_tile, pure=False)(_msi_box(lazy_lr, ly, lx), t, ratio, writer,
                                                                          threads, filled))
                 tiles = runner.run_tiles(tasks, progress, "bicubic")
+            elif method == "scalmu":
+                msi = as_lazy(problem.hr_msi, tile).chunk({"band": -1, "y": tile, "x": tile})
+                tiles = tiled_scalmu.run_scalmu(problem, grid, msi, stats, opts, seed, runner, folder, writer,
+                                                threads, progress)
             else:
                 msi = as_lazy(problem.hr_msi, tile).chunk({"band": -1, "y": tile, "x": tile})
                 tiles = _run_cnmf(problem, grid, problem.lr_values(), msi, stats, opts, seed, runner, folder, writer,

@@ -296,9 +296,16 @@ class ConsistencyLayer(nn.Module):
         """``(steps (B, 3), wiener (B, 2) or None)``: the fractions ``t_g, t_m, t_h`` of the guided, MSI
         and HSI corrections, and (noise-aware) the Wiener gains ``κ_m, κ_h``."""
         with torch.no_grad():
-            features = observation_features(z, data) / FEATURE_SCALE
+            features = observation_features(z, data)
+        return self.gate_outputs(features, data)
+
+    def gate_outputs(self, features: torch.Tensor, data: CoupledData) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`outputs` from the observation features ``(B, 3)`` themselves (a tiled run sums them
+        over tiles)."""
+        with torch.no_grad():
+            features = features / FEATURE_SCALE
             if self.noise_aware:
-                features = torch.cat([features, sensor_input(data, z.shape[0])], dim=-1)
+                features = torch.cat([features, sensor_input(data, features.shape[0])], dim=-1)
         g = self.gate(features)
         steps = torch.exp(g[:, :3].clamp(max=0))
         if not self.noise_aware:
@@ -309,28 +316,42 @@ class ConsistencyLayer(nn.Module):
         """``(B, 3)``: the fractions ``t_g, t_m, t_h`` of the guided, MSI and HSI corrections."""
         return self.outputs(z, data)[0]
 
+    def parameters_for(self, features: torch.Tensor, data: CoupledData, learned: bool | frozenset = True) -> tuple:
+        """What the projection applies, from the observation ``features`` ``(B, 3)``: ``(steps (B, 3),
+        ridge, sigma, msi_noise, hsi_noise)`` (the noise terms: ``κ`` times the estimated noise-to-signal
+        power of each image, ``(B,)``, or 0). ``learned``: True, False, or the :data:`LEARNED_PARTS`
+        on (``"steps"`` and ``"wiener"`` act here); off, a part is its plain value (full steps, the default
+        ridge and width; no Wiener terms)."""
+        steps_on, wiener_on = _uses(learned, "steps"), _uses(learned, "wiener")
+        ones = torch.ones(features.shape[0], 3, dtype=features.dtype, device=features.device)
+        plain = (ones, torch.tensor(DEFAULT_RIDGE).to(features), torch.tensor(SIGMA).to(features))
+        if not (steps_on or wiener_on):
+            return (*plain, 0.0, 0.0)
+        t, wiener = self.gate_outputs(features, data)
+        if steps_on:
+            t, ridge, sigma = t, self.log_ridge.clamp(-12, 2).exp(), self.log_sigma.clamp(-6, 0).exp()
+        else:
+            t, ridge, sigma = plain
+        msi_noise = hsi_noise = 0.0
+        if wiener is not None and wiener_on:  # κ times the estimated noise-to-signal power of each image
+            power = 10.0 ** data.sensor_features.reshape(-1, N_SENSOR)[:, :2].to(wiener)
+            msi_noise, hsi_noise = wiener[:, 0] * power[:, 1], wiener[:, 1] * power[:, 0]
+        return t, ridge, sigma, msi_noise, hsi_noise
+
     def forward(self, state: CoupledState, data: CoupledData, learned: bool | frozenset = True,
                 record: dict | None = None) -> torch.Tensor:
         """``Z`` ``(B, L, N)``; ``record``: a dict that receives the parts applied (item 0) under
         ``learned``, ``plain`` and ``learned_doc`` (see :data:`CONSISTENCY_DOC`). ``learned``: True,
         False, or the :data:`LEARNED_PARTS` on (``"steps"``, ``"wiener"`` act here)."""
         z = state.fused()
-        steps_on, wiener_on = _uses(learned, "steps"), _uses(learned, "wiener")
-        if not (steps_on or wiener_on):
+        if not (_uses(learned, "steps") or _uses(learned, "wiener")):
             return project(z, data, spectral_prior(state.endmembers, DEFAULT_RIDGE), neighbours=data.neighbours)
-        t, wiener = self.outputs(z, data)
-        if not wiener_on:
-            wiener = None
-        if steps_on:
-            ridge, sigma = self.log_ridge.clamp(-12, 2).exp(), self.log_sigma.clamp(-6, 0).exp()
-        else:  # full steps, the default ridge and width
-            t, ridge, sigma = torch.ones_like(t), torch.tensor(DEFAULT_RIDGE).to(z), torch.tensor(SIGMA).to(z)
+        with torch.no_grad():
+            features = observation_features(z, data)
+        t, ridge, sigma, msi_noise, hsi_noise = self.parameters_for(features, data, learned)
         t = t[..., None, None]
-        msi_noise = hsi_noise = 0.0
-        if wiener is not None:  # κ times the estimated noise-to-signal power of each image
-            power = 10.0 ** data.sensor_features.reshape(-1, N_SENSOR)[:, :2].to(wiener)
-            msi_noise, hsi_noise = wiener[:, 0] * power[:, 1], wiener[:, 1] * power[:, 0]
         if record is not None:
+            wiener = self.gate_outputs(features, data)[1] if _uses(learned, "wiener") else None
             record.update(_parts(
                 {"guided_step": t[0, 0, 0, 0], "msi_step": t[0, 1, 0, 0], "hsi_step": t[0, 2, 0, 0], "ridge": ridge,
                  "sigma": sigma},
@@ -490,4 +511,5 @@ def psnr_db(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse)
 
 
-__all__ = ["LEARNED_PARTS", "learned_parts", "SCALMUNet", "PairPreconditioner", "ConsistencyLayer", "fused_loss", "psnr_db", "n_parameters", "HOOKED"]
+__all__ = ["LEARNED_PARTS", "learned_parts", "SCALMUNet", "PairPreconditioner", "ConsistencyLayer", "fused_loss",
+           "psnr_db", "n_parameters", "HOOKED"]

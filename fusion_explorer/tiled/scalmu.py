@@ -1,0 +1,610 @@
+"""SCALMU, tile by tile: the shipped network (:func:`fusion_explorer.methods.scalmu.load_model`) run as
+a sequence of map-reduce passes over LR-aligned tiles, with the HR abundances ``H_m`` in a scratch
+Zarr store (two, written in turn: a pass reads one and writes the other).
+
+What is global is small: every factor but ``H_m`` lives on the LR grid (``1/ratio²`` of the HR
+pixels) or is a ``p``-vector / ``p x p`` matrix summed over the scene. So:
+
+1. *start* (SCALMU's own, :mod:`fusion_explorer.methods.scalmu.start`: CNMF's schedule with
+   ``init_iterations``): VCA and the HSI unmixing on the LR grid (float64, the stages of tiled
+   cnmf); the first MSI stage per tile with ``W_m = R W`` fixed, coarse to fine on images from
+   256x256 pixels up (``msi_pyramid="auto"``: each tile average-pools its MSI and upsamples its
+   abundances level by level, each level on the tile plus two pixels of every coarser level's grid,
+   :func:`_pyramid_margins`, the first from the LR abundances over the tile's halo; every factor must
+   divide the ratio), else CNMF's full-resolution stage; a tile pass gathers ``S(H_m)``, ``S(Y_m)``
+   (the MSI on the LR grid: the colour neighbours' candidates) and ``Σ Y_m²``; the outer round's
+   ``W`` update on the LR grid. The sensor features read the LR-HSI and the MSI's central
+   256x256 window (what the whole-scene run reads).
+2. *layers* ``k = 1..K``: the ``W`` update with its learned ``Q_k, η_k`` runs on the LR grid
+   (features from ``W``, ``W_m`` and ``H_h = S(H_m)``: all small). The ``H_m`` update's learned
+   ``P_k, γ_k`` come from features that are scene-wide sums (``Σ num``, ``Σ den``, ``Σ H_m`` per
+   endmember and the Gram ``H_m H_mᵀ``): a *reduce* pass returns each tile's sums, the client
+   evaluates the layer's MLP on their total, and an *apply* pass updates each tile (the joint
+   update's ``Sᵀ`` terms from LR maps with a margin, exact in the tile), writes it to the other
+   store and returns ``S(H_m)`` on its LR box (for the next layer) and ``Σ |Y_m - R W H_m|²``.
+3. *consistency layer* (tile-wise like tiled cnmf's ``consistency="projection"``, plus the guided
+   transfer): its gate reads three scene-wide energies (the images' disagreement from ``S(Y_m)``
+   and ``Y_h``, the MSI residual from the last apply pass, the HSI residual ``Y_h - W S(H_m)`` on
+   the LR grid). A tile pass computes each tile's colour neighbours (from the MSI over the tile's
+   box plus :data:`~fusion_explorer.methods.unmixing.guided.WINDOW` + 1 LR pixels: the search
+   window, with windows clamped at the scene's border exactly as the whole-scene search), the
+   guided transfer of the LR residual, the MSI correction ``G (Y_m - R Z)``, stores ``Z1`` (a scratch
+   cube the size of the output, on disk) and returns ``S(Z1)`` on its LR box;
+   ``(S Sᵀ + μ I) u = Y_h - S(Z1)`` is solved by CG on the LR grid with ``S Sᵀ`` applied tile by tile
+   (:mod:`.consistency`); a last pass writes ``Z1 + t_h Sᵀ u``.
+
+Exact where the whole-scene run is: every tile computes what the whole-scene run computes on its
+pixels (halos cover every local operator), and every scene-wide quantity is the sum of the tiles'
+parts. Two things differ, as in tiled cnmf: the start's MSI-stage stopping rules (a cost summed over
+the scene, checked every 10 updates) are replaced by their iteration caps, and with an MSI of more
+than 3 bands the whole-scene start also updates ``W_m`` in its MSI stage (the tiled one keeps
+``W_m = R W``). The second is not small: with a 4-band Gaussian MSI on balloons crops (20 start
+iterations) the tiled PSNR differs by +0.002 dB (x8, 128²), -0.086 dB (x8, 256², pyramid start), +0.057 dB
+(x32, 256², ``msi_pyramid=None``) and +1.16 dB (x32, 256², pyramid start); with the whole-scene start's
+``W_m`` held fixed the two agree to 2e-6 (x32 pyramid case). Exact would be one map-reduce pass per MSI
+update of the start (``Y_m H_mᵀ`` and ``H_m H_mᵀ`` summed over the tiles): several hundred passes. The
+LR-grid start runs in float64 (the whole scene in float32), sums are
+accumulated in float64, everything per pixel in float32 as the whole-scene run. On the full balloons
+scene (defaults, tiles of 128 px) the tiled PSNR is the whole-scene one to 0.0000 dB at x8 and x32; the
+largest difference, 4.3e-4 at x8, is on 5 of 262144 pixels whose colour-neighbour search breaks a near-tie
+the other way (``tests/test_tiled_scalmu.py``, ``benchmarks/results/scale.md`` section 5).
+
+The consistency layer's step sizes, ridge, width and Wiener terms come from
+:meth:`~fusion_explorer.methods.scalmu.model.ConsistencyLayer.parameters_for`, given the observation
+features summed over the tiles.
+"""
+
+from __future__ import annotations
+
+import math
+
+import dask
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ProblemError
+from ..methods.cnmf import _pyramid_levels
+from ..methods.scalmu import load_model
+from ..methods.scalmu.model import (
+    _mix,
+    _node_features,
+    _pair_features,
+    _relaxed_numerator,
+)
+from ..methods.scalmu.start import resolve_pyramid
+from ..methods.unmixing import (
+    CoupledData,
+    CoupledState,
+    abundance_terms,
+    multiplicative,
+    update_endmembers,
+)
+from ..methods.unmixing.guided import WINDOW, Neighbours, colour_neighbours, transfer
+from ..methods.unmixing.projection import DAMPING, NOISE_WINDOW, sensor_features, spectral_prior
+from ..methods.unmixing.projection import msi_gain as projection_gain
+from .consistency import _solve_normal
+from .engine import Runner, Tile, TileGrid, set_torch_threads
+from .io import ScratchStore
+
+#: the options tiled scalmu takes, with the whole-scene defaults
+DEFAULTS = {"checkpoint": None, "learned": True, "layers": None, "init_iterations": None, "msi_pyramid": "auto",
+            "n_endmembers": None, "consistency": True, "dtype": "float32"}
+#: CNMF's inner-loop threshold (the start's HSI stages)
+THRESHOLD = 1e-8
+#: MSI bands above which CNMF updates H_h in its outer round (as fusion_explorer.methods.unmixing.setup)
+MIN_MSI_BANDS = 3
+
+
+def check_options(options: dict, problem) -> dict:
+    """The options with their defaults, the pyramid resolved to ``levels``; one clear error otherwise."""
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise ProblemError(f"tiled scalmu does not take option(s) {', '.join(unknown)}; it takes "
+                           f"{', '.join(sorted(DEFAULTS))}")
+    opts = {**DEFAULTS, **options}
+    if opts["dtype"] != "float32":
+        raise ProblemError("tiled scalmu runs in float32 (the LR-grid start in float64); got dtype "
+                           f"{opts['dtype']!r}")
+    for name in ("layers", "init_iterations"):
+        v = opts[name]
+        if v is not None and (isinstance(v, bool) or int(v) != v or v < (0 if name == "layers" else 1)):
+            raise ProblemError(f"{name} must be a {'non-negative' if name == 'layers' else 'positive'} integer; "
+                               f"got {v!r}")
+    if problem.psf is None:
+        raise ProblemError("tiled scalmu needs a known PSF (--protocol or --psf-sigma): estimating it needs the "
+                           "whole scene")
+    pyramid = resolve_pyramid(opts["msi_pyramid"], problem.hr_size)
+    levels = _pyramid_levels([list(x) for x in pyramid] if pyramid else None)
+    bad = [f for f, _ in levels if problem.ratio % f]
+    if bad:
+        raise ProblemError(f"tiled scalmu pools the MSI by factors that divide the ratio {problem.ratio}; the "
+                           f"msi_pyramid has {', '.join(map(str, bad))} (pass msi_pyramid=None for CNMF's "
+                           f"full-resolution stage)")
+    opts["levels"] = levels
+    return opts
+
+
+def reach(problem) -> int:
+    """LR pixels the PSF reaches beyond an LR sample's own block (``⌈half width / ratio⌉``)."""
+    return math.ceil(max(problem.psf.shape) // 2 / problem.ratio)
+
+
+def footprint_margin(problem) -> int:
+    """LR pixels around an LR box whose HR pixels hold the PSF footprints of the box's samples (sample
+    ``j`` reads HR pixels ``offset + ratio·j ± half``): 0 at x32 with its 31-pixel PSF and offset 15,
+    1 at x8 with 15 pixels and offset 3. ``S`` of a region that wide is exact on the box."""
+    half, ratio, off = max(problem.psf.shape) // 2, problem.ratio, spatial_offset(problem)
+    return max(0, math.ceil((half - off) / ratio), math.ceil((off + half - ratio + 1) / ratio))
+
+
+def _pyramid_margins(levels) -> list[int]:
+    """HR pixels around the tile each pyramid level is computed on: two pixels of the grid of every
+    level before the next ones (the bilinear stencil of the next upsampling, and one for safety),
+    rounded up to a multiple of every level's factor (boxes then sit on every level's grid)."""
+    grid = math.lcm(*(f for f, _ in levels))
+    return [-(-sum(2 * f for f, _ in levels[i:-1]) // grid) * grid for i in range(len(levels))]
+
+
+def extra_halo(problem, opts: dict) -> int:
+    """LR pixels of halo beyond the PSF's reach (:meth:`TileGrid.for_psf`'s ``extra_lr``): ``S Sᵀ``
+    of the CG reaches ``⌈2 half / ratio⌉ + 1`` LR pixels (taken as twice the reach plus one); the
+    start's MSI stage reads the upsampled LR abundances two LR pixels beyond its first level's
+    margin (:func:`_pyramid_margins`)."""
+    r, ratio = reach(problem), problem.ratio
+    extra = r + 1
+    levels = opts["levels"]
+    need = 2 * ratio + (_pyramid_margins(levels)[0] if levels else 0)
+    while ratio * (r + extra) < need:
+        extra += 1
+    return extra
+
+
+# ---- boxes -----------------------------------------------------------------------------------------------
+
+
+def _grow(lo: int, hi: int, margin: int, size: int) -> tuple[int, int]:
+    return max(lo - margin, 0), min(hi + margin, size)
+
+
+def _neighbour_box(lo: int, hi: int, size: int) -> tuple[int, int]:
+    """The LR range ``[a, b)`` the colour search of the HR pixels of LR range ``[lo, hi)`` needs: every
+    window (:data:`WINDOW` each side of a pixel's own LR pixel, which may be one beyond ``[lo, hi)``)
+    inside it or clamped at the scene's border as in the whole-scene search; ``a`` even, so that the
+    search's rounding of HR to LR positions (half to even) is the whole scene's."""
+    a, b = _grow(lo, hi, WINDOW + 1, size)
+    need = min(2 * WINDOW + 1, size)
+    if b - a < need:
+        a, b = (0, need) if a == 0 else (b - need, b)
+    return a - a % 2, b
+
+
+def _crop_lr(values: np.ndarray, box: tuple[int, int, int, int], want: tuple[int, int, int, int]) -> np.ndarray:
+    """The LR box ``want`` of ``values`` computed on the LR box ``box`` (``(y0, y1, x0, x1)`` each)."""
+    return values[..., want[0] - box[0] : want[1] - box[0], want[2] - box[2] : want[3] - box[2]]
+
+
+def _lr_box(t: Tile, ratio: int) -> tuple[int, int, int, int]:
+    return t.y0 // ratio, t.y1 // ratio, t.x0 // ratio, t.x1 // ratio
+
+
+def _around(box: tuple[int, int, int, int], margin: int, lr_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    (ay, by), (ax, bx) = _grow(box[0], box[1], margin, lr_size[0]), _grow(box[2], box[3], margin, lr_size[1])
+    return ay, by, ax, bx
+
+
+def _hr(box: tuple[int, int, int, int], ratio: int) -> tuple[slice, slice]:
+    return slice(box[0] * ratio, box[1] * ratio), slice(box[2] * ratio, box[3] * ratio)
+
+
+def _msi(msi_box) -> torch.Tensor:
+    """An MSI box ``(l, Y, X)`` as float32, negatives clipped (as every tile task)."""
+    return torch.from_numpy(np.ascontiguousarray(np.maximum(np.asarray(msi_box, dtype=np.float32), 0)))
+
+
+def _adjoint_on(spatial, lr_values: np.ndarray, lr_box, region, ratio: int) -> torch.Tensor:
+    """``Sᵀ`` of LR maps given on ``lr_box``, on the HR pixels of the LR box ``region`` (inside it, and
+    at least the PSF's reach from its edges unless they are the scene's: then exact)."""
+    up = spatial.adjoint(torch.from_numpy(np.ascontiguousarray(lr_values))[None])[0]
+    return up[:, (region[0] - lr_box[0]) * ratio : (region[1] - lr_box[0]) * ratio,
+              (region[2] - lr_box[2]) * ratio : (region[3] - lr_box[2]) * ratio]
+
+
+def _degrade_on(spatial, values: torch.Tensor, region, want, ratio: int) -> np.ndarray:
+    """``S`` of HR maps ``values`` ``(c, Y, X)`` on the LR box ``region``, kept on the LR box ``want``
+    (float64: the same numbers whatever the tile size)."""
+    lr = spatial(values.double()[None])[0].numpy()
+    return _crop_lr(lr, region, want)
+
+
+# ---- tile tasks ------------------------------------------------------------------------------------------
+
+
+def _pyramid_tile(msi_ext, h_lr_ext: np.ndarray, t: Tile, ratio: int, w_m: np.ndarray, delta: float, levels,
+                  scratch: ScratchStore, threads) -> None:
+    """The start's first MSI stage coarse to fine on one tile's extended box (``W_m`` fixed): at each
+    level ``(factor, iterations)`` the MSI averaged over ``factor x factor`` blocks and the previous
+    level's abundances upsampled bilinearly, then ``iterations`` MU; the tile's own pixels are kept."""
+    from .methods import pixel_updates
+
+    if threads:
+        set_torch_threads(threads)
+    p = h_lr_ext.shape[0]
+    image = _msi(msi_ext)[None]
+    bands = image.shape[1]
+    current = torch.from_numpy(np.ascontiguousarray(h_lr_ext))[None]
+    box = (t.ey0, t.ey1, t.ex0, t.ex1)  # HR box of `current`
+    for (factor, iterations), margin in zip(levels, _pyramid_margins(levels), strict=True):
+        # this level on the tile plus its margin: the previous level upsampled over its own box, then cut
+        new = (max(t.y0 - margin, t.ey0), min(t.y1 + margin, t.ey1), max(t.x0 - margin, t.ex0),
+               min(t.x1 + margin, t.ex1))
+        up = F.interpolate(current, size=((box[1] - box[0]) // factor, (box[3] - box[2]) // factor), mode="bilinear",
+                           align_corners=False).clamp_min(0)
+        cut = up[..., (new[0] - box[0]) // factor : (new[1] - box[0]) // factor,
+                 (new[2] - box[2]) // factor : (new[3] - box[2]) // factor]
+        size = ((new[1] - new[0]) // factor, (new[3] - new[2]) // factor)
+        y = image[..., new[0] - t.ey0 : new[1] - t.ey0, new[2] - t.ex0 : new[3] - t.ex0]
+        y = F.adaptive_avg_pool2d(y, size) if factor > 1 else y
+        h = pixel_updates(cut.reshape(1, p, -1), y.reshape(1, bands, -1), w_m, delta, iterations)
+        current, box = h.reshape(1, p, *size), new
+    assert box == (t.y0, t.y1, t.x0, t.x1)  # the last level's factor is 1 and its margin 0
+    scratch.write(t, np.ascontiguousarray(current[0].numpy()))
+
+
+def _start_degrade_tile(scratch: ScratchStore, msi_region, region, t: Tile, spatial, ratio: int, threads):
+    """``(S(H_m), S(Y_m))`` on the tile's LR box (from the LR box ``region`` around it) and ``Σ Y_m²``
+    over the tile."""
+    if threads:
+        set_torch_threads(threads)
+    own = _lr_box(t, ratio)
+    ys, xs = _hr(region, ratio)
+    h = torch.from_numpy(scratch.read(ys, xs))
+    y = _msi(msi_region)
+    oy, ox = t.y0 - ys.start, t.x0 - xs.start
+    yy = float(y[:, oy : oy + t.y1 - t.y0, ox : ox + t.x1 - t.x0].double().square().sum())
+    return _degrade_on(spatial, h, region, own, ratio), _degrade_on(spatial, y, region, own, ratio), yy
+
+
+def _terms(h: torch.Tensor, y: torch.Tensor, w_m: np.ndarray, delta: float, joint, region, spatial, ratio: int):
+    """The ``H_m`` update's numerator and denominator ``(1, p, pixels)`` on the HR pixels of the LR box
+    ``region``: CNMF's MSI terms, plus (a joint layer) ``Sᵀ(λ Wᵀ Y_h)`` and ``Sᵀ(λ Wᵀ W H_h)`` from the
+    LR maps ``joint = (a, b, lr_box)`` (:func:`~fusion_explorer.methods.unmixing.joint_abundance_terms`)."""
+    p, l = h.shape[0], y.shape[0]
+    num, den = abundance_terms(y.reshape(1, l, -1), torch.from_numpy(w_m)[None], h.reshape(1, p, -1), delta)
+    if joint is not None:
+        a, b, box = joint
+        num.add_(_adjoint_on(spatial, a, box, region, ratio).reshape(1, p, -1))
+        den.add_(_adjoint_on(spatial, b, box, region, ratio).reshape(1, p, -1))
+    return num, den
+
+
+def _layer_sums_tile(scratch: ScratchStore, msi_own, joint, t: Tile, w_m, delta, spatial, ratio: int, threads):
+    """The tile's parts of the scene-wide sums the layer's ``H_m`` preconditioner reads: ``Σ num``,
+    ``Σ den``, ``Σ H_m`` ``(p,)`` and ``H_m H_mᵀ`` ``(p, p)``, float64."""
+    if threads:
+        set_torch_threads(threads)
+    own = _lr_box(t, ratio)
+    h = torch.from_numpy(scratch.read(slice(t.y0, t.y1), slice(t.x0, t.x1)))
+    with torch.no_grad():
+        num, den = _terms(h, _msi(msi_own), w_m, delta, joint, own, spatial, ratio)
+    hd = h.reshape(h.shape[0], -1).double()
+    return (num[0].double().sum(-1).numpy(), den[0].double().sum(-1).numpy(), hd.sum(-1).numpy(),
+            (hd @ hd.T).numpy())
+
+
+def _layer_apply_tile(src: ScratchStore, dst: ScratchStore, msi_region, joint, region, t: Tile, w_m, delta,
+                      mat, exponent, spatial, ratio: int, threads):
+    """One layer's ``H_m`` update on ``region`` (the tile plus the PSF's reach), re-weighted by the
+    layer's ``P, γ`` when learned; writes the tile's pixels to ``dst``; returns ``S(H_m)`` on the tile's
+    LR box and the tile's ``Σ |Y_m - W_m H_m|²``."""
+    if threads:
+        set_torch_threads(threads)
+    own = _lr_box(t, ratio)
+    ys, xs = _hr(region, ratio)
+    h = torch.from_numpy(src.read(ys, xs))
+    p, big_y, big_x = h.shape
+    y = _msi(msi_region)
+    with torch.no_grad():
+        num, den = _terms(h, y, w_m, delta, joint, region, spatial, ratio)
+        if mat is not None:  # the learned hook's arithmetic (fusion_explorer.methods.scalmu.model._reweight)
+            mat_t, exp_t = torch.from_numpy(mat)[None], torch.from_numpy(exponent)[None]
+            num, den = _mix(mat_t, num, True), _mix(mat_t, den, True)
+            num = _relaxed_numerator(num, den, exp_t[..., :, None])
+        new = multiplicative(h.reshape(1, p, -1), num, den).reshape(p, big_y, big_x)
+    oy, ox = t.y0 - ys.start, t.x0 - xs.start
+    mine = new[:, oy : oy + t.y1 - t.y0, ox : ox + t.x1 - t.x0]
+    dst.write(t, np.ascontiguousarray(mine.numpy()))
+    y_own = y[:, oy : oy + t.y1 - t.y0, ox : ox + t.x1 - t.x0].reshape(y.shape[0], -1)
+    res = y_own - torch.from_numpy(w_m) @ mine.reshape(p, -1)
+    return _degrade_on(spatial, new, region, own, ratio), float(res.double().square().sum())
+
+
+def _msi_residual_tile(scratch: ScratchStore, msi_own, t: Tile, w_m, threads) -> float:
+    """``Σ |Y_m - W_m H_m|²`` over the tile (when no layer ran)."""
+    if threads:
+        set_torch_threads(threads)
+    h = torch.from_numpy(scratch.read(slice(t.y0, t.y1), slice(t.x0, t.x1)))
+    y = _msi(msi_own)
+    res = y.reshape(y.shape[0], -1) - torch.from_numpy(w_m) @ h.reshape(h.shape[0], -1)
+    return float(res.double().square().sum())
+
+
+def _neighbours_on(msi_nb, lr_msi_nb: np.ndarray, nb_box, region, ratio: int, offset: int) -> Neighbours:
+    """The colour neighbours of the HR pixels of LR box ``region``, searched on the LR box ``nb_box``
+    (:func:`_neighbour_box`) with the MSI over it (indices into that box)."""
+    nb = colour_neighbours(_msi(msi_nb)[None], torch.from_numpy(np.ascontiguousarray(lr_msi_nb))[None], ratio,
+                           offset)
+    k = nb.index.shape[1]
+    big_y, big_x = (nb_box[1] - nb_box[0]) * ratio, (nb_box[3] - nb_box[2]) * ratio
+    ys = slice((region[0] - nb_box[0]) * ratio, (region[1] - nb_box[0]) * ratio)
+    xs = slice((region[2] - nb_box[2]) * ratio, (region[3] - nb_box[2]) * ratio)
+
+    def cut(a: torch.Tensor) -> torch.Tensor:
+        return a.reshape(1, k, big_y, big_x)[:, :, ys, xs].reshape(1, k, -1)
+
+    return Neighbours(cut(nb.index), cut(nb.distance), cut(nb.scale))
+
+
+def _corrected_tile(scratch: ScratchStore, corrected: ScratchStore, msi_nb, lr_msi_nb, residual_nb, nb_box, region,
+                    t: Tile, w, srf, gain, steps, sigma, ratio: int, offset: int, spatial, threads) -> np.ndarray:
+    """The consistency layer up to its HSI step on ``region``: ``Z = W H_m``, the guided transfer of the LR
+    residual ``Y_h - S Z`` (``t_g`` of it), the MSI correction ``t_m G (Y_m - R Z)``; writes the tile's
+    ``Z1`` to ``corrected``, returns ``S(Z1)`` on the tile's LR box."""
+    if threads:
+        set_torch_threads(threads)
+    own = _lr_box(t, ratio)
+    nb = _neighbours_on(msi_nb, lr_msi_nb, nb_box, region, ratio, offset)
+    ys, xs = _hr(region, ratio)
+    h = torch.from_numpy(scratch.read(ys, xs))
+    p, big_y, big_x = h.shape
+    sy, sx = slice(ys.start - nb_box[0] * ratio, ys.stop - nb_box[0] * ratio), \
+        slice(xs.start - nb_box[2] * ratio, xs.stop - nb_box[2] * ratio)
+    y = _msi(msi_nb)[:, sy, sx].reshape(1, -1, big_y * big_x)
+    w_t, srf_t, gain_t = (torch.from_numpy(a)[None] for a in (w, srf, gain))
+    with torch.no_grad():
+        z = w_t @ h.reshape(1, p, -1)
+        res = torch.from_numpy(np.ascontiguousarray(residual_nb)).reshape(1, w.shape[0], -1)
+        z = z + float(steps[0]) * transfer(res, nb, sigma)
+        z = z + float(steps[1]) * (gain_t @ (y - srf_t @ z))
+    z = z.reshape(-1, big_y, big_x)
+    oy, ox = t.y0 - ys.start, t.x0 - xs.start
+    corrected.write(t, np.ascontiguousarray(z[:, oy : oy + t.y1 - t.y0, ox : ox + t.x1 - t.x0].numpy()))
+    return _degrade_on(spatial, z, region, own, ratio)
+
+
+def _projected_tile(corrected: ScratchStore, u_box: np.ndarray, box, t: Tile, hsi_step: float, spatial, ratio: int,
+                    writer, threads):
+    """``Z1 + t_h Sᵀ u`` on the tile, clipped at 0: the fused cube."""
+    if threads:
+        set_torch_threads(threads)
+    z1 = torch.from_numpy(corrected.read(slice(t.y0, t.y1), slice(t.x0, t.x1)))
+    up = _adjoint_on(spatial, u_box, box, _lr_box(t, ratio), ratio)
+    z = (z1.double() + hsi_step * up).clamp_min(0).float().numpy()
+    if writer is not None:
+        writer.write(t.y0, t.x0, z)
+        return None
+    return z
+
+
+# ---- the client side -------------------------------------------------------------------------------------
+
+
+def _joint_boxes(maps, box, margin: int, lr_size: tuple[int, int]):
+    """A tile's ``(a, b, cover)``: the joint update's LR maps ``maps = (a, b)`` on ``box`` plus ``margin``
+    LR pixels (``None`` when the layer is not joint)."""
+    if maps is None:
+        return None
+    cover = _around(box, margin, lr_size)
+    whole = (0, lr_size[0], 0, lr_size[1])
+    return _crop_lr(maps[0], whole, cover).copy(), _crop_lr(maps[1], whole, cover).copy(), cover
+
+
+def _gather(pieces, grid: TileGrid, ratio: int, shape) -> np.ndarray:
+    out = np.zeros(shape, dtype=np.float64)
+    for t, piece in zip(grid, pieces, strict=True):
+        out[(slice(None), *t.lr_box(ratio))] = piece
+    return out
+
+
+def _abundance_parameters(net, sums, n_pixels: int, w: torch.Tensor, w_m: torch.Tensor, h_h: torch.Tensor):
+    """The layer's ``(P, γ)`` from the scene-wide sums, through the model's own feature functions: the
+    means as one-pixel maps, the abundance Gram through a square root ``R Rᵀ = H_m H_mᵀ`` (the
+    abundances' cosines are the Gram's)."""
+    num, den, h_sum, gram = sums
+    p = num.shape[0]
+
+    def col(v):
+        return torch.from_numpy(np.asarray(v / n_pixels, dtype=np.float32)).reshape(1, p, 1)
+
+    values, vectors = np.linalg.eigh(gram)
+    root = torch.from_numpy((vectors * np.sqrt(np.clip(values, 0, None))).astype(np.float32))[None]
+    with torch.no_grad():
+        node = _node_features(col(h_sum), col(num), col(den), -1, w_m)
+        state = CoupledState(w, h_h, torch.zeros((1, p, 1)), w_m)
+        pair = _pair_features(state, root)
+        mat, exponent = net(node, pair)
+    return mat[0].numpy().astype(np.float32), exponent[0].numpy().astype(np.float32)
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    """:func:`~fusion_explorer.methods.unmixing.projection.observation_features`' relative energy."""
+    return math.log10(float(np.mean(np.square(a))) / max(float(np.mean(np.square(b))), 1e-30) + 1e-12)
+
+
+def _rel_sums(num: float, den: float, count: int) -> float:
+    return math.log10(num / count / max(den / count, 1e-30) + 1e-12)
+
+
+def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int, runner: Runner, folder, writer,
+               threads, progress) -> list:
+    """Tiled SCALMU (see the module docstring); returns the tiles' cubes (``None`` each with ``writer``)."""
+    from .methods import _cnmf_fuse_tile, _cnmf_global_start, _cnmf_msi_tile, _inner_loop, _msi_box
+
+    ratio, spatial, offset = problem.ratio, problem.spatial_operator(), spatial_offset(problem)
+    (h, w), (big_h, big_w) = problem.lr_size, problem.hr_size
+    bands, msi_bands, n_pixels = problem.hsi_bands, problem.msi_bands, big_h * big_w
+    # LR pixels around a tile: HR regions whose S is exact on the tile, LR boxes whose Sᵀ is exact on a region
+    margin_s, margin = footprint_margin(problem), reach(problem) + 1
+    net, ckpt = load_model(opts["checkpoint"])
+    net = net.float()
+    learned = bool(opts["learned"])
+    k_layers = net.layers if opts["layers"] is None else int(opts["layers"])
+    init = int(opts["init_iterations"] or ckpt["config"].get("init_iterations", 200))
+    consistent = bool(opts["consistency"]) and net.consistency is not None
+    lr = problem.lr_values()
+    raw = problem.lr_hsi.data
+    raw = np.asarray(raw.compute() if hasattr(raw, "compute") else raw, dtype=np.float32)
+    # the sensor features: the LR-HSI and the MSI's central window, as the whole-scene start reads them
+    top, left = max(0, (big_h - NOISE_WINDOW) // 2), max(0, (big_w - NOISE_WINDOW) // 2)
+    centre = runner.compute(msi.data[:, top : top + NOISE_WINDOW, left : left + NOISE_WINDOW])[0]
+    sensor = sensor_features(raw, np.asarray(centre), False, None)[None]
+
+    def stage(text: str) -> None:
+        if progress is not None:
+            progress(0, 1, {"stage": text})
+
+    def ext_box(t: Tile):
+        return _msi_box(msi, slice(t.ey0, t.ey1), slice(t.ex0, t.ex1))
+
+    # 1. the start: HSI unmixing (LR grid), the first MSI stage (tiles), S(H_m), the outer round's W (LR grid)
+    stage("SCALMU start: HSI unmixing (global, LR grid)")
+    y_h = torch.from_numpy(lr.reshape(1, bands, -1).astype(np.float64))
+    if float(y_h.amax()) <= 0:
+        raise ProblemError("SCALMU needs signal: the LR-HSI is all zero")
+    srf64 = np.array(problem.srf.matrix, dtype=np.float64)
+    hsi, p, delta = _cnmf_global_start(y_h, srf64, float(np.mean(stats["band_means"])), opts["n_endmembers"], seed,
+                                       init, THRESHOLD, None)
+    w_m0 = (torch.as_tensor(srf64) @ hsi.w[0]).numpy().astype(np.float32)
+    h_lr = hsi.h[0].reshape(p, h, w).numpy().astype(np.float32)
+    stores = [ScratchStore(folder, name, (p, big_h, big_w), grid.tile) for name in ("abundances_a", "abundances_b")]
+    tasks = []
+    for t in grid:
+        ly, lx = t.lr_ext_box(ratio)
+        if opts["levels"]:
+            tasks.append(dask.delayed(_pyramid_tile, pure=False)(ext_box(t), h_lr[:, ly, lx], t, ratio, w_m0, delta,
+                                                                 opts["levels"], stores[0], threads))
+        else:
+            tasks.append(dask.delayed(_cnmf_msi_tile, pure=False)(ext_box(t), h_lr[:, ly, lx], t, ratio, w_m0, delta,
+                                                                  2 * init - 1, stores[0], threads))
+    runner.run_tiles(tasks, progress, "SCALMU start: MSI unmixing (tiles)")
+    tasks = []
+    for t in grid:
+        region = _around(_lr_box(t, ratio), margin_s, (h, w))
+        tasks.append(dask.delayed(_start_degrade_tile, pure=False)(
+            stores[0], _msi_box(msi, *_hr(region, ratio)), region, t, spatial, ratio, threads))
+    pieces = runner.run_tiles(tasks, progress, "SCALMU start: S(H_m) (tiles)")
+    s_h = _gather([q[0] for q in pieces], grid, ratio, (p, h, w))
+    lr_msi = _gather([q[1] for q in pieces], grid, ratio, (msi_bands, h, w)).astype(np.float32)
+    yy_m = math.fsum(q[2] for q in pieces)
+    hsi.h = torch.from_numpy(s_h).reshape(1, p, -1).clamp_min(0)
+    _inner_loop([hsi.w_step], init, THRESHOLD)
+    _inner_loop([hsi.h_step, hsi.w_step] if msi_bands > MIN_MSI_BANDS else [hsi.w_step], init - 1, THRESHOLD)
+
+    # 2. the layers (float32, as the whole-scene run)
+    srf = torch.as_tensor(srf64, dtype=torch.float32)[None]
+    y_h32 = torch.from_numpy(lr.reshape(1, bands, -1))
+    endmembers = hsi.w.float()
+    w_m = srf @ endmembers
+    s_hm = torch.from_numpy(s_h.astype(np.float32)).reshape(1, p, -1)
+    # the LR side of the data (the layers' W update and HSI weight read it; the HR-MSI only by its shape)
+    data = CoupledData(lr_hsi=y_h32, hr_msi=torch.zeros((1, msi_bands, 1)).expand(1, msi_bands, n_pixels),
+                       srf=srf, degrade=None, delta=delta, sensor_features=sensor)
+    cur, msi_sum = 0, None
+    for k in range(k_layers):
+        j = min(k, net.layers - 1)
+        with torch.no_grad():
+            hook, weight, _ = net.layer(k, data, learned)
+            state = CoupledState(endmembers, s_hm.clamp_min(0), torch.zeros((1, p, 1)), w_m)
+            state = update_endmembers(state, data, hook)
+            endmembers, h_h = state.endmembers, state.abundances_lr
+            w_m = srf @ endmembers
+            joint = isinstance(weight, torch.Tensor) or weight > 0
+            if joint:  # λ Wᵀ Y_h and λ Wᵀ W H_h on the LR grid (joint_abundance_terms): tiles take Sᵀ of boxes
+                wt = endmembers.transpose(-1, -2)
+                a = (weight * (wt @ y_h32)).reshape(p, h, w).numpy()
+                b = (weight * (wt @ (endmembers @ h_h))).reshape(p, h, w).numpy()
+        w_m_np = np.ascontiguousarray(w_m[0].numpy())
+        maps = (a, b) if joint else None
+
+        def joint_for(box, maps=maps):
+            return _joint_boxes(maps, box, margin, (h, w))
+
+        mat = exponent = None
+        if hook is not None:
+            tasks = [dask.delayed(_layer_sums_tile, pure=False)(
+                stores[cur], _msi_box(msi, slice(t.y0, t.y1), slice(t.x0, t.x1)), joint_for(_lr_box(t, ratio)), t,
+                w_m_np, delta, spatial, ratio, threads) for t in grid]
+            parts = runner.run_tiles(tasks, progress, f"SCALMU layer {k + 1}: features (tiles)")
+            sums = [np.sum([q[i] for q in parts], axis=0) for i in range(4)]
+            mat, exponent = _abundance_parameters(net.abundance_nets[j], sums, n_pixels, endmembers, w_m, h_h)
+        tasks = []
+        for t in grid:
+            region = _around(_lr_box(t, ratio), margin_s, (h, w))
+            ys, xs = _hr(region, ratio)
+            tasks.append(dask.delayed(_layer_apply_tile, pure=False)(
+                stores[cur], stores[1 - cur], _msi_box(msi, ys, xs), joint_for(region), region, t, w_m_np, delta,
+                mat, exponent, spatial, ratio, threads))
+        pieces = runner.run_tiles(tasks, progress, f"SCALMU layer {k + 1}: update (tiles)")
+        cur = 1 - cur
+        s_hm = torch.from_numpy(_gather([q[0] for q in pieces], grid, ratio, (p, h, w)).astype(np.float32))
+        s_hm = s_hm.reshape(1, p, -1)
+        msi_sum = math.fsum(q[1] for q in pieces)
+
+    w_final = np.ascontiguousarray(endmembers[0].numpy())
+    if not consistent:
+        tasks = [dask.delayed(_cnmf_fuse_tile, pure=False)(stores[cur], t, w_final, writer, threads) for t in grid]
+        return runner.run_tiles(tasks, progress, "fused cube (tiles)")
+
+    # 3. the consistency layer
+    w_m_np = np.ascontiguousarray(w_m[0].numpy())
+    if msi_sum is None:
+        tasks = [dask.delayed(_msi_residual_tile, pure=False)(
+            stores[cur], _msi_box(msi, slice(t.y0, t.y1), slice(t.x0, t.x1)), t, w_m_np, threads) for t in grid]
+        msi_sum = math.fsum(runner.run_tiles(tasks, progress, "consistency: MSI residual (tiles)"))
+    srf_np = np.ascontiguousarray(srf[0].numpy())
+    s_z = (endmembers @ s_hm)[0].numpy()  # S(W H_m) = W S(H_m)
+    y_lr = lr.reshape(bands, -1)
+    lr_msi_flat = lr_msi.reshape(msi_bands, -1)
+    features = torch.tensor([[_rel(lr_msi_flat - srf_np @ y_lr, lr_msi_flat),
+                              _rel_sums(msi_sum, yy_m, msi_bands * n_pixels), _rel(y_lr - s_z, y_lr)]],
+                            dtype=torch.float32)
+    with torch.no_grad():
+        steps, ridge, sigma, msi_noise, hsi_noise = net.consistency.parameters_for(features, data, learned)
+    steps, sigma = steps[0].numpy(), float(sigma)
+    with torch.no_grad():
+        prior = spectral_prior(endmembers, ridge)
+        gain = np.ascontiguousarray(projection_gain(srf, prior, msi_noise)[0].numpy())
+    damping = DAMPING + float(hsi_noise.reshape(-1)[0]) if isinstance(hsi_noise, torch.Tensor) else DAMPING + hsi_noise
+    residual = (y_lr - s_z).reshape(bands, h, w)
+    corrected = ScratchStore(folder, "corrected", (bands, big_h, big_w), grid.tile)
+    tasks = []
+    for t in grid:
+        region = _around(_lr_box(t, ratio), margin_s, (h, w))
+        ny, nx = _neighbour_box(region[0], region[1], h), _neighbour_box(region[2], region[3], w)
+        nb_box = (*ny, *nx)
+        my, mx = _hr(nb_box, ratio)
+        lr_cut = (slice(None), slice(*ny), slice(*nx))
+        tasks.append(dask.delayed(_corrected_tile, pure=False)(
+            stores[cur], corrected, _msi_box(msi, my, mx), lr_msi[lr_cut].copy(), residual[lr_cut].copy(), nb_box,
+            region, t, w_final, srf_np, gain, steps, sigma, ratio, offset, spatial, threads))
+    pieces = runner.run_tiles(tasks, progress, "consistency: guided + MSI step, S(Z) (tiles)")
+    r = lr.astype(np.float64) - _gather(pieces, grid, ratio, (bands, h, w))
+    stage("consistency: CG on the LR grid")
+    u = _solve_normal(r, grid, spatial, damping)
+    tasks = []
+    for t in grid:
+        box = _around(_lr_box(t, ratio), margin, (h, w))
+        tasks.append(dask.delayed(_projected_tile, pure=False)(
+            corrected, _crop_lr(u, (0, h, 0, w), box).copy(), box, t, float(steps[2]), spatial, ratio, writer,
+            threads))
+    return runner.run_tiles(tasks, progress, "fused cube (tiles)")
+
+
+def spatial_offset(problem) -> int:
+    """The LR sampling phase (the problem's, or :func:`~fusion_explorer.physics.default_offset`)."""
+    from ..physics import default_offset
+
+    return int(problem.offset) if problem.offset is not None else default_offset(problem.ratio)
+
+
+__all__ = ["DEFAULTS", "check_options", "extra_halo", "run_scalmu"]

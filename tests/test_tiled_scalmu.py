@@ -1,0 +1,64 @@
+"""Tiled SCALMU (fusion_explorer.tiled.scalmu) against the whole-scene SCALMU, on real CAVE crops, with the
+shipped network."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fusion_explorer as fe
+from fusion_explorer.bench import center_crop
+from fusion_explorer.errors import ProblemError
+from fusion_explorer.tiled import fuse_tiled
+
+from ._tiled import assert_matches_whole, assert_no_seams, whole_and_tiled
+
+#: protocol -> (crop, two tile sizes). The x32 crop is 256x256: the start's MSI stage runs coarse to fine
+#: there (msi_pyramid="auto"), tile by tile; at x8 on 128x128 it is CNMF's full-resolution stage.
+CASES = {"gaussian-x8": (128, 32, 64), "mossfuse-cave-x32": (256, 64, 128)}
+#: the start's inner iterations (default: the checkpoint's, 200), fewer to keep this file fast; the layers
+#: and the consistency layer are the shipped network's
+OPTIONS = {"init_iterations": 20}
+
+
+@pytest.fixture(scope="module")
+def runs(cave_dir):
+    return whole_and_tiled(fe.open_cube(cave_dir / "balloons_ms"), "scalmu", CASES, **OPTIONS)
+
+
+@pytest.mark.parametrize("proto", list(CASES))
+def test_tiled_scalmu_matches_whole_scene(runs, proto):
+    assert_matches_whole(runs[proto], 40)
+
+
+@pytest.mark.parametrize("proto", list(CASES))
+def test_independent_of_tile_size_and_workers(runs, proto):
+    r = runs[proto]
+    assert np.abs(r["small"].values - r["large"].values).max() < 1e-5
+
+
+@pytest.mark.parametrize("proto", list(CASES))
+def test_no_seams(runs, proto):
+    assert_no_seams(runs[proto])
+
+
+def test_options_follow_the_whole_scene_run(runs):
+    """Without the consistency layer, with fewer layers and without the learned parts, the tiled run is
+    still the whole-scene run with the same options (and the options change the result)."""
+    problem = fe.simulate(center_crop(runs["gaussian-x8"]["truth"], 64, 1), "gaussian-x8")
+    options = {"init_iterations": 10, "layers": 3, "consistency": False, "learned": False}
+    whole = fe.fuse(problem, "scalmu", device="cpu", **options).fused.values
+    tiled = fuse_tiled(problem, "scalmu", tile=32, **options).values
+    learned = fuse_tiled(problem, "scalmu", tile=32, **{**options, "learned": True}).values
+    assert np.abs(tiled - whole).max() < 1e-4 * np.abs(whole).max()
+    assert np.abs(learned - tiled).max() > 1e-3 * np.abs(whole).max()
+
+
+def test_refusals_are_one_clear_error(runs):
+    problem = runs["gaussian-x8"]["problem"]
+    with pytest.raises(ProblemError, match="does not take"):
+        fuse_tiled(problem, "scalmu", tile=64, trace_budget_mb=1)
+    with pytest.raises(ProblemError, match="divide the ratio"):
+        fuse_tiled(problem, "scalmu", tile=64, msi_pyramid=[[3, 5], [1, 5]])
+    with pytest.raises(ProblemError, match="float32"):
+        fuse_tiled(problem, "scalmu", tile=64, dtype="float64")

@@ -957,3 +957,56 @@ def test_a_simulated_scene_after_the_real_pair_shows_nothing_of_it(tmp_path, rem
     assert app.pixels.sam.figure_layout["title"]["text"].startswith("SAM vs truth")
     st.click({"y": 3, "x": 4})
     assert list(st.spectra(3, 4))[:2] == ["truth", "LR-HSI"]
+
+
+# ---------------------------------------------------------------------------- first page (issue 21 item 9)
+def test_page_app_loads_its_scene_after_the_first_draw(tmp_path):
+    """``build_app()`` as the page calls it: the cell returns without the scene (the page starts loading at once);
+    the scene is read ahead in a thread and published only once the page says it has drawn (a page still setting
+    up its widgets could miss the change); the SRF list then gains colour-science's cameras, the choice kept."""
+    from fusion_explorer.srf import available_srfs
+
+    app = build_app(session_dir=tmp_path / "s").app
+    assert app.state.problem is None and "loading" in app.data.message.value
+    short = list(app.data.srf.options)
+    assert "nikon-d700" in short and not any(o.startswith("colour:") for o in short)
+    app._prefetch_thread.join(60)
+    assert app.state.problem is None, "published before any page drew"
+    app.data.views["truth"]._on_custom_msg(None, {"event": "drawn"}, [])
+    assert app.state.problem is not None and app.state.truth.sizes["y"] == 256 and app.data.message.value == ""
+    assert set(available_srfs()) <= set(app.data.srf.options) and app.data.srf.value == "nikon-d700"
+    # the scene is the one a plain load reads: the default synthetic scene, every pixel
+    plain = App(session_dir=tmp_path / "p")
+    np.testing.assert_array_equal(app.state.truth.values, plain.state.truth.values)
+    # a second page of the same App (or the timeout) publishes nothing again
+    app.state.pins = [(5, 7)]  # a new scene would clear them
+    app.data.views["lr"]._on_custom_msg(None, {"event": "drawn"}, [])
+    app.data.views["truth"]._on_custom_msg(None, {"event": "drawn"}, [])
+    assert app.state.pins == [(5, 7)]
+
+
+def test_a_scene_loaded_before_the_first_draw_is_kept(tmp_path):
+    app = App(session_dir=tmp_path / "s", load="after_first_draw", first_draw_timeout=0.5)
+    app.data.crop.value = 64
+    assert app.data.load()  # the user pressed "Load scene" while the page was still loading
+    mine = app.state.problem
+    app._prefetch_thread.join(60)
+    import time
+
+    time.sleep(1.0)  # past the timeout, which counts as a draw
+    assert app.state.problem is mine and app.state.truth.sizes["y"] == 64
+    with pytest.raises(ValueError, match="after_first_draw"):
+        App(session_dir=tmp_path / "t", load="later")
+
+
+def test_plotly_js_is_not_part_of_the_widget_state():
+    """plotly.js comes from the voila template's static files; the loader sends it only to a page that asks."""
+    from fusion_explorer.app.figure import PlotlyLoader, _plotly_js
+
+    loader = PlotlyLoader()
+    assert len(str(loader.get_state())) < 10_000
+    sent = []
+    loader.send = lambda content, buffers=None: sent.append(content)
+    loader._on_request(loader, {"event": "plotly_source"}, [])
+    assert loader.sent == 1 and sent[0]["plotly_source"] == _plotly_js() and len(_plotly_js()) > 1_000_000
+    assert "Plotly" in _plotly_js()[:5000] or "plotly" in _plotly_js()[:5000].lower()

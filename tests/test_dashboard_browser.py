@@ -93,8 +93,15 @@ def open_app(browser, url: str, width: int = 1360, height: int = 1000):
     t0 = time.time()
     page.goto(url, timeout=120_000)
     page.wait_for_selector(".fe-fused .fe-plot .nsewdrag", timeout=120_000)
-    page.wait_for_function("() => document.querySelector('.fe-spectrum .fe-plot') && "
-                           "document.querySelector('.fe-spectrum .fe-plot').dataset.revision", timeout=60_000)
+    # ready = the scene is on the page: the truth and the explorer's image drawn with it, and the spectrum plot
+    # drawn for it (its "click any image" title). The page's figures are drawn before the scene arrives (the app
+    # loads it after the page's first draw, fusion_explorer.app.App), empty then: that is not ready.
+    page.wait_for_function(
+        "() => { const q = (c) => document.querySelector('.' + c + ' .fe-plot');"
+        " const f = q('fe-fused'), t = q('fe-truth'), s = q('fe-spectrum');"
+        " return !!(f && f.data && f.data.length && f.querySelector('.nsewdrag') && t && t.data && t.data.length"
+        " && s && s.dataset.revision && s.layout && s.layout.title && /click any image/.test(s.layout.title.text)); }",
+        timeout=120_000)
     page.errors = errors
     page.ready_s = time.time() - t0
     return page
@@ -170,6 +177,13 @@ def test_fresh_sessions_stay_live_after_resize(browser, voila_url):
     for session, (w0, w1) in enumerate(((1360, 1000), (1000, 800), (1600, 1100))):
         page = open_app(browser, voila_url, w0, 900)
         print(f"session {session}: page ready in {page.ready_s:.1f} s")
+        # first page (issue 21 item 9): plotly.js came from the template's static file, requested by the <head>,
+        # not from the kernel; plotly's JupyterLab extension bundle (unused here, 4.8 MB) was not loaded
+        loaded = page.evaluate("() => ({plotly: !!window.Plotly, asked: !!window.__fePlotlyAsked,"
+                               " files: performance.getEntriesByType('resource').map(r => r.name)})")
+        assert loaded["plotly"] and not loaded["asked"], loaded
+        assert any("/fusion-explorer/static/plotly.min.js" in f for f in loaded["files"]), loaded["files"]
+        assert not any("jupyterlab-plotly" in f for f in loaded["files"]), loaded["files"]
         positions = [(0.2, 0.3), (0.6, 0.4), (0.45, 0.8), (0.8, 0.15)]
         for fx, fy in positions:
             click_and_check(page, "fe-fused", fx, fy)
@@ -364,8 +378,10 @@ def test_newest_run_is_shown_failures_say_so_and_a_scene_change_clears(browser, 
     names = page.evaluate("() => Array.from(document.querySelectorAll('.fe-metric .annotation-text'))"
                           ".map(e => e.textContent)")
     assert "HSI init" in names and "MSI init" in names, names
-    assert page.locator(".fe-step-readout").inner_text().startswith("iteration 0 of ")
-    assert "iteration 0 (HSI init)" in page.locator(".fe-run-label").inner_text()
+    # (the fused image is drawn first; the readout and label arrive in the messages after it)
+    wait_for("readout", lambda: page.locator(".fe-step-readout").inner_text(),
+             lambda v: v.startswith("iteration 0 of "))
+    wait_for("label", lambda: page.locator(".fe-run-label").inner_text(), lambda v: "iteration 0 (HSI init)" in v)
     run_methods(page, ["bicubic"], "bicubic: done")
     expect_shown(page, "bicubic")
     # defect 2: the emptied plots show their own empty layout, nothing of cnmf's

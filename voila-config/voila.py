@@ -47,3 +47,50 @@ _share = str(Path(__file__).resolve().parent / "share")
 if _share not in os.environ.get("JUPYTER_PATH", "").split(os.pathsep):
     os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (_share, os.environ.get("JUPYTER_PATH")) if p)
 c.VoilaConfiguration.template = "fusion-explorer"
+
+
+# plotly.js (4.8 MB) as a static file of the template, loaded by the page's <head> (``async``) while the kernel
+# starts and runs the notebook, and cached by the browser: the page no longer waits for it after the widgets
+# arrive, and it is not part of every page's widget state (fusion_explorer.app.figure.PlotlyLoader asks the
+# kernel for it only when a page has no such file). The file is the installed plotly's own, copied (once per
+# plotly version) into a private per-user folder (the sessions' parent, fusion_explorer.app.state.sessions_root)
+# that is put on JUPYTER_PATH after voila-config/share. Nothing is written into the project.
+def _plotly_static_root() -> str | None:
+    import importlib.util
+    import shutil
+    import tempfile
+
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    source = Path(next(iter(spec.submodule_search_locations))) / "package_data" / "plotly.min.js"
+    if not source.is_file():
+        return None
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    root = Path(tempfile.gettempdir()) / f"fusion-explorer-{uid}" / "voila-share"
+    static = root / "voila" / "templates" / "fusion-explorer" / "static"
+    try:
+        root.parent.mkdir(mode=0o700, exist_ok=True)
+        if hasattr(os, "getuid") and (root.parent.is_symlink() or root.parent.stat().st_uid != os.getuid()):
+            return None
+        static.mkdir(mode=0o700, parents=True, exist_ok=True)
+        target = static / "plotly.min.js"
+        src = source.stat()
+        if target.is_file() and not target.is_symlink() and target.stat().st_size == src.st_size \
+                and target.stat().st_mtime == src.st_mtime:
+            return str(root)
+        tmp = static / f".plotly.min.js.{os.getpid()}"
+        shutil.copy2(source, tmp)  # a copy: tornado refuses a symlink that points outside the static folder
+        os.replace(tmp, target)
+        return str(root)
+    except OSError:
+        return None
+
+
+_plotly_root = _plotly_static_root()
+if _plotly_root and _plotly_root not in os.environ["JUPYTER_PATH"].split(os.pathsep):
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([os.environ["JUPYTER_PATH"], _plotly_root])
+
+# plotly's JupyterLab extension renders plotly *outputs*; the dashboard draws its figures itself
+# (fusion_explorer.app.figure), yet the page downloaded and evaluated that extension's 4.8 MB bundle on every load.
+c.VoilaConfiguration.extension_denylist = ["jupyterlab-plotly"]

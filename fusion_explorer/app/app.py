@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import threading
 from pathlib import Path
 
 import ipywidgets as W
@@ -51,18 +52,29 @@ class App:
     """Builds the state, the panels and the page. ``App().widget`` is what voila shows.
 
     ``panels``: the panel classes in display order (default :data:`PANELS`). Each is stored as
-    ``app.<name>`` and in ``app.panels`` (display order)."""
+    ``app.<name>`` and in ``app.panels`` (display order).
+
+    ``load``: without ``scene``, load the data panel's chosen scene (True), or not (False), or
+    ``"after_first_draw"`` (what :func:`build_app`, the page, uses): the notebook cell returns without it, so the
+    page starts loading its scripts and widgets at once; meanwhile a thread reads the scene and the full SRF list
+    (:meth:`.DataPanel.prefetch`: colour-science's import and the synthetic scene, a second or more), and the
+    scene is published once that is done and the page has drawn its first figure (not before: a page still
+    setting up its widgets can miss changes), or after ``first_draw_timeout`` seconds without a page."""
 
     def __init__(self, scene: xr.DataArray | None = None, protocol: str = "gaussian-x8",
-                 data_dir: str | Path | None = None, session_dir: str | Path | None = None, load: bool = True,
-                 panels: tuple[type[Panel], ...] | list[type[Panel]] = PANELS):
+                 data_dir: str | Path | None = None, session_dir: str | Path | None = None,
+                 load: bool | str = True, panels: tuple[type[Panel], ...] | list[type[Panel]] = PANELS,
+                 first_draw_timeout: float = 60.0):
+        if load not in (True, False, "after_first_draw"):
+            raise ValueError(f"load must be True, False or 'after_first_draw', not {load!r}")
         self.state = AppState(session_dir=session_dir)
         self.loader = PlotlyLoader()
         self.panels: dict[str, Panel] = {}
+        defer = load == "after_first_draw" and scene is None and any(cls.name == "data" for cls in panels)
         for cls in panels:
             if not cls.name or cls.name in self.panels or hasattr(self, cls.name):
                 raise ValueError(f"panel {cls.__name__}: its name {cls.name!r} is empty or taken")
-            panel = cls(self.state, data_dir=data_dir)
+            panel = cls(self.state, data_dir=data_dir, defer=defer)
             self.panels[cls.name] = panel
             setattr(self, cls.name, panel)
         # observers in ascending connect_order; sorted() is stable, so ties keep the display order
@@ -83,7 +95,43 @@ class App:
             self.use_scene(scene, protocol)
         elif load and "data" in self.panels:
             self.data.protocol.value = protocol
-            self.data.load()
+            if defer:
+                self._load_after_first_draw(first_draw_timeout)
+            else:
+                self.data.load()
+
+    def _load_after_first_draw(self, timeout: float) -> None:
+        """``load="after_first_draw"`` (see the class): prefetch in a thread; load once that is done and a page
+        has drawn its first figure (or ``timeout`` seconds passed), unless a scene was loaded meanwhile."""
+        data = self.data
+        data.message.value = "<i>loading the scene…</i>"
+        lock = threading.Lock()
+        ready: set[str] = set()
+
+        def arrive(what: str) -> None:
+            with lock:
+                if "published" in ready:
+                    return
+                ready.add(what)
+                if not {"prefetched", "drawn"} <= ready:
+                    return
+                ready.add("published")
+            if self.state.problem is None:  # the user may have loaded a scene already
+                data.load()
+
+        def prefetch() -> None:
+            try:
+                data.prefetch()
+            except Exception:  # noqa: BLE001 - load() reads again and says what went wrong
+                pass
+            arrive("prefetched")
+
+        data.views["truth"].on_drawn(lambda _event: arrive("drawn"))
+        timer = threading.Timer(timeout, arrive, args=("drawn",))
+        timer.daemon = True
+        timer.start()
+        self._prefetch_thread = threading.Thread(target=prefetch, daemon=True, name="fe-prefetch")
+        self._prefetch_thread.start()
 
     def use_scene(self, scene: xr.DataArray, protocol: str = "gaussian-x8") -> None:
         """Show ``scene`` (band, y, x) under a named protocol (bypassing the data panel's scene list)."""
@@ -98,10 +146,12 @@ class App:
 
 
 def build_app(scene: xr.DataArray | None = None, protocol: str = "gaussian-x8", **kwargs) -> W.VBox:
-    """The dashboard's widget tree (``app.ipynb`` displays it). The :class:`App` is ``widget.app``.
+    """The dashboard's widget tree (``app.ipynb`` displays it). The :class:`App` is ``widget.app``; without a
+    ``scene`` it loads the chosen one after the page's first draw (``load="after_first_draw"``, see :class:`App`).
     Tunes the kernel's allocator for the engines' big temporaries
     (:func:`~fusion_explorer.memory.keep_freed_memory`)."""
     keep_freed_memory()
+    kwargs.setdefault("load", "after_first_draw")
     app = App(scene, protocol, **kwargs)
     app.widget.app = app
     return app.widget

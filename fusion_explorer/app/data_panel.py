@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,18 @@ def inside(path: str | os.PathLike, roots: list[Path]) -> bool:
     return any(real == r or r in real.parents for r in (Path(r).resolve() for r in roots))
 
 
+def _srf_names(cameras: bool = True) -> list[str]:
+    """The SRF dropdown's names: :func:`fusion_explorer.srf.available_srfs` (``cameras``), else the same list
+    without colour-science's cameras, whose names need colour-science imported (a second or more)."""
+    if cameras:
+        from ..srf import available_srfs
+
+        return available_srfs()
+    from ..srf import library
+
+    return ["nikon-d700", *getattr(library, "_CIE_OBSERVERS", ()), *getattr(library, "_PYRSR_SENSORS", ())]
+
+
 class DataPanel(Panel):
     """Scene + degradation controls and the three true-colour views with a band slider in nm."""
 
@@ -69,13 +82,20 @@ class DataPanel(Panel):
     hint = "scene and degradation"
     observes = {"_on_problem": ("problem",), "_draw_band": ("band",), "_draw_pins": ("pins", "cursor", "region")}
 
-    def __init__(self, state: AppState, data_dir: str | Path | None = None, **context):
-        """``data_dir``: an extra data root (for callers in Python; the page cannot add one)."""
+    def __init__(self, state: AppState, data_dir: str | Path | None = None, defer: bool = False, **context):
+        """``data_dir``: an extra data root (for callers in Python; the page cannot add one). ``defer``: list the
+        SRFs without colour-science's cameras for now (importing colour-science takes a second or more);
+        :meth:`prefetch` adds them (the App calls it in the background while the page loads)."""
         from ..config import data_roots
         from ..physics import PROTOCOLS
-        from ..srf import available_srfs
 
         super().__init__(state)
+        self._load_lock = threading.RLock()
+        #: ``(scene key, cube)`` read ahead by :meth:`prefetch`, used once by :meth:`load`
+        self._prefetched: tuple[str, Any] | None = None
+        #: the full SRF list, once read (``defer``): :meth:`load` puts it in the dropdown
+        self._srf_full: list[str] | None = None
+        self._srf_short = defer
         roots = data_roots()
         if data_dir is not None and Path(data_dir).is_dir() and Path(data_dir).resolve() not in roots:
             roots.insert(0, Path(data_dir).resolve())
@@ -98,7 +118,7 @@ class DataPanel(Panel):
         self.ratio = W.Dropdown(options=[2, 4, 8, 16, 32], value=8, description="ratio", layout=W.Layout(width="170px"))
         self.sigma = W.BoundedFloatText(value=2.0, min=0.1, max=20, step=0.1, description="PSF σ (px)",
                                         layout=W.Layout(width="170px"))
-        self.srf = W.Dropdown(options=available_srfs(), value="nikon-d700", description="SRF",
+        self.srf = W.Dropdown(options=_srf_names(cameras=not defer), value="nikon-d700", description="SRF",
                               layout=W.Layout(width="300px"))
         self.snr = W.BoundedFloatText(value=0, min=0, max=100, step=5, description="SNR (dB)",
                                       tooltip="signal-to-noise ratio of both images; 0 = no noise",
@@ -340,11 +360,49 @@ class DataPanel(Panel):
         return bool(self.pair_msi.value) or _is_real_pair(self.scene.value or "")
 
     # ------------------------------------------------------------------ load
+    def prefetch(self) -> None:
+        """The slow reads of a first page, done ahead (the App runs this in a thread while the page loads): the
+        full SRF list (colour-science's cameras) and the chosen scene's cube, both kept for :meth:`load`, which
+        puts them on the page. No widget changes here: a page still setting up its widgets could miss them."""
+        from ..scenes import load_scene
+
+        self._srf_full = _srf_names(cameras=True)
+        key = self.scene.value or ""
+        if key.startswith(DEFAULT) and not self.pair_msi.value:
+            self._prefetched = (key, load_scene(key, clip_negative=True))
+
+    def _list_all_srfs(self) -> None:
+        """Give the SRF dropdown colour-science's cameras too (once; see ``defer``), keeping its choice."""
+        if not self._srf_short:
+            return
+        full = self._srf_full or _srf_names(cameras=True)
+        names = [*full, *(o for o in self.srf.options if o not in full)]  # + the Gaussian-bands choice
+        self._srf_short = False
+        if list(self.srf.options) != names:
+            with self.srf.hold_sync():
+                value = self.srf.value
+                self.srf.options = names
+                self.srf.value = value
+
+    def _read(self, key: str) -> Any:
+        """The cube of ``key``: the one :meth:`prefetch` read for it (once), else read now."""
+        from ..scenes import load_scene
+
+        ahead, self._prefetched = self._prefetched, None
+        if ahead is not None and ahead[0] == key:
+            return ahead[1]
+        return load_scene(key, clip_negative=True)
+
     def load(self) -> bool:
         """Read the chosen scene, simulate the sensor pair and publish it on the state."""
+        with self._load_lock:
+            self._list_all_srfs()
+            return self._load()
+
+    def _load(self) -> bool:
         from ..physics import PROTOCOLS, make_protocol
         from ..problem import simulate
-        from ..scenes import crop_to_ratio, load_scene, prepare, reference
+        from ..scenes import crop_to_ratio, prepare, reference
 
         self.message.value = "<i>loading…</i>"
         key = self.scene.value or ""
@@ -356,7 +414,7 @@ class DataPanel(Panel):
         if msi_key or _is_real_pair(key):
             return self._load_pair(key, msi_key)
         try:
-            cube = load_scene(key, clip_negative=True)
+            cube = self._read(key)
             deg, degraded = self.degradation, None
             if deg.zoo:
                 proto = deg.case()  # only its ratio is read below

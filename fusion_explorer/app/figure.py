@@ -14,8 +14,8 @@ the Python callback ran. A page that misses one delta never catches up.
 ``Plotly.react`` with the latest state on every change, in every view, after every re-render:
 there is no message to miss. A ``ResizeObserver`` keeps autosized plots inside their box. After
 each draw the plot ``div`` carries ``data-revision`` (the model's ``revision``), which the browser
-tests and the benchmark use to prove an update reached the DOM. plotly.js itself (4.8 MB) is
-shipped once per page by :class:`PlotlyLoader`.
+tests and the benchmark use to prove an update reached the DOM. plotly.js itself (4.8 MB) comes from
+the voila template's static files (``voila-config``), else once per page from :class:`PlotlyLoader`.
 
 Clicks: plotly.js reports the point of its last hover, and hover is throttled (50 ms); a click
 that arrives with no mouse movement before it can report the previously hovered point. A hand
@@ -48,24 +48,42 @@ function render({ model, el }) {
   div.style.width = "100%";
   el.appendChild(div);
   let alive = true, busy = false, again = false, Plotly = null;
+  // the model's data object last drawn and the copy handed to plotly (plotly keeps it as div.data): an update that
+  // changes only the layout (a step marker on a curve, pins on an image) leaves the model's data object as it was,
+  // and handing plotly its own traces back makes Plotly.react redo the layout only, not every trace
+  let lastData = null, lastCopy = null, told = false;
   async function draw() {
     if (!alive || !Plotly) return;
     if (busy) { again = true; return; }
     busy = true;
+    // one figure draws at a time, in the order the updates arrived (the kernel sends the fused image first):
+    // interleaved, every figure of a step waited for the others' work; a draw waits at most 250 ms for the one before
+    const before = window.__feDrawTail || Promise.resolve();
+    let release = null;
+    window.__feDrawTail = new Promise((r) => { release = r; });
     try {
+      await Promise.race([before, new Promise((r) => setTimeout(r, 250))]);
+      if (!alive) return;
       const rev = model.get("revision");
       // plotly writes computed ranges back into the objects it is given: hand it copies, never the model's state
-      const data = structuredClone(model.get("data")), layout = structuredClone(model.get("figure_layout"));
+      const src = model.get("data");
+      const data = src === lastData && lastCopy && div.data === lastCopy ? lastCopy : structuredClone(src);
+      const layout = structuredClone(model.get("figure_layout"));
       if (!data.length) {  // an empty plot shows its title (why it is empty), not axes with meaningless ticks
         for (const k of ["xaxis", "yaxis", ...Object.keys(layout).filter((k) => /^[xy]axis\d+$/.test(k))]) {
           layout[k] = Object.assign({}, layout[k], { visible: false });
         }
       }
       await Plotly.react(div, data, layout, structuredClone(model.get("config")));
+      lastData = src;
+      lastCopy = data;
       div.dataset.revision = String(rev);
       el.dataset.revision = String(rev);
-    } catch (e) { console.error("fusion-explorer figure", e); }
-    busy = false;
+      if (!told) { told = true; model.send({ event: "drawn" }); }  // this page has its widgets: see App
+    } catch (e) { console.error("fusion-explorer figure", e); lastData = lastCopy = null; } finally {
+      busy = false;
+      release();
+    }
     if (again) { again = false; draw(); }
   }
   const onChange = () => draw();
@@ -110,17 +128,30 @@ def _plotly_js() -> str:
 
 
 _LOADER_ESM = r"""
+function fromSource(source) {
+  const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
+  import(url).catch((e) => console.error("fusion-explorer: plotly.js failed to load", e))
+    .finally(() => URL.revokeObjectURL(url));
+}
 function load(model) {
   if (window.Plotly || window.__fePlotlyLoading) return;
   window.__fePlotlyLoading = true;
-  const go = () => {
-    const url = URL.createObjectURL(new Blob([model.get("source")], { type: "text/javascript" }));
-    import(url).catch((e) => console.error("fusion-explorer: plotly.js failed to load", e))
-      .finally(() => URL.revokeObjectURL(url));
+  // ask the kernel for plotly.js (one message), evaluated when the page is idle: evaluating it blocks the page
+  // for a second or more, and anywidget gives every model 2 s to initialise
+  const ask = () => {
+    if (window.Plotly || window.__fePlotlyAsked) return;
+    window.__fePlotlyAsked = true;
+    model.on("msg:custom", (msg) => {
+      if (!msg || typeof msg.plotly_source !== "string" || window.Plotly) return;
+      const go = () => fromSource(msg.plotly_source);
+      if (window.requestIdleCallback) window.requestIdleCallback(go, { timeout: 2500 }); else setTimeout(go, 500);
+    });
+    model.send({ event: "plotly_source" });
   };
-  // when the page is idle: evaluating plotly.js blocks the page for a second or more, and anywidget gives
-  // every model 2 s to initialise, so it must not run while the other widgets' models are being set up
-  if (window.requestIdleCallback) window.requestIdleCallback(go, { timeout: 2500 }); else setTimeout(go, 500);
+  // the dashboard's voila template requests static/plotly.min.js from the page's <head> (voila-config): use it
+  // unless that request failed; anywhere else (JupyterLab, another template) ask the kernel
+  if (!document.getElementById("fe-plotly-js") || window.__fePlotlyFailed) ask();
+  else window.addEventListener("fe-plotly-failed", ask);
 }
 export default {
   initialize({ model }) { load(model); },
@@ -132,18 +163,26 @@ export default {
 class PlotlyLoader(anywidget.AnyWidget):
     """Puts ``window.Plotly`` on the page (once); it shows nothing.
 
-    plotly.js (4.8 MB) travels as the ``source`` trait and is imported from the page when it is idle, not as
-    this widget's own module: anywidget rejects a model whose module takes over 2 s to initialise (an uncaught
-    "[anywidget] Failed to initialize model" on a busy machine), and the evaluation of plotly.js also held up
-    the other widgets' initialisation. Figures wait for ``window.Plotly``."""
+    Served as ``make app`` serves the dashboard, the page already loads plotly.js (4.8 MB) itself: the
+    template in ``voila-config`` requests it as a static file from the page's ``<head>`` while the kernel starts,
+    and this widget does nothing. Elsewhere (JupyterLab, another template, or when that request failed) it asks
+    the kernel for the source (one custom message, sent only on request: it is not part of the widget state every
+    page receives) and imports it from the page when it is idle, not as this widget's own module: anywidget
+    rejects a model whose module takes over 2 s to initialise. Figures wait for ``window.Plotly``."""
 
     _esm = _LOADER_ESM
-    source = T.Unicode("").tag(sync=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.source = _plotly_js()
         self.layout.display = "none"
+        #: how many pages asked for plotly.js (0 where the template served it)
+        self.sent = 0
+        self.on_msg(self._on_request)
+
+    def _on_request(self, _widget: Any, content: dict, _buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("event") == "plotly_source":
+            self.sent += 1
+            self.send({"plotly_source": _plotly_js()})
 
 
 class PlotlyFigure(anywidget.AnyWidget):
@@ -167,6 +206,7 @@ class PlotlyFigure(anywidget.AnyWidget):
         super().__init__(**kwargs)
         self._click_handlers: list[Callable[[dict], None]] = []
         self._select_handlers: list[Callable[[dict], None]] = []
+        self._drawn_handlers: list[Callable[[dict], None]] = []
         #: the layout this figure was made with: what :meth:`clear` and ``update(replace=True)`` start from
         self.base_layout: dict = jsonable(layout or {})
         self.on_msg(self._on_custom_msg)
@@ -204,6 +244,11 @@ class PlotlyFigure(anywidget.AnyWidget):
         ``{"lasso": {"x": [...], "y": [...]}}`` for a lasso (its vertices, data coordinates)."""
         self._select_handlers.append(fn)
 
+    def on_drawn(self, fn: Callable[[dict], None]) -> None:
+        """``fn(event)`` when a view of this figure in a page has drawn for the first time (each view says so once).
+        By then the page has set up every widget of the dashboard, so later changes reach it."""
+        self._drawn_handlers.append(fn)
+
     def select(self, x: tuple[float, float], y: tuple[float, float]) -> None:
         """What drawing a box in the page does (for tests without a browser)."""
         self._on_custom_msg(self, {"event": "select", "x": list(x), "y": list(y)}, [])
@@ -218,6 +263,9 @@ class PlotlyFigure(anywidget.AnyWidget):
                 fn(content)
         elif content.get("event") == "select":
             for fn in self._select_handlers:
+                fn(content)
+        elif content.get("event") == "drawn":
+            for fn in self._drawn_handlers:
                 fn(content)
 
 

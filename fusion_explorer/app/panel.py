@@ -11,7 +11,8 @@ A panel is one class with
   panels' cursor markers: a click feels faster),
 - ``__init__(state, **context)``: builds ``self.widget`` and wires its own widgets; it never observes the
   state itself (the App does that from ``observes``, see :meth:`Panel.connect`). ``context``
-  is the same for every panel (today ``data_dir``, the App's extra data folder); take what you need,
+  is the same for every panel (today ``data_dir``, the App's extra data folder, and ``defer``, True when the
+  App loads its scene after the page's first draw); take what you need,
 - optionally ``refresh()``: draws the current state once after connecting (a panel added to an
   App that already shows a scene is not blank).
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from matplotlib.path import Path
 
 from ..errors import FusionExplorerError
 
@@ -82,6 +81,8 @@ def polygon_mask(xs: Sequence[float], ys: Sequence[float], size: tuple[int, int]
     y0, y1 = max(int(np.ceil(y.min())), 0), min(int(np.floor(y.max())), h - 1)
     if x1 >= x0 and y1 >= y0:
         gy, gx = np.mgrid[y0 : y1 + 1, x0 : x1 + 1]
+        from matplotlib.path import Path  # here, not at import: matplotlib costs the page's first load 0.2-0.4 s
+
         inside = Path(vertices).contains_points(np.stack([gx.ravel(), gy.ravel()], axis=1))
         mask[y0 : y1 + 1, x0 : x1 + 1] = inside.reshape(gy.shape)
     if not mask.any():

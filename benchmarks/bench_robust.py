@@ -158,7 +158,7 @@ def run(args) -> tuple[list[dict], Path]:
     out = Path(args.out)
     records: list[dict] = []
     merged = merge_records(args.merge)
-    merged_keys = {(r["scene"], r["case"], r["method"]) for r in merged}
+    merged_keys = {(r["scene"], r["case"], r.get("method", r["kind"])) for r in merged}
     for scene, truth in scenes.items():
         for case in cases:
             base = {"scene": scene, "case": case.name, "case_json": case.to_dict(), "axes": axes(case)}
@@ -173,7 +173,7 @@ def run(args) -> tuple[list[dict], Path]:
                 continue
             base["clipped"] = {k: d.problem.attrs.get(k, 0) for k in ("negative_clipped_lr_hsi",
                                                                       "negative_clipped_hr_msi")}
-            if args.estimators:
+            if args.estimators and (scene, case.name, "estimate") not in merged_keys:
                 rec = estimator_record(d)
                 records.append({**base, "kind": "estimate", **rec})
                 print(f"{scene} / {case.name}: estimate {rec}", flush=True)
@@ -201,14 +201,14 @@ def run(args) -> tuple[list[dict], Path]:
 
 
 def merge_records(paths: list[str] | None) -> list[dict]:
-    """Method records of earlier runs (``--merge``; the first file that has a scene, case and method
-    wins): the same scene and case give the same problem (cases are seeded), so a run only computes
+    """Method and estimator records of earlier runs (``--merge``; the first file that has a scene, case and
+    method wins): the same scene and case give the same problem (cases are seeded), so a run only computes
     what they lack: a new method, or the methods on new scenes."""
     out, seen = [], set()
     for path in paths or []:
         for r in json.loads(Path(path).read_text())["records"]:
-            key = (r.get("scene"), r.get("case"), r.get("method"))
-            if r["kind"] == "method" and key not in seen:
+            key = (r.get("scene"), r.get("case"), r.get("method", r["kind"]))
+            if r["kind"] in ("method", "estimate") and key not in seen:
                 seen.add(key)
                 out.append({**r, "merged_from": r.get("merged_from", str(path))})
     return out

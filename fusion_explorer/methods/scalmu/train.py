@@ -67,9 +67,10 @@ class TrainConfig:
     noise_aware: bool = True
     # zoo items: the scene's spectra drift smoothly over the image by exp(v g(λ, y, x)), v drawn in
     # [0, spectral_variability] per item (synth.spectral_dead_leaves). Without it a scene is exactly
-    # endmembers x abundances, which CNMF's W H already reproduces: the exact HSI correction, worth
-    # about 1 dB on real scenes, then never helps in training and the gate learns to drop it
-    spectral_variability: float = 0.3
+    # endmembers x abundances, which CNMF's W H nearly reproduces, so the exact HSI correction (about
+    # 1 dB on real CAVE scenes) barely helps in training. Runs z6/z7 (0.3) did not change what the gate
+    # learned (benchmarks/scalmu_training.md); 0 = the shipped run
+    spectral_variability: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.spectral_variability >= 0:

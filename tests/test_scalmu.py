@@ -313,6 +313,32 @@ def test_noise_aware_network_starts_as_the_plain_joint_network(start):
     assert not torch.equal(b, c) and not torch.equal(b, d)
 
 
+def test_smooth_gate_starts_as_the_exact_projection_and_keeps_a_gradient_where_the_clamps_have_none(start):
+    """The smooth gate gives full steps and no Wiener term at initialisation, like the clamped one; at the
+    pre-activations the shipped gate sits at (HSI step g = -9, Wiener g = 3) it still passes a gradient."""
+    state, data, _ = start
+    data = replace(data, sensor_features=torch.tensor([[-5.0, -5.0, 0.0, -3.0]]))
+    torch.manual_seed(0)
+    clamped = SCALMUNet(3, 8, noise_aware=True)
+    torch.manual_seed(0)
+    smooth = SCALMUNet(3, 8, noise_aware=True, smooth_gate=True)
+    with torch.no_grad():
+        a = clamped.finish(clamped(state, data), data)
+        b = smooth.finish(smooth(state, data), data)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    grads = {}
+    for name, net in (("clamped", clamped), ("smooth", smooth)):
+        layer = net.consistency
+        with torch.no_grad():
+            layer.gate[-1].bias.copy_(torch.tensor([0.0, 0.0, -9.0, 0.0, 3.0]))
+        steps, wiener = layer.gate_outputs(torch.full((1, 3), -4.0), data)
+        layer.zero_grad()
+        (steps[0, 2] + wiener[0, 1]).backward()
+        grads[name] = layer.gate[-1].bias.grad[[2, 4]]
+    assert grads["clamped"][0] < 2e-4 and grads["clamped"][1] == 0
+    assert grads["smooth"][0] > 1e-2 and grads["smooth"][1] > 0
+
+
 def test_zoo_training_items_are_seeded_and_started_as_a_users_problem():
     from fusion_explorer.methods.scalmu.train import zoo_item
 

@@ -168,6 +168,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                  if getattr(args, k) is not None}
     if args.noise_aware is not None:
         overrides["noise_aware"] = args.noise_aware
+    if args.smooth_gate:
+        overrides["smooth_gate"] = True
     cfg = TrainConfig(**overrides)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -214,6 +216,8 @@ def _add_train_parser(sub) -> None:
     s.add_argument("--spectral-variability", type=_number(float, positive=False),
                    help="zoo items: a scene's spectra drift smoothly over the image by up to this (log) amount, "
                         "drawn per item in [0, this] (0: every scene is exactly endmembers x abundances)")
+    s.add_argument("--smooth-gate", action="store_true",
+                   help="the consistency gate's outputs squashed without flat regions (the clamps saturate)")
     s.add_argument("--noise-aware", action=argparse.BooleanOptionalAction, default=None,
                    help="learned steps and HSI weights read the images' estimated noise")
     s.add_argument("--threads", type=_number(int), help="torch CPU threads")

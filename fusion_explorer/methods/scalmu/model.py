@@ -281,9 +281,13 @@ class ConsistencyLayer(nn.Module):
     (``expm1(WIENER_SCALE · clamp(g, 0, 1.5))``, 0 at initialisation). ``learned=False``
     runs full steps with the default ``ρ`` and ``σ`` and no Wiener terms (the ablation)."""
 
-    def __init__(self, hidden: int = 16, noise_aware: bool = False):
+    def __init__(self, hidden: int = 16, noise_aware: bool = False, smooth_gate: bool = False):
         super().__init__()
         self.noise_aware = bool(noise_aware)
+        # smooth_gate: squash the gate's outputs without flat regions where training can reach them
+        # (steps σ(g + 5)/σ(5), Wiener exponent 1.5 tanh(g / 1.5)); the clamps of the first networks
+        # saturate (benchmarks/scalmu_training.md). Both forms give full steps and no Wiener term at g = 0
+        self.smooth_gate = bool(smooth_gate)
         # noise-aware: N_SENSOR more inputs (sensor_input) and 2 more outputs (the Wiener gains)
         self.gate = nn.Sequential(nn.Linear(3 + N_SENSOR * self.noise_aware, hidden), nn.SiLU(),
                                   nn.Linear(hidden, 3 + 2 * self.noise_aware))
@@ -307,10 +311,14 @@ class ConsistencyLayer(nn.Module):
             if self.noise_aware:
                 features = torch.cat([features, sensor_input(data, features.shape[0])], dim=-1)
         g = self.gate(features)
-        steps = torch.exp(g[:, :3].clamp(max=0))
+        if self.smooth_gate:
+            steps = torch.sigmoid(g[:, :3] + 5.0) / torch.sigmoid(torch.tensor(5.0, dtype=g.dtype))
+            exponent = 1.5 * torch.tanh(g[:, 3:] / 1.5).clamp_min(0)
+        else:
+            steps, exponent = torch.exp(g[:, :3].clamp(max=0)), g[:, 3:].clamp(0, 1.5)
         if not self.noise_aware:
             return steps, None
-        return steps, torch.expm1(WIENER_SCALE * g[:, 3:].clamp(0, 1.5))
+        return steps, torch.expm1(WIENER_SCALE * exponent)
 
     def steps(self, z: torch.Tensor, data: CoupledData) -> torch.Tensor:
         """``(B, 3)``: the fractions ``t_g, t_m, t_h`` of the guided, MSI and HSI corrections."""
@@ -382,16 +390,17 @@ class SCALMUNet(nn.Module):
     """
 
     def __init__(self, layers: int = 10, hidden: int = 16, max_log_exponent: float = 1.5, joint: bool = True,
-                 consistency: bool = True, noise_aware: bool = False):
+                 consistency: bool = True, noise_aware: bool = False, smooth_gate: bool = False):
         super().__init__()
         self.config = {"layers": int(layers), "hidden": int(hidden), "max_log_exponent": float(max_log_exponent),
-                       "joint": bool(joint), "consistency": bool(consistency), "noise_aware": bool(noise_aware)}
+                       "joint": bool(joint), "consistency": bool(consistency), "noise_aware": bool(noise_aware),
+                       "smooth_gate": bool(smooth_gate)}
         self.abundance_nets = nn.ModuleList(PairPreconditioner(hidden, max_log_exponent) for _ in range(layers))
         self.endmember_nets = nn.ModuleList(PairPreconditioner(hidden, max_log_exponent) for _ in range(layers))
         self.log_hsi_weight = nn.Parameter(torch.zeros(layers))
         if noise_aware:  # log λ_k = a_k + b_k · sensor features (zero at initialisation: λ_k = balance)
             self.hsi_weight_noise = nn.Parameter(torch.zeros(layers, N_SENSOR))
-        self.consistency = ConsistencyLayer(hidden, noise_aware) if consistency else None
+        self.consistency = ConsistencyLayer(hidden, noise_aware, smooth_gate) if consistency else None
 
     def finish(self, state: CoupledState, data: CoupledData, learned: bool | frozenset = True,
                consistency: bool = True, record: dict | None = None) -> torch.Tensor:

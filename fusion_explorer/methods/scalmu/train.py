@@ -71,6 +71,8 @@ class TrainConfig:
     # 1 dB on real CAVE scenes) barely helps in training. Runs z6/z7 (0.3) did not change what the gate
     # learned (benchmarks/scalmu_training.md); 0 = the shipped run
     spectral_variability: float = 0.0
+    # the consistency gate's outputs squashed without flat regions (model.ConsistencyLayer)
+    smooth_gate: bool = False
 
     def __post_init__(self) -> None:
         if not self.spectral_variability >= 0:
@@ -78,7 +80,8 @@ class TrainConfig:
 
     def model_config(self) -> dict[str, Any]:
         return {"layers": self.layers, "hidden": self.hidden, "max_log_exponent": self.max_log_exponent,
-                "joint": self.joint, "consistency": self.consistency, "noise_aware": self.noise_aware}
+                "joint": self.joint, "consistency": self.consistency, "noise_aware": self.noise_aware,
+                "smooth_gate": self.smooth_gate}
 
 
 def _save(checkpoint: dict, path: Path) -> None:

@@ -3,9 +3,11 @@
 One headless Chromium, one browser context per session. Every session, interleaved with the others:
 opens the page, uploads its own small NetCDF scene (``session-<i>.nc``, 160x160x31, a different seed
 each), loads it at crop 128 (128x128x31), runs cnmf and waits for its row in the comparison table.
-Checked: all complete; no cross-talk (each page lists its own upload and no other session's, and
-each session directory holds only its own upload); every kernel and session directory is gone after
-the pages are left. Memory is sampled every 0.25 s with psutil: each kernel's RSS and the total of
+A page is ready when its default scene is drawn (the condition of ``open_app`` in
+tests/test_dashboard_browser.py; the plots are drawn empty before the scene arrives). Checked: all
+complete; no cross-talk (each page lists its own upload and no other session's, and each session
+directory holds only its own upload); every kernel and session directory is gone after the pages
+are left. Memory is sampled every 0.25 s with psutil: each kernel's RSS and the total of
 voila and its kernels. Writes ``benchmarks/results/sessions.json`` and prints a table.
 
     python benchmarks/bench_sessions.py [--sessions 10] [--inner N]
@@ -28,7 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.conftest import serve_voila  # noqa: E402
-from tests.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, plot_state  # noqa: E402
+from tests.test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, SCENE_READY_JS, plot_state  # noqa: E402
+
+#: a page is ready when the default scene is on it (``open_app``'s condition: the page's plots are drawn empty
+#: before the scene arrives, so a drawn plot is not enough) and the upload button is there
+PAGE_READY_JS = f"() => ({SCENE_READY_JS})() && !!document.querySelector('.fe-upload button')"
 
 
 class Sampler(threading.Thread):
@@ -115,9 +121,7 @@ def main() -> None:
             page = browser.new_context(viewport={"width": 1360, "height": 1000}).new_page()
             page.goto(url, wait_until="commit", timeout=300_000)
             pages.append(page)
-        timings["page ready"] = wait_all(
-            pages, "() => !!document.querySelector('.fe-fused .fe-plot .nsewdrag') && "
-                   "!!document.querySelector('.fe-upload button')", 600)
+        timings["page ready"] = wait_all(pages, PAGE_READY_JS, 600)
         for page, scene in zip(pages, scenes, strict=True):
             with page.expect_file_chooser() as chooser:
                 page.click(".fe-upload button")

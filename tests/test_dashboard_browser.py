@@ -82,6 +82,16 @@ def wait_changed(page, cls: str, before: dict, timeout: float = 15.0) -> dict:
     raise AssertionError(f"{cls}: the plot's data in the page did not change within {timeout} s")
 
 
+#: the scene is on the page: the truth and the explorer's image drawn with it, and the spectrum plot drawn for
+#: it (its "click any image" title); also benchmarks/bench_sessions.py's condition
+SCENE_READY_JS = (
+    "() => { const q = (c) => document.querySelector('.' + c + ' .fe-plot');"
+    " const f = q('fe-fused'), t = q('fe-truth'), s = q('fe-spectrum');"
+    " return !!(f && f.data && f.data.length && f.querySelector('.nsewdrag') && t && t.data && t.data.length"
+    " && s && s.dataset.revision && s.layout && s.layout.title && /click any image/.test(s.layout.title.text)); }"
+)
+
+
 def open_app(browser, url: str, width: int = 1360, height: int = 1000):
     page = browser.new_page(viewport={"width": width, "height": height})
     errors: list[str] = []
@@ -96,12 +106,7 @@ def open_app(browser, url: str, width: int = 1360, height: int = 1000):
     # ready = the scene is on the page: the truth and the explorer's image drawn with it, and the spectrum plot
     # drawn for it (its "click any image" title). The page's figures are drawn before the scene arrives (the app
     # loads it after the page's first draw, fusion_explorer.app.App), empty then: that is not ready.
-    page.wait_for_function(
-        "() => { const q = (c) => document.querySelector('.' + c + ' .fe-plot');"
-        " const f = q('fe-fused'), t = q('fe-truth'), s = q('fe-spectrum');"
-        " return !!(f && f.data && f.data.length && f.querySelector('.nsewdrag') && t && t.data && t.data.length"
-        " && s && s.dataset.revision && s.layout && s.layout.title && /click any image/.test(s.layout.title.text)); }",
-        timeout=120_000)
+    page.wait_for_function(SCENE_READY_JS, timeout=120_000)
     page.errors = errors
     page.ready_s = time.time() - t0
     return page

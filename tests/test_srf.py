@@ -6,6 +6,7 @@ Every test reads the real files in ``../shared/data`` in place.
 from __future__ import annotations
 
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from fusion_explorer.srf import (
     get_srf,
     read_srf_file,
     srf_from_name_or_path,
+    srf_names,
 )
 
 from .conftest import require
@@ -254,6 +256,24 @@ def test_colour_builtins_on_cave() -> None:
     assert 550 <= _peak(cie, "Y") <= 560 and 440 <= _peak(cie, "Z") <= 450
     with pytest.raises(SRFError, match="unknown SRF 'ikonos'.*nikon-d700"):
         get_srf("ikonos", CAVE_WL)
+
+
+def test_listing_builtins_needs_no_colour_science(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The camera names are a constant, so listing the built-ins imports nothing (colour-science takes a second
+    or more); the constant must be exactly the installed colour-science's cameras, so it cannot drift."""
+    import colour
+
+    from fusion_explorer.srf.library import COLOUR_CAMERAS
+
+    assert sorted(COLOUR_CAMERAS) == sorted(colour.MSDS_CAMERA_SENSITIVITIES.keys())
+    monkeypatch.setitem(sys.modules, "colour", None)  # any `import colour` now raises ImportError
+    with pytest.raises(ImportError):
+        import colour  # noqa: F401, F811 - proves the block above works
+    names = available_srfs()
+    assert [n for n in names if n.startswith("colour:")] == [f"colour:{c}" for c in COLOUR_CAMERAS]
+    assert srf_names() == names
+    assert srf_names(cameras=False) == [n for n in names if not n.startswith("colour:")]
+    assert {"nikon-d700", "cie-1931", "cie-1964", "sentinel-2a", "landsat-8"} <= set(srf_names(cameras=False))
 
 
 def test_none_left_raises() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import ipywidgets as W
 import numpy as np
 
+from ..srf import srf_names
 from .degradation_controls import DegradationControls, describe, make_srf, realise_with_truth
 from .figure import PlotlyFigure
 from .images import (
@@ -62,18 +63,6 @@ def inside(path: str | os.PathLike, roots: list[Path]) -> bool:
     return any(real == r or r in real.parents for r in (Path(r).resolve() for r in roots))
 
 
-def _srf_names(cameras: bool = True) -> list[str]:
-    """The SRF dropdown's names: :func:`fusion_explorer.srf.available_srfs` (``cameras``), else the same list
-    without colour-science's cameras, whose names need colour-science imported (a second or more)."""
-    if cameras:
-        from ..srf import available_srfs
-
-        return available_srfs()
-    from ..srf import library
-
-    return ["nikon-d700", *getattr(library, "_CIE_OBSERVERS", ()), *getattr(library, "_PYRSR_SENSORS", ())]
-
-
 class DataPanel(Panel):
     """Scene + degradation controls and the three true-colour views with a band slider in nm."""
 
@@ -84,8 +73,8 @@ class DataPanel(Panel):
 
     def __init__(self, state: AppState, data_dir: str | Path | None = None, defer: bool = False, **context):
         """``data_dir``: an extra data root (for callers in Python; the page cannot add one). ``defer``: list the
-        SRFs without colour-science's cameras for now (importing colour-science takes a second or more);
-        :meth:`prefetch` adds them (the App calls it in the background while the page loads)."""
+        SRFs without colour-science's cameras until the first :meth:`load` (the App loads its scene after the
+        page's first draw); their names are a constant (:func:`~fusion_explorer.srf.srf_names`), free to list."""
         from ..config import data_roots
         from ..physics import PROTOCOLS
 
@@ -93,8 +82,7 @@ class DataPanel(Panel):
         self._load_lock = threading.RLock()
         #: ``(scene key, cube)`` read ahead by :meth:`prefetch`, used once by :meth:`load`
         self._prefetched: tuple[str, Any] | None = None
-        #: the full SRF list, once read (``defer``): :meth:`load` puts it in the dropdown
-        self._srf_full: list[str] | None = None
+        #: the dropdown still lacks the cameras (``defer``): :meth:`load` adds them
         self._srf_short = defer
         roots = data_roots()
         if data_dir is not None and Path(data_dir).is_dir() and Path(data_dir).resolve() not in roots:
@@ -118,7 +106,7 @@ class DataPanel(Panel):
         self.ratio = W.Dropdown(options=[2, 4, 8, 16, 32], value=8, description="ratio", layout=W.Layout(width="170px"))
         self.sigma = W.BoundedFloatText(value=2.0, min=0.1, max=20, step=0.1, description="PSF σ (px)",
                                         layout=W.Layout(width="170px"))
-        self.srf = W.Dropdown(options=_srf_names(cameras=not defer), value="nikon-d700", description="SRF",
+        self.srf = W.Dropdown(options=srf_names(cameras=not defer), value="nikon-d700", description="SRF",
                               layout=W.Layout(width="300px"))
         self.snr = W.BoundedFloatText(value=0, min=0, max=100, step=5, description="SNR (dB)",
                                       tooltip="signal-to-noise ratio of both images; 0 = no noise",
@@ -362,11 +350,11 @@ class DataPanel(Panel):
     # ------------------------------------------------------------------ load
     def prefetch(self) -> None:
         """The slow reads of a first page, done ahead (the App runs this in a thread while the page loads): the
-        full SRF list (colour-science's cameras) and the chosen scene's cube, both kept for :meth:`load`, which
-        puts them on the page. No widget changes here: a page still setting up its widgets could miss them."""
+        chosen scene's cube (the synthetic scene imports colour-science for its reflectances), kept for
+        :meth:`load`, which puts it on the page. No widget changes here: a page still setting up its widgets
+        could miss them."""
         from ..scenes import load_scene
 
-        self._srf_full = _srf_names(cameras=True)
         key = self.scene.value or ""
         if key.startswith(DEFAULT) and not self.pair_msi.value:
             self._prefetched = (key, load_scene(key, clip_negative=True))
@@ -375,7 +363,7 @@ class DataPanel(Panel):
         """Give the SRF dropdown colour-science's cameras too (once; see ``defer``), keeping its choice."""
         if not self._srf_short:
             return
-        full = self._srf_full or _srf_names(cameras=True)
+        full = srf_names()
         names = [*full, *(o for o in self.srf.options if o not in full)]  # + the Gaussian-bands choice
         self._srf_short = False
         if list(self.srf.options) != names:

@@ -12,9 +12,10 @@ drops bands that mostly fall outside the cube's wavelength range, and normalises
 
 Sources:
 
-* built-ins, by name, through :func:`get_srf` (see :func:`available_srfs`): the Nikon D700 of
-  the MossFuse CAVE protocol (shipped as ``data/nikon_d700.csv``), the cameras and CIE colour
-  matching functions of ``colour-science``, and the satellite sensors of ``pyrsr``;
+* built-ins, by name, through :func:`get_srf` (see :func:`available_srfs`; :func:`srf_names` lists
+  them without importing their sources): the Nikon D700 of the MossFuse CAVE protocol (shipped as
+  ``data/nikon_d700.csv``), the cameras and CIE colour matching functions of ``colour-science``,
+  and the satellite sensors of ``pyrsr``;
 * Gaussian bands, :func:`gaussian_srf`;
 * files, :func:`read_srf_file`: the MATLAB tables published with fusion papers, CSV/text tables
   (first column nm) and NetCDF files written from :meth:`SRF.to_dataarray`;
@@ -26,7 +27,7 @@ Modules: :mod:`~fusion_explorer.srf.model` (the :class:`SRF` object), :mod:`~fus
 """
 
 from .files import read_srf_file
-from .library import available_srfs, gaussian_srf, get_srf, srf_from_name_or_path
+from .library import available_srfs, gaussian_srf, get_srf, srf_from_name_or_path, srf_names
 from .model import CAVE_WAVELENGTHS, ROSIS_WAVELENGTHS, SRF
 from .model import CUT_OFF_RESPONSE as CUT_OFF_RESPONSE
 from .model import WAVELENGTH_TOLERANCE_NM as WAVELENGTH_TOLERANCE_NM
@@ -40,4 +41,5 @@ __all__ = [
     "get_srf",
     "read_srf_file",
     "srf_from_name_or_path",
+    "srf_names",
 ]

@@ -47,6 +47,10 @@ _CIE_OBSERVERS = {
     "cie-1964": "CIE 1964 10 Degree Standard Observer",
 }
 _COLOUR_PREFIX = "colour:"
+#: colour-science's cameras (the keys of ``colour.MSDS_CAMERA_SENSITIVITIES``, colour-science 0.4.x), written
+#: out so that listing the built-ins does not import colour-science (a second or more);
+#: ``tests/test_srf.py`` compares it with the installed colour-science.
+COLOUR_CAMERAS: tuple[str, ...] = ("Nikon 5100 (NPL)", "Sigma SDMerill (NPL)")
 
 
 @functools.cache
@@ -121,12 +125,16 @@ def _builtin_table(name: str) -> _Table | None:
     return None
 
 
-def available_srfs() -> list[str]:
-    """Names :func:`get_srf` accepts (``colour:<camera>`` names list colour-science's cameras)."""
-    import colour
+def srf_names(*, cameras: bool = True) -> list[str]:
+    """The built-in SRF names, listed without importing colour-science or pyrsr: ``"nikon-d700"``, the CIE
+    observers, the satellite sensors and, with ``cameras``, ``"colour:<camera>"`` for :data:`COLOUR_CAMERAS`."""
+    names = ["nikon-d700", *_CIE_OBSERVERS, *_PYRSR_SENSORS]
+    return [*names, *(_COLOUR_PREFIX + c for c in COLOUR_CAMERAS)] if cameras else names
 
-    cameras = [_COLOUR_PREFIX + k for k in colour.MSDS_CAMERA_SENSITIVITIES.keys()]
-    return ["nikon-d700", *_CIE_OBSERVERS, *_PYRSR_SENSORS, *cameras]
+
+def available_srfs() -> list[str]:
+    """Names :func:`get_srf` accepts: :func:`srf_names` (``colour:<camera>`` names list colour-science's cameras)."""
+    return srf_names()
 
 
 def get_srf(name: str, wavelength: Any, *, min_coverage: float = 0.5) -> SRF:

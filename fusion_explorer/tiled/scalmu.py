@@ -83,6 +83,7 @@ from ..methods.unmixing import (
 from ..methods.unmixing.guided import WINDOW, Neighbours, colour_neighbours, transfer
 from ..methods.unmixing.projection import DAMPING, NOISE_WINDOW, sensor_features, spectral_prior
 from ..methods.unmixing.projection import msi_gain as projection_gain
+from .cnmf_stages import cnmf_fuse_tile, cnmf_global_start, cnmf_msi_tile, inner_loop, msi_box, pixel_updates
 from .consistency import _solve_normal
 from .engine import Runner, Tile, TileGrid, set_torch_threads
 from .io import ScratchStore
@@ -225,7 +226,6 @@ def _pyramid_tile(msi_ext, h_lr_ext: np.ndarray, t: Tile, ratio: int, w_m: np.nd
     """The start's first MSI stage coarse to fine on one tile's extended box (``W_m`` fixed): at each
     level ``(factor, iterations)`` the MSI averaged over ``factor x factor`` blocks and the previous
     level's abundances upsampled bilinearly, then ``iterations`` MU; the tile's own pixels are kept."""
-    from .methods import pixel_updates
 
     if threads:
         set_torch_threads(threads)
@@ -438,7 +438,6 @@ def _rel_sums(num: float, den: float, count: int) -> float:
 def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int, runner: Runner, folder, writer,
                threads, progress) -> list:
     """Tiled SCALMU (see the module docstring); returns the tiles' cubes (``None`` each with ``writer``)."""
-    from .methods import _cnmf_fuse_tile, _cnmf_global_start, _cnmf_msi_tile, _inner_loop, _msi_box
 
     ratio, spatial, offset = problem.ratio, problem.spatial_operator(), spatial_offset(problem)
     (h, w), (big_h, big_w) = problem.lr_size, problem.hr_size
@@ -464,7 +463,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
             progress(0, 1, {"stage": text})
 
     def ext_box(t: Tile):
-        return _msi_box(msi, slice(t.ey0, t.ey1), slice(t.ex0, t.ex1))
+        return msi_box(msi, slice(t.ey0, t.ey1), slice(t.ex0, t.ex1))
 
     # 1. the start: HSI unmixing (LR grid), the first MSI stage (tiles), S(H_m), the outer round's W (LR grid)
     stage("SCALMU start: HSI unmixing (global, LR grid)")
@@ -472,7 +471,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     if float(y_h.amax()) <= 0:
         raise ProblemError("SCALMU needs signal: the LR-HSI is all zero")
     srf64 = np.array(problem.srf.matrix, dtype=np.float64)
-    hsi, p, delta = _cnmf_global_start(y_h, srf64, float(np.mean(stats["band_means"])), opts["n_endmembers"], seed,
+    hsi, p, delta = cnmf_global_start(y_h, srf64, float(np.mean(stats["band_means"])), opts["n_endmembers"], seed,
                                        init, THRESHOLD, None)
     w_m0 = (torch.as_tensor(srf64) @ hsi.w[0]).numpy().astype(np.float32)
     h_lr = hsi.h[0].reshape(p, h, w).numpy().astype(np.float32)
@@ -484,21 +483,21 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
             tasks.append(dask.delayed(_pyramid_tile, pure=False)(ext_box(t), h_lr[:, ly, lx], t, ratio, w_m0, delta,
                                                                  opts["levels"], stores[0], threads))
         else:
-            tasks.append(dask.delayed(_cnmf_msi_tile, pure=False)(ext_box(t), h_lr[:, ly, lx], t, ratio, w_m0, delta,
+            tasks.append(dask.delayed(cnmf_msi_tile, pure=False)(ext_box(t), h_lr[:, ly, lx], t, ratio, w_m0, delta,
                                                                   2 * init - 1, stores[0], threads))
     runner.run_tiles(tasks, progress, "SCALMU start: MSI unmixing (tiles)")
     tasks = []
     for t in grid:
         region = _around(_lr_box(t, ratio), margin_s, (h, w))
         tasks.append(dask.delayed(_start_degrade_tile, pure=False)(
-            stores[0], _msi_box(msi, *_hr(region, ratio)), region, t, spatial, ratio, threads))
+            stores[0], msi_box(msi, *_hr(region, ratio)), region, t, spatial, ratio, threads))
     pieces = runner.run_tiles(tasks, progress, "SCALMU start: S(H_m) (tiles)")
     s_h = _gather([q[0] for q in pieces], grid, ratio, (p, h, w))
     lr_msi = _gather([q[1] for q in pieces], grid, ratio, (msi_bands, h, w)).astype(np.float32)
     yy_m = math.fsum(q[2] for q in pieces)
     hsi.h = torch.from_numpy(s_h).reshape(1, p, -1).clamp_min(0)
-    _inner_loop([hsi.w_step], init, THRESHOLD)
-    _inner_loop([hsi.h_step, hsi.w_step] if msi_bands > MIN_MSI_BANDS else [hsi.w_step], init - 1, THRESHOLD)
+    inner_loop([hsi.w_step], init, THRESHOLD)
+    inner_loop([hsi.h_step, hsi.w_step] if msi_bands > MIN_MSI_BANDS else [hsi.w_step], init - 1, THRESHOLD)
 
     # 2. the layers (float32, as the whole-scene run)
     srf = torch.as_tensor(srf64, dtype=torch.float32)[None]
@@ -532,7 +531,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
         mat = exponent = None
         if hook is not None:
             tasks = [dask.delayed(_layer_sums_tile, pure=False)(
-                stores[cur], _msi_box(msi, slice(t.y0, t.y1), slice(t.x0, t.x1)), joint_for(_lr_box(t, ratio)), t,
+                stores[cur], msi_box(msi, slice(t.y0, t.y1), slice(t.x0, t.x1)), joint_for(_lr_box(t, ratio)), t,
                 w_m_np, delta, spatial, ratio, threads) for t in grid]
             parts = runner.run_tiles(tasks, progress, f"SCALMU layer {k + 1}: features (tiles)")
             sums = [np.sum([q[i] for q in parts], axis=0) for i in range(4)]
@@ -542,7 +541,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
             region = _around(_lr_box(t, ratio), margin_s, (h, w))
             ys, xs = _hr(region, ratio)
             tasks.append(dask.delayed(_layer_apply_tile, pure=False)(
-                stores[cur], stores[1 - cur], _msi_box(msi, ys, xs), joint_for(region), region, t, w_m_np, delta,
+                stores[cur], stores[1 - cur], msi_box(msi, ys, xs), joint_for(region), region, t, w_m_np, delta,
                 mat, exponent, spatial, ratio, threads))
         pieces = runner.run_tiles(tasks, progress, f"SCALMU layer {k + 1}: update (tiles)")
         cur = 1 - cur
@@ -552,14 +551,14 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
 
     w_final = np.ascontiguousarray(endmembers[0].numpy())
     if not consistent:
-        tasks = [dask.delayed(_cnmf_fuse_tile, pure=False)(stores[cur], t, w_final, writer, threads) for t in grid]
+        tasks = [dask.delayed(cnmf_fuse_tile, pure=False)(stores[cur], t, w_final, writer, threads) for t in grid]
         return runner.run_tiles(tasks, progress, "fused cube (tiles)")
 
     # 3. the consistency layer
     w_m_np = np.ascontiguousarray(w_m[0].numpy())
     if msi_sum is None:
         tasks = [dask.delayed(_msi_residual_tile, pure=False)(
-            stores[cur], _msi_box(msi, slice(t.y0, t.y1), slice(t.x0, t.x1)), t, w_m_np, threads) for t in grid]
+            stores[cur], msi_box(msi, slice(t.y0, t.y1), slice(t.x0, t.x1)), t, w_m_np, threads) for t in grid]
         msi_sum = math.fsum(runner.run_tiles(tasks, progress, "consistency: MSI residual (tiles)"))
     srf_np = np.ascontiguousarray(srf[0].numpy())
     s_z = (endmembers @ s_hm)[0].numpy()  # S(W H_m) = W S(H_m)
@@ -585,7 +584,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
         my, mx = _hr(nb_box, ratio)
         lr_cut = (slice(None), slice(*ny), slice(*nx))
         tasks.append(dask.delayed(_corrected_tile, pure=False)(
-            stores[cur], corrected, _msi_box(msi, my, mx), lr_msi[lr_cut].copy(), residual[lr_cut].copy(), nb_box,
+            stores[cur], corrected, msi_box(msi, my, mx), lr_msi[lr_cut].copy(), residual[lr_cut].copy(), nb_box,
             region, t, w_final, srf_np, gain, steps, sigma, ratio, offset, spatial, threads))
     pieces = runner.run_tiles(tasks, progress, "consistency: guided + MSI step, S(Z) (tiles)")
     r = lr.astype(np.float64) - _gather(pieces, grid, ratio, (bands, h, w))

@@ -170,6 +170,16 @@ def set_step(page, step: int) -> None:
     box = track.bounding_box()
     frac = 0.0 if hi == lo else (step - lo) / (hi - lo)
     page.mouse.click(box["x"] + 1 + min(max(frac, 0.0), 1.0) * (box["width"] - 2), box["y"] + box["height"] / 2)
+    # a click on the track's last pixel can miss it (seen once in a CI run: the stepper stayed where it was); then
+    # the handle is moved with the arrow keys, as a keyboard user would
+    deadline = time.time() + 1.0
+    while time.time() < deadline and int(float(handle.get_attribute("aria-valuenow"))) != step:
+        time.sleep(0.05)
+    for _ in range(hi - lo + 1):
+        now = int(float(handle.get_attribute("aria-valuenow")))
+        if now == step:
+            break
+        handle.press("ArrowRight" if now < step else "ArrowLeft")
 
 
 def select_option(page, cls: str, label: str) -> None:

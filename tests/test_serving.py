@@ -47,11 +47,12 @@ def two_roots(tmp_path, monkeypatch):
     return a, b
 
 
-# ---------------------------------------------------------------------------- 1. scene roots
-
 def _forbidden(log: str) -> list[str]:
     """The log's lines with an HTTP 403 status (a whole number: the server's port, e.g. 58403, is not one)."""
     return re.findall(r"^.*\b403\b.*$", log, re.M)
+
+
+# ---------------------------------------------------------------------------- 1. scene roots
 
 def test_roots_come_from_configuration_and_no_path_can_be_typed(two_roots):
     a, b = two_roots

@@ -27,12 +27,15 @@ from .engine import Tile, set_torch_threads
 from .io import ScratchStore, ZarrCubeWriter
 
 #: CNMF's constants (fusion_explorer.methods.cnmf): sum-to-one scale, MSI bands above which W_m moves,
-#: cost checks every this many iterations
+#: cost checks every this many iterations, the inner loops' default stopping threshold
 SUM_TO_ONE_SCALE = 0.7455
 MIN_MSI_BANDS = 3
 CHECK_EVERY = 10
+THRESHOLD = 1e-8
 #: pixels per block of the per-pixel H_m loop inside a tile (cache-sized, as the whole-scene loop)
 BLOCK_PIXELS = 16384
+
+
 def msi_box(msi: xr.DataArray, y: slice, x: slice):
     """A lazy cube's box (a dask slice) to hand to a tile task: the task's worker reads it."""
     return msi.data[:, y, x]
@@ -165,3 +168,27 @@ def cnmf_global_start(y_h: torch.Tensor, srf: np.ndarray, msi_mean: float, n_end
     inner_loop([hsi.h_step], 3 * inner, threshold)
     inner_loop([hsi.w_step, hsi.h_step], inner - 1, threshold)
     return hsi, p, delta
+
+
+def lr_grid_start(lr: np.ndarray, srf: np.ndarray, msi_mean: float, n_endmembers, seed: int, inner: int,
+                  threshold: float, sum_to_one: float | None, method: str):
+    """Stage 1 on the whole LR-HSI ``lr`` ``(bands, h, w)``, in float64: VCA and the HSI unmixing
+    (:func:`cnmf_global_start`). Returns ``(hsi, p, delta, w_m, h_lr)``: the HSI side, the endmember
+    count, the sum-to-one weight, ``W_m = R W`` and the LR abundances ``(p, h, w)`` (both float32) that
+    start the tiles' MSI stage."""
+    bands, h, w = lr.shape
+    y_h = torch.from_numpy(lr.reshape(1, bands, -1).astype(np.float64))
+    if float(y_h.amax()) <= 0:
+        raise ProblemError(f"{method} needs signal: the LR-HSI is all zero")
+    hsi, p, delta = cnmf_global_start(y_h, srf, msi_mean, n_endmembers, seed, inner, threshold, sum_to_one)
+    w_m = (torch.as_tensor(srf) @ hsi.w[0]).numpy().astype(np.float32)
+    h_lr = hsi.h[0].reshape(p, h, w).numpy().astype(np.float32)
+    return hsi, p, delta, w_m, h_lr
+
+
+def outer_round(hsi, s_h: np.ndarray, msi_bands: int, inner: int, threshold: float) -> None:
+    """Stage 4 on the LR grid: ``H_h = S(H_m)`` (``s_h`` ``(p, h, w)``, gathered from the tiles), then the
+    HSI unmixing's ``W`` update (and ``H_h``'s too with an MSI of more than :data:`MIN_MSI_BANDS` bands)."""
+    hsi.h = torch.from_numpy(s_h).reshape(1, s_h.shape[0], -1).clamp_min(0)
+    inner_loop([hsi.w_step], inner, threshold)
+    inner_loop([hsi.h_step, hsi.w_step] if msi_bands > MIN_MSI_BANDS else [hsi.w_step], inner - 1, threshold)

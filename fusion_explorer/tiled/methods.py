@@ -55,13 +55,13 @@ import xarray as xr
 from ..cube import DIMS
 from ..errors import ProblemError
 from .cnmf_stages import (
-    MIN_MSI_BANDS,
+    THRESHOLD,
     cnmf_degrade_tile,
     cnmf_fuse_tile,
-    cnmf_global_start,
     cnmf_msi_tile,
-    inner_loop,
+    lr_grid_start,
     msi_box,
+    outer_round,
 )
 from .consistency import projection
 from .engine import ProgressCallback, Runner, Tile, TileGrid, set_torch_threads
@@ -107,7 +107,7 @@ def _bicubic_tile(lr_ext: np.ndarray, t: Tile, ratio: int, writer: ZarrCubeWrite
 
 
 def _check_cnmf_options(options: dict) -> dict:
-    known = {"n_endmembers": None, "inner_iterations": 200, "outer_iterations": 1, "threshold": 1e-8,
+    known = {"n_endmembers": None, "inner_iterations": 200, "outer_iterations": 1, "threshold": THRESHOLD,
              "sum_to_one": None, "final_msi_stage": False, "consistency": False, "dtype": "float32"}
     unknown = sorted(set(options) - set(known))
     if unknown:
@@ -238,17 +238,11 @@ def _run_cnmf(problem: TiledProblem, grid: TileGrid, lr: np.ndarray, msi: xr.Dat
     bands, msi_bands = problem.hsi_bands, problem.msi_bands
     # the global stages run in float64 on the LR grid (small): rounding then cannot move their
     # stopping points, so the result does not depend on the tile size or the number of workers
-    y_h = torch.from_numpy(lr.reshape(1, bands, -1).astype(np.float64))
-    if float(y_h.amax()) <= 0:
-        raise ProblemError("CNMF needs signal: the LR-HSI is all zero")
     srf = np.array(problem.srf.matrix, dtype=np.float64)
-    msi_mean = float(np.mean(stats["band_means"]))
     if progress is not None:
         progress(0, 1, {"stage": "HSI unmixing (global, LR grid)"})
-    hsi, p, delta = cnmf_global_start(y_h, srf, msi_mean, opts["n_endmembers"], seed, inner, threshold,
-                                       opts["sum_to_one"])
-    w_m = (torch.as_tensor(srf) @ hsi.w[0]).numpy().astype(np.float32)
-    h_lr = hsi.h[0].reshape(p, h, w).numpy().astype(np.float32)
+    hsi, p, delta, w_m, h_lr = lr_grid_start(lr.reshape(bands, h, w), srf, float(np.mean(stats["band_means"])),
+                                             opts["n_endmembers"], seed, inner, threshold, opts["sum_to_one"], "CNMF")
     scratch = ScratchStore(folder, "abundances", (p, big_h, big_w), grid.tile)
     iterations = 2 * inner - 1  # the MSI stage: inner + (inner - 1) updates of H_m
     tasks = []
@@ -263,10 +257,7 @@ def _run_cnmf(problem: TiledProblem, grid: TileGrid, lr: np.ndarray, msi: xr.Dat
     h_lr_new = np.zeros((p, h, w), dtype=np.float64)
     for t, piece in zip(grid, pieces, strict=True):
         h_lr_new[(slice(None), *t.lr_box(ratio))] = piece
-    hsi.h = torch.from_numpy(h_lr_new).reshape(1, p, -1).clamp_min(0)
-    update_msi_side = msi_bands > MIN_MSI_BANDS
-    inner_loop([hsi.w_step], inner, threshold)
-    inner_loop([hsi.h_step, hsi.w_step] if update_msi_side else [hsi.w_step], inner - 1, threshold)
+    outer_round(hsi, h_lr_new, msi_bands, inner, threshold)
     w_final = hsi.w[0].numpy()
     if opts["consistency"] == "projection":
         return projection(problem, grid, lr, msi, srf, w_final, scratch, runner, writer, threads, progress)

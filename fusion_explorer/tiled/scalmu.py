@@ -83,7 +83,7 @@ from ..methods.unmixing import (
 from ..methods.unmixing.guided import WINDOW, Neighbours, colour_neighbours, transfer
 from ..methods.unmixing.projection import DAMPING, NOISE_WINDOW, sensor_features, spectral_prior
 from ..methods.unmixing.projection import msi_gain as projection_gain
-from .cnmf_stages import cnmf_fuse_tile, cnmf_global_start, cnmf_msi_tile, inner_loop, msi_box, pixel_updates
+from .cnmf_stages import THRESHOLD, cnmf_fuse_tile, cnmf_msi_tile, lr_grid_start, msi_box, outer_round, pixel_updates
 from .consistency import _solve_normal
 from .engine import Runner, Tile, TileGrid, set_torch_threads
 from .io import ScratchStore
@@ -91,10 +91,6 @@ from .io import ScratchStore
 #: the options tiled scalmu takes, with the whole-scene defaults
 DEFAULTS = {"checkpoint": None, "learned": True, "layers": None, "init_iterations": None, "msi_pyramid": "auto",
             "n_endmembers": None, "consistency": True, "dtype": "float32"}
-#: CNMF's inner-loop threshold (the start's HSI stages)
-THRESHOLD = 1e-8
-#: MSI bands above which CNMF updates H_h in its outer round (as fusion_explorer.methods.unmixing.setup)
-MIN_MSI_BANDS = 3
 
 
 def check_options(options: dict, problem) -> dict:
@@ -467,14 +463,9 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
 
     # 1. the start: HSI unmixing (LR grid), the first MSI stage (tiles), S(H_m), the outer round's W (LR grid)
     stage("SCALMU start: HSI unmixing (global, LR grid)")
-    y_h = torch.from_numpy(lr.reshape(1, bands, -1).astype(np.float64))
-    if float(y_h.amax()) <= 0:
-        raise ProblemError("SCALMU needs signal: the LR-HSI is all zero")
     srf64 = np.array(problem.srf.matrix, dtype=np.float64)
-    hsi, p, delta = cnmf_global_start(y_h, srf64, float(np.mean(stats["band_means"])), opts["n_endmembers"], seed,
-                                       init, THRESHOLD, None)
-    w_m0 = (torch.as_tensor(srf64) @ hsi.w[0]).numpy().astype(np.float32)
-    h_lr = hsi.h[0].reshape(p, h, w).numpy().astype(np.float32)
+    hsi, p, delta, w_m0, h_lr = lr_grid_start(lr.reshape(bands, h, w), srf64, float(np.mean(stats["band_means"])),
+                                              opts["n_endmembers"], seed, init, THRESHOLD, None, "SCALMU")
     stores = [ScratchStore(folder, name, (p, big_h, big_w), grid.tile) for name in ("abundances_a", "abundances_b")]
     tasks = []
     for t in grid:
@@ -495,9 +486,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     s_h = _gather([q[0] for q in pieces], grid, ratio, (p, h, w))
     lr_msi = _gather([q[1] for q in pieces], grid, ratio, (msi_bands, h, w)).astype(np.float32)
     yy_m = math.fsum(q[2] for q in pieces)
-    hsi.h = torch.from_numpy(s_h).reshape(1, p, -1).clamp_min(0)
-    inner_loop([hsi.w_step], init, THRESHOLD)
-    inner_loop([hsi.h_step, hsi.w_step] if msi_bands > MIN_MSI_BANDS else [hsi.w_step], init - 1, THRESHOLD)
+    outer_round(hsi, s_h, msi_bands, init, THRESHOLD)
 
     # 2. the layers (float32, as the whole-scene run)
     srf = torch.as_tensor(srf64, dtype=torch.float32)[None]
@@ -568,7 +557,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
                               _rel_sums(msi_sum, yy_m, msi_bands * n_pixels), _rel(y_lr - s_z, y_lr)]],
                             dtype=torch.float32)
     with torch.no_grad():
-        steps, ridge, sigma, msi_noise, hsi_noise = net.consistency.parameters_for(features, data, learned)
+        steps, ridge, sigma, _, msi_noise, hsi_noise = net.consistency.parameters_for(features, data, learned)
     steps, sigma = steps[0].numpy(), float(sigma)
     with torch.no_grad():
         prior = spectral_prior(endmembers, ridge)

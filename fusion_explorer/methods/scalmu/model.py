@@ -326,25 +326,28 @@ class ConsistencyLayer(nn.Module):
 
     def parameters_for(self, features: torch.Tensor, data: CoupledData, learned: bool | frozenset = True) -> tuple:
         """What the projection applies, from the observation ``features`` ``(B, 3)``: ``(steps (B, 3),
-        ridge, sigma, msi_noise, hsi_noise)`` (the noise terms: ``κ`` times the estimated noise-to-signal
-        power of each image, ``(B,)``, or 0). ``learned``: True, False, or the :data:`LEARNED_PARTS`
-        on (``"steps"`` and ``"wiener"`` act here); off, a part is its plain value (full steps, the default
-        ridge and width; no Wiener terms)."""
+        ridge, sigma, wiener, msi_noise, hsi_noise)``: ``wiener`` the gains ``κ_m, κ_h`` ``(B, 2)`` (None
+        when off or not noise-aware), the noise terms ``κ`` times the estimated noise-to-signal power of
+        each image, ``(B,)``, or 0. ``learned``: True, False, or the :data:`LEARNED_PARTS` on (``"steps"``
+        and ``"wiener"`` act here); off, a part is its plain value (full steps, the default ridge and
+        width; no Wiener terms)."""
         steps_on, wiener_on = _uses(learned, "steps"), _uses(learned, "wiener")
         ones = torch.ones(features.shape[0], 3, dtype=features.dtype, device=features.device)
         plain = (ones, torch.tensor(DEFAULT_RIDGE).to(features), torch.tensor(SIGMA).to(features))
         if not (steps_on or wiener_on):
-            return (*plain, 0.0, 0.0)
+            return (*plain, None, 0.0, 0.0)
         t, wiener = self.gate_outputs(features, data)
         if steps_on:
-            t, ridge, sigma = t, self.log_ridge.clamp(-12, 2).exp(), self.log_sigma.clamp(-6, 0).exp()
+            ridge, sigma = self.log_ridge.clamp(-12, 2).exp(), self.log_sigma.clamp(-6, 0).exp()
         else:
             t, ridge, sigma = plain
+        if not wiener_on:
+            wiener = None
         msi_noise = hsi_noise = 0.0
-        if wiener is not None and wiener_on:  # κ times the estimated noise-to-signal power of each image
+        if wiener is not None:  # κ times the estimated noise-to-signal power of each image
             power = 10.0 ** data.sensor_features.reshape(-1, N_SENSOR)[:, :2].to(wiener)
             msi_noise, hsi_noise = wiener[:, 0] * power[:, 1], wiener[:, 1] * power[:, 0]
-        return t, ridge, sigma, msi_noise, hsi_noise
+        return t, ridge, sigma, wiener, msi_noise, hsi_noise
 
     def forward(self, state: CoupledState, data: CoupledData, learned: bool | frozenset = True,
                 record: dict | None = None) -> torch.Tensor:
@@ -356,10 +359,9 @@ class ConsistencyLayer(nn.Module):
             return project(z, data, spectral_prior(state.endmembers, DEFAULT_RIDGE), neighbours=data.neighbours)
         with torch.no_grad():
             features = observation_features(z, data)
-        t, ridge, sigma, msi_noise, hsi_noise = self.parameters_for(features, data, learned)
+        t, ridge, sigma, wiener, msi_noise, hsi_noise = self.parameters_for(features, data, learned)
         t = t[..., None, None]
         if record is not None:
-            wiener = self.gate_outputs(features, data)[1] if _uses(learned, "wiener") else None
             record.update(_parts(
                 {"guided_step": t[0, 0, 0, 0], "msi_step": t[0, 1, 0, 0], "hsi_step": t[0, 2, 0, 0], "ridge": ridge,
                  "sigma": sigma},

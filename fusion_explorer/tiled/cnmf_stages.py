@@ -15,15 +15,14 @@ from ..errors import ProblemError
 from ..methods.unmixing import (
     abundance_denominator,
     abundance_numerator,
-    abundance_terms,
-    endmember_terms,
     multiplicative,
     sum_to_one_rows,
     tiny,
     vca,
     virtual_dimensionality,
 )
-from .engine import Tile, set_torch_threads
+from ..methods.unmixing import estimate
+from .engine import Tile, TileGrid, set_torch_threads
 from .io import ScratchStore, ZarrCubeWriter
 
 #: CNMF's constants (fusion_explorer.methods.cnmf): sum-to-one scale, MSI bands above which W_m moves,
@@ -68,59 +67,241 @@ def inner_loop(steps, max_iter: int, threshold: float) -> float:
 
 
 class HsiSide:
-    """The LR-grid factors ``W`` ``(1, L, p)`` and ``H_h`` ``(1, p, n)`` with CNMF's update steps."""
+    """The LR-grid factors ``W`` ``(1, L, p)`` and ``H_h`` ``(1, p, n)`` with CNMF's update steps.
+
+    The factors are float64; the LR-HSI ``y_h`` ``(1, L, n)`` is kept as given (float32: a large
+    scene's LR grid, 1024² x 128 bands at 8192² and ratio 8, is 0.5 GB so, 1 GB in float64) and the
+    steps stream over blocks of :data:`~fusion_explorer.methods.unmixing.estimate.BLOCK_PIXELS`
+    pixels, each converted to float64 in turn. Below that many pixels one block is the whole grid."""
 
     def __init__(self, y_h: torch.Tensor, w: torch.Tensor, h: torch.Tensor, delta: float):
-        self.y, self.w, self.h, self.delta = y_h, w, h, delta
-        self.yy = float(y_h.double().square().sum())
+        self.y, self.w, self.h, self.delta = y_h, w.double(), h.double(), delta
         self.n = y_h.shape[-1]
+        self.yy = math.fsum(float(b.square().sum()) for _, b in self._blocks())
+
+    def _blocks(self):
+        """``(pixel slice, LR-HSI block in float64)``."""
+        block = estimate.BLOCK_PIXELS
+        for start in range(0, self.n, block):
+            cut = slice(start, min(start + block, self.n))
+            yield cut, self.y[..., cut].double()
 
     def w_step(self, want: bool) -> float | None:
-        num, den = endmember_terms(self.y, self.w, self.h)
+        num = torch.zeros_like(self.w)
+        for cut, y in self._blocks():
+            num += y @ self.h[..., cut].transpose(-1, -2)
+        den = self.w @ (self.h @ self.h.transpose(-1, -2))
         cost = self.yy - 2 * dot(self.w, num) + dot(self.w, den) if want else None
         self.w = multiplicative(self.w, num, den)
         return cost
 
     def h_step(self, want: bool) -> float | None:
-        num, den = abundance_terms(self.y, self.w, self.h, self.delta)
-        cost = self.yy + self.delta**2 * self.n - 2 * dot(self.h, num) + dot(self.h, den) if want else None
-        self.h = multiplicative(self.h, num, den)
-        return cost
+        """One MU of ``H_h``, block by block in place (each pixel's update reads only that pixel)."""
+        w_aug = sum_to_one_rows(self.w, self.delta)
+        floor = tiny(self.h.dtype)
+        dots = [0.0, 0.0]
+        for cut, y in self._blocks():
+            h = self.h[..., cut]
+            num = abundance_numerator(y, self.w, self.delta)
+            den = abundance_denominator(w_aug, h)
+            if want:
+                dots[0] += dot(h, num)
+                dots[1] += dot(h, den)
+            h.mul_(num).div_(den.clamp_min_(floor))  # = multiplicative(h, num, den), in place
+        return self.yy + self.delta**2 * self.n - 2 * dots[0] + dots[1] if want else None
 
 
-def cnmf_msi_tile(msi_ext: np.ndarray, h_lr_ext: np.ndarray, t: Tile, ratio: int, w_m: np.ndarray, delta: float,
-                   iterations: int, scratch: ScratchStore, threads: int | None) -> None:
-    """Stage 2 on one tile: ``H_m`` from the upsampled ``H_h``, ``iterations`` MU with ``W_m`` fixed."""
+# ---- the MSI stage: per tile, with W_m fixed or replayed from a trajectory --------------------------------
+
+#: HR pixels the MSI stage's ``W_m`` trajectory is computed on (an MSI of more than
+#: :data:`MIN_MSI_BANDS` bands, :func:`msi_stage_plan`): the whole scene up to this many, else a spread of
+#: :data:`TRAJECTORY_WINDOW`-pixel windows holding about as many
+TRAJECTORY_PIXELS = 1 << 19
+#: side of those windows (HR pixels; rounded up to a multiple of the ratio)
+TRAJECTORY_WINDOW = 64
+
+#: ``W_m`` ``(l, p)`` and how many updates of ``H_m`` use it, in order
+Segments = list[tuple[np.ndarray, int]]
+#: the MSI stage, level by level (coarse to fine; one level of factor 1 without a pyramid):
+#: ``(factor, segments)``
+Plan = list[tuple[int, Segments]]
+#: the whole-scene stage's inner loops per level: ``(factor, [(max updates, with W_m updates), ...])``
+Loops = list[tuple[int, list[tuple[int, bool]]]]
+
+
+def stage_loops(levels, inner: int) -> Loops:
+    """The whole-scene MSI stage's loops (:meth:`~fusion_explorer.methods.unmixing.schedule.Schedule.msi_init`):
+    over a pyramid ``levels`` (``[(factor, iterations), ...]``) one loop per level, ``W_m`` updated
+    throughout; at full resolution ``inner`` updates of ``H_m`` alone, then ``inner - 1`` of both."""
+    if levels:
+        return [(int(f), [(int(n), True)]) for f, n in levels]
+    return [(1, [(inner, False), (inner - 1, True)])]
+
+
+def fixed_plan(loops: Loops, w_m: np.ndarray) -> Plan:
+    """``W_m`` fixed (an MSI of at most :data:`MIN_MSI_BANDS` bands): every loop runs to its cap."""
+    return [(f, [(w_m, sum(n for n, _ in loop))]) for f, loop in loops]
+
+
+def pyramid_margins(factors) -> list[int]:
+    """HR pixels around the tile each level of the MSI stage is computed on: two pixels of the grid of
+    every level before the next ones (the bilinear stencil of the next upsampling, and one for
+    safety), rounded up to a multiple of every level's factor (boxes then sit on every level's grid)."""
+    factors = list(factors)
+    grid = math.lcm(*factors)
+    return [-(-sum(2 * f for f in factors[i:-1]) // grid) * grid for i in range(len(factors))]
+
+
+def _msi(msi_box) -> torch.Tensor:
+    """An MSI box ``(l, Y, X)`` as float32, negatives clipped (as every tile task)."""
+    return torch.from_numpy(np.ascontiguousarray(np.maximum(np.asarray(msi_box, dtype=np.float32), 0)))
+
+
+def _level_input(current: torch.Tensor, box, image: torch.Tensor, t: Tile, factor: int, margin: int):
+    """One level's start on the tile plus ``margin``: the previous level's abundances ``current``
+    (on the HR box ``box``, at its factor) upsampled bilinearly and cut, and the MSI averaged over
+    ``factor x factor`` blocks. Returns ``(abundances (1, p, Y, X), MSI (1, l, Y, X), new box)``."""
+    new = (max(t.y0 - margin, t.ey0), min(t.y1 + margin, t.ey1), max(t.x0 - margin, t.ex0),
+           min(t.x1 + margin, t.ex1))
+    up = F.interpolate(current, size=((box[1] - box[0]) // factor, (box[3] - box[2]) // factor), mode="bilinear",
+                       align_corners=False).clamp_min(0)
+    cut = up[..., (new[0] - box[0]) // factor : (new[1] - box[0]) // factor,
+             (new[2] - box[2]) // factor : (new[3] - box[2]) // factor]
+    size = ((new[1] - new[0]) // factor, (new[3] - new[2]) // factor)
+    y = image[..., new[0] - t.ey0 : new[1] - t.ey0, new[2] - t.ex0 : new[3] - t.ex0]
+    y = F.adaptive_avg_pool2d(y, size) if factor > 1 else y
+    return cut.contiguous(), y.contiguous(), new
+
+
+def msi_stage_tile(msi_ext, h_lr_ext: np.ndarray, t: Tile, plan: Plan, delta: float, scratch: ScratchStore,
+                   threads: int | None) -> None:
+    """The MSI stage on one tile's extended box, level by level (:func:`_level_input`, the first from
+    the LR abundances ``h_lr_ext`` over the box), each level's updates with the plan's ``W_m``
+    segments (:func:`pixel_updates`); the tile's own pixels go to ``scratch``. A one-level plan of
+    factor 1 is CNMF's full-resolution stage from the bilinearly upsampled ``H_h``."""
     if threads:
         set_torch_threads(threads)
     p = h_lr_ext.shape[0]
-    eh, ew = h_lr_ext.shape[1] * ratio, h_lr_ext.shape[2] * ratio
-    up = F.interpolate(torch.from_numpy(np.ascontiguousarray(h_lr_ext))[None], size=(eh, ew), mode="bilinear",
-                       align_corners=False).clamp_min(0)[0]
-    h = torch.from_numpy(np.ascontiguousarray(t.trim(up.numpy()))).reshape(1, p, -1)
-    y = torch.from_numpy(np.ascontiguousarray(t.trim(np.asarray(msi_ext, dtype=np.float32)))).clamp_min(0)
-    y = y.reshape(1, y.shape[0], -1)
-    h = pixel_updates(h, y, w_m, delta, iterations)
-    scratch.write(t, h.reshape(p, t.y1 - t.y0, t.x1 - t.x0).numpy())
+    image = _msi(msi_ext)[None]
+    current = torch.from_numpy(np.ascontiguousarray(h_lr_ext, dtype=np.float32))[None]
+    box = (t.ey0, t.ey1, t.ex0, t.ex1)  # HR box of `current`
+    for (factor, segments), margin in zip(plan, pyramid_margins(f for f, _ in plan), strict=True):
+        cut, y, box = _level_input(current, box, image, t, factor, margin)
+        h = pixel_updates(cut.reshape(1, p, -1), y.reshape(1, y.shape[1], -1), segments, delta)
+        current = h.reshape(1, p, *cut.shape[-2:])
+    assert box == (t.y0, t.y1, t.x0, t.x1)  # the last level's factor is 1 and its margin 0
+    scratch.write(t, np.ascontiguousarray(current[0].numpy()))
 
 
-def pixel_updates(h: torch.Tensor, y: torch.Tensor, w_m: np.ndarray, delta: float, iterations: int) -> torch.Tensor:
-    """``iterations`` MU of the abundances ``h`` ``(1, p, pixels)`` on the MSI ``y`` ``(1, l, pixels)``
-    with ``W_m`` fixed (each pixel its own problem), in cache-sized blocks of :data:`BLOCK_PIXELS`."""
-    w = torch.from_numpy(np.asarray(w_m, dtype=np.float32))[None]
-    w_aug = sum_to_one_rows(w, delta)
-    floor = tiny(w.dtype)
+def pixel_updates(h: torch.Tensor, y: torch.Tensor, segments: Segments, delta: float) -> torch.Tensor:
+    """MU of the abundances ``h`` ``(1, p, pixels)`` on the MSI ``y`` ``(1, l, pixels)``, ``n`` of them
+    with ``W_m`` for each ``(W_m, n)`` of ``segments`` in turn (each pixel its own problem), in
+    cache-sized blocks of :data:`BLOCK_PIXELS`."""
+    steps = []
+    for w_m, n in segments:
+        w = torch.from_numpy(np.asarray(w_m, dtype=np.float32))[None]
+        steps.append((w, sum_to_one_rows(w, delta), int(n)))
+    floor = tiny(torch.float32)
     blocks = []
     for h_b, y_b in zip(h.split(BLOCK_PIXELS, dim=-1), y.split(BLOCK_PIXELS, dim=-1), strict=True):
-        h_b = h_b.contiguous()
-        num = abundance_numerator(y_b.contiguous(), w, delta)
+        h_b, y_b = h_b.contiguous(), y_b.contiguous()
         den = torch.empty_like(h_b)
-        mid = h_b.new_empty((1, w_aug.shape[-2], h_b.shape[-1]))
-        for _ in range(iterations):
-            abundance_denominator(w_aug, h_b, out=den, mid=mid)
-            h_b.mul_(num).div_(den.clamp_min_(floor))
+        mid = None
+        for w, w_aug, n in steps:
+            num = abundance_numerator(y_b, w, delta)
+            if mid is None:
+                mid = h_b.new_empty((1, w_aug.shape[-2], h_b.shape[-1]))
+            for _ in range(n):
+                abundance_denominator(w_aug, h_b, out=den, mid=mid)
+                h_b.mul_(num).div_(den.clamp_min_(floor))
         blocks.append(h_b)
     return torch.cat(blocks, dim=-1)
+
+
+def trajectory_tiles(grid: TileGrid) -> list[Tile]:
+    """Where :func:`msi_stage_plan` computes the ``W_m`` trajectory: every tile of ``grid`` when the
+    scene has at most :data:`TRAJECTORY_PIXELS` pixels (then the plan is the whole-scene run's), else
+    windows of :data:`TRAJECTORY_WINDOW` pixels (with ``grid``'s halo) on a regular spread of rows and
+    columns, about as many pixels in all."""
+    h, w = grid.hr_size
+    if h * w <= TRAJECTORY_PIXELS:
+        return list(grid)
+    side = grid.ratio * max(1, -(-TRAJECTORY_WINDOW // grid.ratio))
+    small = TileGrid(grid.hr_size, grid.ratio, side, grid.halo)
+    per_side = max(1, math.isqrt(TRAJECTORY_PIXELS // side**2))
+    rows = set(np.linspace(0, math.ceil(h / side) - 1, per_side).round().astype(int).tolist())
+    cols = set(np.linspace(0, math.ceil(w / side) - 1, per_side).round().astype(int).tolist())
+    return [t for t in small if t.index[0] in rows and t.index[1] in cols]
+
+
+def msi_stage_plan(loops: Loops, w_m0: np.ndarray, delta: float, threshold: float, tiles: list[Tile],
+                   read_msi, h_lr: np.ndarray, ratio: int) -> Plan:
+    """The MSI stage's plan with an MSI of more than :data:`MIN_MSI_BANDS` bands, where the whole-scene
+    run also updates ``W_m`` (one scene-wide sum per update: one pass over the tiles each, hundreds of
+    passes). Instead the stage runs here, in memory, on ``tiles`` (:func:`trajectory_tiles`; their
+    MSI boxes from ``read_msi(tile)``, their LR abundances from ``h_lr`` ``(p, h, w)``): ``W_m``'s
+    updates from the sums over the tiles' own pixels, ``H_m``'s per pixel, and the whole-scene
+    loops' stopping rules on the tiles' costs. The plan it returns holds each update's ``W_m``
+    and each loop's count; every tile of the scene then replays it (:func:`msi_stage_tile`). When
+    ``tiles`` cover the scene the plan is the whole-scene run's up to rounding, and so is every tile's
+    ``H_m``; otherwise the ``W_m`` path is estimated from that sample of the scene."""
+    w_m = torch.from_numpy(np.asarray(w_m0, dtype=np.float32))
+    p = h_lr.shape[0]
+    samples = []  # [tile, MSI (1, l, EY, EX), abundances (1, p, ., .) at the last level, their HR box]
+    for t in tiles:
+        ly, lx = t.lr_ext_box(ratio)
+        samples.append([t, _msi(read_msi(t))[None],
+                        torch.from_numpy(np.ascontiguousarray(h_lr[:, ly, lx], dtype=np.float32))[None],
+                        (t.ey0, t.ey1, t.ex0, t.ex1)])
+    floor = tiny(torch.float32)
+    plan: Plan = []
+    for (factor, loop), margin in zip(loops, pyramid_margins(f for f, _ in loops), strict=True):
+        level = []  # [h (1, p, Y, X), y (1, l, Y, X), own rows, own columns]
+        for s in samples:
+            t = s[0]
+            cut, y, box = _level_input(s[2], s[3], s[1], t, factor, margin)
+            own = (slice((t.y0 - box[0]) // factor, (t.y1 - box[0]) // factor),
+                   slice((t.x0 - box[2]) // factor, (t.x1 - box[2]) // factor))
+            level.append([cut, y, own])
+            s[3] = box
+        yy = math.fsum(float(y[..., r, c].double().square().sum()) for _, y, (r, c) in level)
+        pixels = sum(h[..., r, c].shape[-1] * h[..., r, c].shape[-2] for h, _, (r, c) in level)
+        segments: Segments = []
+        for max_iter, with_w_m in loop:
+            cost0, cost = math.inf, math.inf
+            for q in range(max_iter):
+                want = q % CHECK_EVERY == 0 or q == max_iter - 1
+                if with_w_m:  # W_m ← W_m ⊙ Y Hᵀ ⊘ W_m H Hᵀ, the sums over the tiles' own pixels
+                    num, gram = torch.zeros((w_m.shape[0], p), dtype=torch.float64), torch.zeros((p, p), dtype=torch.float64)
+                    for h, y, (r, c) in level:
+                        h_own = h[0][:, r, c].reshape(p, -1).double()
+                        num += y[0][:, r, c].reshape(y.shape[1], -1).double() @ h_own.T
+                        gram += h_own @ h_own.T
+                    w_m = multiplicative(w_m, num.float(), (w_m.double() @ gram).float())
+                w, dots = w_m[None], [0.0, 0.0]
+                w_aug = sum_to_one_rows(w, delta)
+                for item in level:
+                    h, y, (r, c) = item
+                    flat_h, flat_y = h.reshape(1, p, -1), y.reshape(1, y.shape[1], -1)
+                    num = abundance_numerator(flat_y, w, delta)
+                    den = abundance_denominator(w_aug, flat_h)
+                    if want:
+                        dots[0] += dot(h[..., r, c], num.reshape(h.shape)[..., r, c])
+                        dots[1] += dot(h[..., r, c], den.reshape(h.shape)[..., r, c])
+                    item[0] = flat_h.mul(num).div_(den.clamp_min_(floor)).reshape(h.shape)
+                if segments and not with_w_m and segments[-1][0] is w_m:
+                    segments[-1] = (w_m, segments[-1][1] + 1)
+                else:
+                    segments.append((w_m, 1))
+                if want:  # the whole-scene inner loop's stopping rule, on the H_m step's cost
+                    cost = yy + delta**2 * pixels - 2 * dots[0] + dots[1]
+                    if q > 0 and (cost0 - cost) / max(cost, 1e-300) < threshold * CHECK_EVERY:
+                        break
+                    cost0 = cost
+        plan.append((factor, [(m.numpy(), n) for m, n in segments]))
+        for s, (h, _, _) in zip(samples, level, strict=True):
+            s[2] = h
+    return plan
 
 
 def cnmf_degrade_tile(scratch: ScratchStore, t: Tile, spatial, ratio: int, threads: int | None) -> np.ndarray:
@@ -150,7 +331,7 @@ def cnmf_global_start(y_h: torch.Tensor, srf: np.ndarray, msi_mean: float, n_end
                        inner: int, threshold: float, sum_to_one: float | None):
     bands, n = y_h.shape[-2:]
     msi_bands = srf.shape[0]
-    y_np = y_h[0].double().numpy()
+    y_np = y_h[0].numpy()  # as given (float32): the estimators stream over it in float64 blocks
     if n_endmembers is None:
         p = max(1, min(max(min(30, bands), virtual_dimensionality(y_np, 5e-2)), bands, n))
     elif n_endmembers == "vd":
@@ -163,8 +344,8 @@ def cnmf_global_start(y_h: torch.Tensor, srf: np.ndarray, msi_mean: float, n_end
     w0, _ = vca(y_np, p, seed)
     w0 = np.maximum(w0, 1e-6 * max(float(w0.max()), 1e-12))
     delta = float(sum_to_one) if sum_to_one is not None else 2 * math.sqrt(msi_mean / SUM_TO_ONE_SCALE) / msi_bands**3
-    hsi = HsiSide(y_h, torch.as_tensor(w0, dtype=y_h.dtype)[None], torch.full((1, p, n), 1.0 / p, dtype=y_h.dtype),
-                   delta)
+    hsi = HsiSide(y_h, torch.as_tensor(w0, dtype=torch.float64)[None],
+                  torch.full((1, p, n), 1.0 / p, dtype=torch.float64), delta)
     inner_loop([hsi.h_step], 3 * inner, threshold)
     inner_loop([hsi.w_step, hsi.h_step], inner - 1, threshold)
     return hsi, p, delta
@@ -172,12 +353,12 @@ def cnmf_global_start(y_h: torch.Tensor, srf: np.ndarray, msi_mean: float, n_end
 
 def lr_grid_start(lr: np.ndarray, srf: np.ndarray, msi_mean: float, n_endmembers, seed: int, inner: int,
                   threshold: float, sum_to_one: float | None, method: str):
-    """Stage 1 on the whole LR-HSI ``lr`` ``(bands, h, w)``, in float64: VCA and the HSI unmixing
-    (:func:`cnmf_global_start`). Returns ``(hsi, p, delta, w_m, h_lr)``: the HSI side, the endmember
+    """Stage 1 on the whole LR-HSI ``lr`` ``(bands, h, w)`` (float32, held once), in float64: VCA and
+    the HSI unmixing (:func:`cnmf_global_start`). Returns ``(hsi, p, delta, w_m, h_lr)``: the HSI side, the endmember
     count, the sum-to-one weight, ``W_m = R W`` and the LR abundances ``(p, h, w)`` (both float32) that
     start the tiles' MSI stage."""
     bands, h, w = lr.shape
-    y_h = torch.from_numpy(lr.reshape(1, bands, -1).astype(np.float64))
+    y_h = torch.from_numpy(np.ascontiguousarray(lr, dtype=np.float32).reshape(1, bands, -1))
     if float(y_h.amax()) <= 0:
         raise ProblemError(f"{method} needs signal: the LR-HSI is all zero")
     hsi, p, delta = cnmf_global_start(y_h, srf, msi_mean, n_endmembers, seed, inner, threshold, sum_to_one)

@@ -77,13 +77,21 @@ class TiledProblem(PairShape):
         return SpatialDegradation(self.psf, self.ratio, offset, self.border)
 
     def lr_values(self) -> np.ndarray:
-        """The LR-HSI ``(L, h, w)`` float32 in memory, negatives clipped to 0."""
-        values = self.lr_hsi.data
-        values = values.compute() if hasattr(values, "compute") else np.asarray(values)
-        values = np.asarray(values, dtype=np.float32)
-        if not np.isfinite(values).all():
-            raise CubeError("the LR-HSI has non-finite values (NaN or Inf)")
-        return np.maximum(values, 0, out=values)
+        """The LR-HSI ``(L, h, w)`` float32 in memory, negatives clipped to 0.
+
+        A lazy cube is read a row of chunks at a time into one array (``compute()`` of the whole
+        would hold the chunks and their concatenation at once: twice the LR grid, 1 GB at 8192²)."""
+        data = self.lr_hsi.data
+        out = np.empty(data.shape, dtype=np.float32)
+        step = data.chunks[1][0] if hasattr(data, "chunks") and data.chunks is not None else max(1, data.shape[1])
+        for y0 in range(0, data.shape[1], step):
+            rows = data[:, y0 : y0 + step]
+            part = out[:, y0 : y0 + step]
+            part[...] = rows.compute() if hasattr(rows, "compute") else np.asarray(rows)
+            if not np.isfinite(part).all():
+                raise CubeError("the LR-HSI has non-finite values (NaN or Inf)")
+            np.maximum(part, 0, out=part)
+        return out
 
     def validate(self, compute=None) -> dict:
         """Check the values chunk by chunk (:func:`validate_lazy`) and the scales of both images;

@@ -13,15 +13,53 @@ from scipy.special import erfinv
 from ...errors import ProblemError
 
 
+#: pixels per float64 block when the initialisers stream over the LR-HSI: a large scene's LR grid
+#: (1024² pixels x 128 bands at 8192² and ratio 8) is held once, in its own dtype, never as a whole
+#: float64 copy or a centred copy (tiled fusion under a 3 GB limit). Below this many pixels the
+#: block is the whole array and the numbers are those of the unblocked formulas.
+BLOCK_PIXELS = 1 << 16
+
+
+def _blocks(y: np.ndarray):
+    """``(start, stop, block as float64)`` over ``y`` ``(bands, pixels)``'s columns."""
+    n = y.shape[1]
+    for start in range(0, n, BLOCK_PIXELS):
+        stop = min(start + BLOCK_PIXELS, n)
+        yield start, stop, np.asarray(y[:, start:stop], dtype=np.float64)
+
+
+def _band_mean(y: np.ndarray) -> np.ndarray:
+    """Mean over pixels ``(bands, 1)`` in float64."""
+    total = sum(b.sum(axis=1, keepdims=True) for _, _, b in _blocks(y))
+    return total / y.shape[1]
+
+
+def _gram(y: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
+    """``Σ (y - mean)(y - mean)ᵀ`` over pixels (``mean`` None: of ``y`` itself), block by block."""
+    gram = np.zeros((y.shape[0], y.shape[0]))
+    for _, _, b in _blocks(y):
+        if mean is not None:
+            b = b - mean
+        gram += b @ b.T
+    return gram
+
+
+def _project(u: np.ndarray, y: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
+    """``uᵀ (y - mean)`` ``(k, pixels)`` in float64, block by block."""
+    out = np.empty((u.shape[1], y.shape[1]))
+    for start, stop, b in _blocks(y):
+        out[:, start:stop] = u.T @ (b - mean if mean is not None else b)
+    return out
+
+
 def virtual_dimensionality(y: np.ndarray, false_alarm: float = 5e-2) -> int:
     """Number of distinct signal sources in ``y`` ``(bands, pixels)`` by the Harsanyi–Farrand–Chang
     test (Chang & Du 2004): count eigenvalue pairs where the correlation matrix's exceeds the
-    covariance matrix's by more than the Neyman–Pearson threshold at ``false_alarm``."""
-    y = np.asarray(y, dtype=np.float64)
+    covariance matrix's by more than the Neyman–Pearson threshold at ``false_alarm``. Float64,
+    streamed over pixel blocks (``y`` may be float32 and large)."""
     n = y.shape[1]
-    corr = y @ y.T / n
-    centred = y - y.mean(axis=1, keepdims=True)
-    cov = centred @ centred.T / n
+    corr = _gram(y) / n
+    cov = _gram(y, _band_mean(y)) / n
     lam_r = np.sort(np.linalg.eigvalsh(corr))[::-1]
     lam_k = np.sort(np.linalg.eigvalsh(cov))[::-1]
     sigma = np.sqrt(2 * (lam_r**2 + lam_k**2) / n)
@@ -39,22 +77,22 @@ def vca(y: np.ndarray, p: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     code we return the *measured* spectra of those pixels, not their noise-reduced projections,
     so that endmembers are non-negative as multiplicative updates need.
     """
-    y = np.asarray(y, dtype=np.float64)
     bands, n = y.shape
     if not 1 <= p <= min(bands, n):
         raise ProblemError(f"VCA needs 1 <= p <= min(bands, pixels) = {min(bands, n)}; got p = {p}")
     rng = np.random.default_rng(seed)
-    mean = y.mean(axis=1, keepdims=True)
-    centred = y - mean
-    u_c = np.linalg.svd(centred @ centred.T / n)[0][:, :p]
-    proj = u_c.T @ centred
-    power_y = np.sum(y**2) / n
+    # float64, streamed over pixel blocks: only p x pixels arrays are made (y may be float32 and large)
+    mean = _band_mean(y)
+    gram = _gram(y)
+    u_c = np.linalg.svd(_gram(y, mean) / n)[0][:, :p]
+    proj = _project(u_c, y, mean)
+    power_y = np.trace(gram) / n
     power_x = np.sum(proj**2) / n + float(np.sum(mean**2))
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = 10 * np.log10((power_x - p / bands * power_y) / (power_y - power_x))
     if np.isfinite(snr) and snr > 15 + 10 * np.log10(p):
-        u = np.linalg.svd(y @ y.T / n)[0][:, :p]
-        x = u.T @ y
+        u = np.linalg.svd(gram / n)[0][:, :p]
+        x = _project(u, y)
         scale = np.mean(x, axis=1, keepdims=True).T @ x
         scale[np.abs(scale) < 1e-12] = 1e-12
         z = x / scale
@@ -71,7 +109,7 @@ def vca(y: np.ndarray, p: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         f /= max(np.linalg.norm(f), 1e-300)
         idx[i] = int(np.argmax(np.abs(f @ z)))
         vertices[:, i] = z[:, idx[i]]
-    return y[:, idx].copy(), idx
+    return np.array(y[:, idx], dtype=np.float64, order="C"), idx
 
 
 def estimate_srf(lr_hsi: np.ndarray, lr_msi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,14 +11,14 @@ from fusion_explorer.metrics import evaluate
 from fusion_explorer.tiled import fuse_tiled
 
 
-def whole_and_tiled(truth, method: str, cases: dict, **options) -> dict:
+def whole_and_tiled(truth, method: str, cases: dict, srf=None, **options) -> dict:
     """``{protocol: {truth, problem, tile, whole, small, large}}``: for each ``protocol -> (crop, small tile,
-    large tile)`` of ``cases``, the whole-scene result and the tiled ones (small tiles on 2 threads, large
-    tiles on 1)."""
+    large tile)`` of ``cases`` (with ``srf`` instead of the protocol's when given), the whole-scene result and
+    the tiled ones (small tiles on 2 threads, large tiles on 1)."""
     out = {}
     for proto, (crop, small, large) in cases.items():
         scene = center_crop(truth, crop, 1)
-        problem = fe.simulate(scene, proto)
+        problem = fe.simulate(scene, proto, srf=srf)
         out[proto] = {
             "truth": scene,
             "problem": problem,

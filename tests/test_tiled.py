@@ -64,6 +64,63 @@ def test_deterministic_by_seed(runs):
     assert np.array_equal(again.values, runs["gaussian-x8"]["small"].values)
 
 
+def test_lr_grid_stages_stream_in_blocks(runs, monkeypatch):
+    """The LR-grid stages (VD, VCA, the HSI unmixing) hold the LR-HSI once and stream over pixel blocks:
+    the 16x16 LR grid in blocks of 100 pixels gives what one block gives, to float64 rounding."""
+    from fusion_explorer.methods.unmixing import estimate
+
+    problem = runs["gaussian-x8"]["problem"]
+    lr = problem.lr_hsi.values.reshape(problem.hsi_bands, -1)
+    whole_vd, (whole_w, whole_idx) = estimate.virtual_dimensionality(lr), estimate.vca(lr, 12, seed=0)
+    monkeypatch.setattr(estimate, "BLOCK_PIXELS", 100)
+    assert lr.shape[1] > 2 * estimate.BLOCK_PIXELS
+    assert estimate.virtual_dimensionality(lr) == whole_vd
+    w, idx = estimate.vca(lr, 12, seed=0)
+    assert np.array_equal(idx, whole_idx) and np.array_equal(w, whole_w)
+    blocked = fuse_tiled(problem, "cnmf", tile=32, workers=2, **OPTIONS)
+    assert np.abs(blocked.values - runs["gaussian-x8"]["small"].values).max() < 1e-5
+
+
+@pytest.fixture(scope="module")
+def four_band(truth):
+    """Whole-scene and tiled CNMF at x8 with a 4-band Gaussian MSI (W_m moves in the MSI stage)."""
+    from fusion_explorer.srf.library import gaussian_srf
+
+    srf = gaussian_srf([450, 520, 590, 660], 60, truth.wavelength.values, name="4-band")
+    return whole_and_tiled(truth, "cnmf", {"gaussian-x8": CASES["gaussian-x8"]}, srf=srf, **OPTIONS)["gaussian-x8"]
+
+
+def test_four_band_msi_replays_the_whole_scene_w_m_path(four_band):
+    """The whole-scene MSI stage updates W_m with an MSI of more than 3 bands (a scene-wide sum per update):
+    the tiled run computes that path once (on the whole scene: it is below TRAJECTORY_PIXELS) and every tile
+    replays it, so the result is the whole-scene one, whatever the tile size."""
+    assert four_band["problem"].msi_bands == 4
+    assert_matches_whole(four_band, 35)
+    assert np.abs(four_band["small"].values - four_band["large"].values).max() < 1e-5
+
+
+def test_four_band_msi_w_m_path_from_a_sample(four_band, monkeypatch):
+    """Past TRAJECTORY_PIXELS the W_m path comes from a spread of windows: on 16 windows of 16x16 pixels
+    (a quarter of the 128x128 crop) the result stays within 0.05 dB of the whole-scene run, and it is
+    not the fixed-W_m result."""
+    from fusion_explorer.tiled import cnmf_stages
+    from fusion_explorer.tiled import methods as tiled_methods
+    from fusion_explorer.tiled.engine import TileGrid
+
+    problem = four_band["problem"]
+    monkeypatch.setattr(cnmf_stages, "TRAJECTORY_PIXELS", 128 * 128 // 4)
+    monkeypatch.setattr(cnmf_stages, "TRAJECTORY_WINDOW", 16)
+    sample = cnmf_stages.trajectory_tiles(TileGrid.for_psf(problem.hr_size, problem.ratio, 32, problem.psf.shape))
+    assert len(sample) == 16 and {t.y1 - t.y0 for t in sample} == {16}
+    sampled = fuse_tiled(problem, "cnmf", tile=32, workers=2, **OPTIONS)
+    ratio, truth = problem.ratio, four_band["truth"]
+    psnr = {k: evaluate(truth, v, ratio)["psnr"] for k, v in (("whole", four_band["whole"]), ("sampled", sampled))}
+    assert abs(psnr["sampled"] - psnr["whole"]) < 0.05
+    monkeypatch.setattr(tiled_methods, "MIN_MSI_BANDS", 4)  # W_m fixed, as before the path was replayed
+    fixed = fuse_tiled(problem, "cnmf", tile=32, workers=2, **OPTIONS)
+    assert np.abs(sampled.values - four_band["whole"].values).max() < np.abs(fixed.values - four_band["whole"].values).max()
+
+
 def test_zarr_output_has_wavelengths_and_provenance(truth, tmp_path):
     problem = fe.simulate(truth, "gaussian-x8")
     lazy = fuse_tiled(problem, "bicubic", tile=64, out=tmp_path / "f.zarr")

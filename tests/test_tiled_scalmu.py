@@ -42,6 +42,20 @@ def test_no_seams(runs, proto):
     assert_no_seams(runs[proto])
 
 
+def test_four_band_msi_start_replays_the_w_m_path(cave_dir):
+    """With a 4-band MSI the whole-scene start also updates ``W_m`` in its MSI stage (here the x32 pyramid
+    start, where keeping ``W_m = R W`` put the tiled result 1.16 dB off): the tiled start computes that
+    path on the scene (it has fewer than TRAJECTORY_PIXELS pixels) and replays it in every tile."""
+    from fusion_explorer.srf.library import gaussian_srf
+
+    truth = center_crop(fe.open_cube(cave_dir / "balloons_ms"), 256, 1)
+    srf = gaussian_srf([450, 520, 590, 660], 60, truth.wavelength.values, name="4-band")
+    r = whole_and_tiled(truth, "scalmu", {"mossfuse-cave-x32": (256, 64, 128)}, srf=srf, **OPTIONS)
+    assert r["mossfuse-cave-x32"]["problem"].msi_bands == 4
+    assert_matches_whole(r["mossfuse-cave-x32"], 40)
+    assert np.abs(r["mossfuse-cave-x32"]["small"].values - r["mossfuse-cave-x32"]["large"].values).max() < 1e-5
+
+
 def test_options_follow_the_whole_scene_run(runs):
     """Without the consistency layer, with fewer layers and without the learned parts, the tiled run is
     still the whole-scene run with the same options (and the options change the result)."""

@@ -9,8 +9,11 @@ where everything is small, or pixel-wise / PSF-local on the HR grid:
 
 1. *global*: VCA and the HSI unmixing (``W``, ``H_h``) on the whole LR-HSI, in memory;
 2. *tiles*: ``H_m`` starts as the bilinear upsampling of ``H_h`` (halo: 2 LR pixels) and runs
-   the MSI-side multiplicative updates with ``W_m = R W`` fixed. With ``W_m`` fixed each HR
-   pixel's update reads only that pixel, so a tile's iterates are exactly the whole scene's.
+   the MSI-side multiplicative updates with ``W_m = R W``. Given ``W_m`` each HR pixel's update
+   reads only that pixel, so a tile's iterates are exactly the whole scene's. With an MSI of more
+   than 3 bands the whole-scene run also updates ``W_m`` (a scene-wide sum per update): that path
+   is computed first, in memory, on the whole scene up to ``TRAJECTORY_PIXELS`` HR pixels (else on
+   a spread of windows), and every tile replays it (:func:`.cnmf_stages.msi_stage_plan`).
    ``H_m`` goes to a scratch Zarr store (``p x H x W`` float32, on disk);
 3. *tiles*: ``H_h = S(H_m)`` on each LR-aligned tile read with a halo of the PSF's half-width
    (the degradation is PSF-local), trimmed and gathered (``p x h x w``: small);
@@ -23,13 +26,14 @@ pass computes ``S(Z1)`` with ``Z1 = Z + G (Y_m - R Z)`` (per pixel), the HSI res
 gradients with ``S Sᵀ`` applied tile by tile (its reach is twice the PSF's half-width: the halo
 covers it), and a last pass writes ``Z1 + Sᵀ u``. (The ``"guided"`` variant is not tiled.)
 
-The LR-grid stages run in float64: their stopping rules then cannot flip with the rounding of
-another tiling, and the result does not depend on the tile size or the number of workers.
+The LR-grid stages run in float64 (the LR-HSI held once, in float32, and streamed over in float64
+blocks): their stopping rules then cannot flip with the rounding of another tiling, and the result
+does not depend on the tile size or the number of workers.
 
-Where it differs from the whole-scene run: the MSI stage's stopping rule (a cost summed over the
-scene, checked every 10 updates) is replaced by the full iteration count, and with an MSI of more
-than 3 bands the whole-scene run also updates ``W_m`` during the MSI stage (a scene-wide sum per
-update) while the tiled run keeps ``W_m = R W``. Both are measured in ``tests/test_tiled.py`` and
+Where it differs from the whole-scene run: with an RGB MSI the MSI stage's stopping rule (a cost
+summed over the scene, checked every 10 updates) is replaced by the full iteration count (with more
+bands the ``W_m`` path's computation applies it); on scenes above ``TRAJECTORY_PIXELS`` the ``W_m``
+path is that of a sample. Both are measured in ``tests/test_tiled.py`` and
 ``benchmarks/results/scale.md``.
 
 ``scalmu``: the shipped network run as map-reduce passes over the tiles (the CNMF start's stages
@@ -55,13 +59,18 @@ import xarray as xr
 from ..cube import DIMS
 from ..errors import ProblemError
 from .cnmf_stages import (
+    MIN_MSI_BANDS,
     THRESHOLD,
     cnmf_degrade_tile,
     cnmf_fuse_tile,
-    cnmf_msi_tile,
+    fixed_plan,
     lr_grid_start,
     msi_box,
+    msi_stage_plan,
+    msi_stage_tile,
     outer_round,
+    stage_loops,
+    trajectory_tiles,
 )
 from .consistency import projection
 from .engine import ProgressCallback, Runner, Tile, TileGrid, set_torch_threads
@@ -244,13 +253,22 @@ def _run_cnmf(problem: TiledProblem, grid: TileGrid, lr: np.ndarray, msi: xr.Dat
     hsi, p, delta, w_m, h_lr = lr_grid_start(lr.reshape(bands, h, w), srf, float(np.mean(stats["band_means"])),
                                              opts["n_endmembers"], seed, inner, threshold, opts["sum_to_one"], "CNMF")
     scratch = ScratchStore(folder, "abundances", (p, big_h, big_w), grid.tile)
-    iterations = 2 * inner - 1  # the MSI stage: inner + (inner - 1) updates of H_m
+
+    def ext_box(t: Tile):
+        return msi_box(msi, slice(t.ey0, t.ey1), slice(t.ex0, t.ex1))
+
+    loops = stage_loops(None, inner)  # the MSI stage: inner + (inner - 1) updates of H_m
+    if msi_bands > MIN_MSI_BANDS:  # W_m moves too: its path from the whole scene or a sample of it
+        if progress is not None:
+            progress(0, 1, {"stage": "W_m trajectory of the MSI stage"})
+        plan = msi_stage_plan(loops, w_m, delta, threshold, trajectory_tiles(grid), ext_box, h_lr, ratio)
+    else:
+        plan = fixed_plan(loops, w_m)
     tasks = []
     for t in grid:
         ly, lx = t.lr_ext_box(ratio)
-        tasks.append(dask.delayed(cnmf_msi_tile, pure=False)(
-            msi_box(msi, slice(t.ey0, t.ey1), slice(t.ex0, t.ex1)), h_lr[:, ly, lx], t, ratio, w_m, delta,
-            iterations, scratch, threads))
+        tasks.append(dask.delayed(msi_stage_tile, pure=False)(ext_box(t), h_lr[:, ly, lx], t, plan, delta, scratch,
+                                                              threads))
     runner.run_tiles(tasks, progress, "MSI unmixing (tiles)")
     tasks = [dask.delayed(cnmf_degrade_tile, pure=False)(scratch, t, spatial, ratio, threads) for t in grid]
     pieces = runner.run_tiles(tasks, progress, "S(H_m) (tiles)")

@@ -7,11 +7,13 @@ pixels) or is a ``p``-vector / ``p x p`` matrix summed over the scene. So:
 
 1. *start* (SCALMU's own, :mod:`fusion_explorer.methods.scalmu.start`: CNMF's schedule with
    ``init_iterations``): VCA and the HSI unmixing on the LR grid (float64, the stages of tiled
-   cnmf); the first MSI stage per tile with ``W_m = R W`` fixed, coarse to fine on images from
-   256x256 pixels up (``msi_pyramid="auto"``: each tile average-pools its MSI and upsamples its
-   abundances level by level, each level on the tile plus two pixels of every coarser level's grid,
-   :func:`_pyramid_margins`, the first from the LR abundances over the tile's halo; every factor must
-   divide the ratio), else CNMF's full-resolution stage; a tile pass gathers ``S(H_m)``, ``S(Y_m)``
+   cnmf); the first MSI stage per tile (:func:`~.cnmf_stages.msi_stage_tile`), coarse to fine on
+   images from 256x256 pixels up (``msi_pyramid="auto"``: each tile average-pools its MSI and
+   upsamples its abundances level by level, each level on the tile plus two pixels of every coarser
+   level's grid, :func:`~.cnmf_stages.pyramid_margins`, the first from the LR abundances over the
+   tile's halo; every factor must divide the ratio), else CNMF's full-resolution stage, with
+   ``W_m = R W`` or, with an MSI of more than 3 bands, replaying the ``W_m`` path the whole-scene
+   stage takes (:func:`~.cnmf_stages.msi_stage_plan`, as tiled cnmf); a tile pass gathers ``S(H_m)``, ``S(Y_m)``
    (the MSI on the LR grid: the colour neighbours' candidates) and ``Σ Y_m²``; the outer round's
    ``W`` update on the LR grid. The sensor features read the LR-HSI and the MSI's central
    256x256 window (what the whole-scene run reads).
@@ -35,14 +37,11 @@ pixels) or is a ``p``-vector / ``p x p`` matrix summed over the scene. So:
 
 Exact where the whole-scene run is: every tile computes what the whole-scene run computes on its
 pixels (halos cover every local operator), and every scene-wide quantity is the sum of the tiles'
-parts. Two things differ, as in tiled cnmf: the start's MSI-stage stopping rules (a cost summed over
-the scene, checked every 10 updates) are replaced by their iteration caps, and with an MSI of more
-than 3 bands the whole-scene start also updates ``W_m`` in its MSI stage (the tiled one keeps
-``W_m = R W``). The second is not small: with a 4-band Gaussian MSI on balloons crops (20 start
-iterations) the tiled PSNR differs by +0.002 dB (x8, 128²), -0.086 dB (x8, 256², pyramid start), +0.057 dB
-(x32, 256², ``msi_pyramid=None``) and +1.16 dB (x32, 256², pyramid start); with the whole-scene start's
-``W_m`` held fixed the two agree to 2e-6 (x32 pyramid case). Exact would be one map-reduce pass per MSI
-update of the start (``Y_m H_mᵀ`` and ``H_m H_mᵀ`` summed over the tiles): several hundred passes. The
+parts. What differs, as in tiled cnmf: with an RGB MSI the start's MSI-stage stopping rules (a cost
+summed over the scene, checked every 10 updates) are replaced by their iteration caps; on scenes above
+``TRAJECTORY_PIXELS`` the ``W_m`` path of a >3-band MSI's start is that of a sample of windows. With a
+4-band Gaussian MSI on a 256² balloons crop at x32 (pyramid start), keeping ``W_m = R W`` had put the
+tiled result 1.16 dB off; replaying the path it is the whole-scene result to 2e-6. The
 LR-grid start runs in float64 (the whole scene in float32), sums are
 accumulated in float64, everything per pixel in float32 as the whole-scene run. On the full balloons
 scene (defaults, tiles of 128 px) the tiled PSNR is the whole-scene one to 0.0000 dB at x8 and x32; the
@@ -83,7 +82,21 @@ from ..methods.unmixing import (
 from ..methods.unmixing.guided import WINDOW, Neighbours, colour_neighbours, transfer
 from ..methods.unmixing.projection import DAMPING, NOISE_WINDOW, sensor_features, spectral_prior
 from ..methods.unmixing.projection import msi_gain as projection_gain
-from .cnmf_stages import THRESHOLD, cnmf_fuse_tile, cnmf_msi_tile, lr_grid_start, msi_box, outer_round, pixel_updates
+from .cnmf_stages import (
+    MIN_MSI_BANDS,
+    THRESHOLD,
+    _msi,
+    cnmf_fuse_tile,
+    fixed_plan,
+    lr_grid_start,
+    msi_box,
+    msi_stage_plan,
+    msi_stage_tile,
+    outer_round,
+    pyramid_margins,
+    stage_loops,
+    trajectory_tiles,
+)
 from .consistency import _solve_normal
 from .engine import Runner, Tile, TileGrid, set_torch_threads
 from .io import ScratchStore
@@ -135,23 +148,15 @@ def footprint_margin(problem) -> int:
     return max(0, math.ceil((half - off) / ratio), math.ceil((off + half - ratio + 1) / ratio))
 
 
-def _pyramid_margins(levels) -> list[int]:
-    """HR pixels around the tile each pyramid level is computed on: two pixels of the grid of every
-    level before the next ones (the bilinear stencil of the next upsampling, and one for safety),
-    rounded up to a multiple of every level's factor (boxes then sit on every level's grid)."""
-    grid = math.lcm(*(f for f, _ in levels))
-    return [-(-sum(2 * f for f, _ in levels[i:-1]) // grid) * grid for i in range(len(levels))]
-
-
 def extra_halo(problem, opts: dict) -> int:
     """LR pixels of halo beyond the PSF's reach (:meth:`TileGrid.for_psf`'s ``extra_lr``): ``S Sᵀ``
     of the CG reaches ``⌈2 half / ratio⌉ + 1`` LR pixels (taken as twice the reach plus one); the
     start's MSI stage reads the upsampled LR abundances two LR pixels beyond its first level's
-    margin (:func:`_pyramid_margins`)."""
+    margin (:func:`~.cnmf_stages.pyramid_margins`)."""
     r, ratio = reach(problem), problem.ratio
     extra = r + 1
     levels = opts["levels"]
-    need = 2 * ratio + (_pyramid_margins(levels)[0] if levels else 0)
+    need = 2 * ratio + (pyramid_margins(f for f, _ in levels)[0] if levels else 0)
     while ratio * (r + extra) < need:
         extra += 1
     return extra
@@ -194,11 +199,6 @@ def _hr(box: tuple[int, int, int, int], ratio: int) -> tuple[slice, slice]:
     return slice(box[0] * ratio, box[1] * ratio), slice(box[2] * ratio, box[3] * ratio)
 
 
-def _msi(msi_box) -> torch.Tensor:
-    """An MSI box ``(l, Y, X)`` as float32, negatives clipped (as every tile task)."""
-    return torch.from_numpy(np.ascontiguousarray(np.maximum(np.asarray(msi_box, dtype=np.float32), 0)))
-
-
 def _adjoint_on(spatial, lr_values: np.ndarray, lr_box, region, ratio: int) -> torch.Tensor:
     """``Sᵀ`` of LR maps given on ``lr_box``, on the HR pixels of the LR box ``region`` (inside it, and
     at least the PSF's reach from its edges unless they are the scene's: then exact)."""
@@ -215,36 +215,6 @@ def _degrade_on(spatial, values: torch.Tensor, region, want, ratio: int) -> np.n
 
 
 # ---- tile tasks ------------------------------------------------------------------------------------------
-
-
-def _pyramid_tile(msi_ext, h_lr_ext: np.ndarray, t: Tile, ratio: int, w_m: np.ndarray, delta: float, levels,
-                  scratch: ScratchStore, threads) -> None:
-    """The start's first MSI stage coarse to fine on one tile's extended box (``W_m`` fixed): at each
-    level ``(factor, iterations)`` the MSI averaged over ``factor x factor`` blocks and the previous
-    level's abundances upsampled bilinearly, then ``iterations`` MU; the tile's own pixels are kept."""
-
-    if threads:
-        set_torch_threads(threads)
-    p = h_lr_ext.shape[0]
-    image = _msi(msi_ext)[None]
-    bands = image.shape[1]
-    current = torch.from_numpy(np.ascontiguousarray(h_lr_ext))[None]
-    box = (t.ey0, t.ey1, t.ex0, t.ex1)  # HR box of `current`
-    for (factor, iterations), margin in zip(levels, _pyramid_margins(levels), strict=True):
-        # this level on the tile plus its margin: the previous level upsampled over its own box, then cut
-        new = (max(t.y0 - margin, t.ey0), min(t.y1 + margin, t.ey1), max(t.x0 - margin, t.ex0),
-               min(t.x1 + margin, t.ex1))
-        up = F.interpolate(current, size=((box[1] - box[0]) // factor, (box[3] - box[2]) // factor), mode="bilinear",
-                           align_corners=False).clamp_min(0)
-        cut = up[..., (new[0] - box[0]) // factor : (new[1] - box[0]) // factor,
-                 (new[2] - box[2]) // factor : (new[3] - box[2]) // factor]
-        size = ((new[1] - new[0]) // factor, (new[3] - new[2]) // factor)
-        y = image[..., new[0] - t.ey0 : new[1] - t.ey0, new[2] - t.ex0 : new[3] - t.ex0]
-        y = F.adaptive_avg_pool2d(y, size) if factor > 1 else y
-        h = pixel_updates(cut.reshape(1, p, -1), y.reshape(1, bands, -1), w_m, delta, iterations)
-        current, box = h.reshape(1, p, *size), new
-    assert box == (t.y0, t.y1, t.x0, t.x1)  # the last level's factor is 1 and its margin 0
-    scratch.write(t, np.ascontiguousarray(current[0].numpy()))
 
 
 def _start_degrade_tile(scratch: ScratchStore, msi_region, region, t: Tile, spatial, ratio: int, threads):
@@ -467,15 +437,17 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     hsi, p, delta, w_m0, h_lr = lr_grid_start(lr.reshape(bands, h, w), srf64, float(np.mean(stats["band_means"])),
                                               opts["n_endmembers"], seed, init, THRESHOLD, None, "SCALMU")
     stores = [ScratchStore(folder, name, (p, big_h, big_w), grid.tile) for name in ("abundances_a", "abundances_b")]
+    loops = stage_loops(opts["levels"], init)
+    if msi_bands > MIN_MSI_BANDS:
+        stage("SCALMU start: W_m trajectory of the MSI stage")
+        plan = msi_stage_plan(loops, w_m0, delta, THRESHOLD, trajectory_tiles(grid), ext_box, h_lr, ratio)
+    else:
+        plan = fixed_plan(loops, w_m0)
     tasks = []
     for t in grid:
         ly, lx = t.lr_ext_box(ratio)
-        if opts["levels"]:
-            tasks.append(dask.delayed(_pyramid_tile, pure=False)(ext_box(t), h_lr[:, ly, lx], t, ratio, w_m0, delta,
-                                                                 opts["levels"], stores[0], threads))
-        else:
-            tasks.append(dask.delayed(cnmf_msi_tile, pure=False)(ext_box(t), h_lr[:, ly, lx], t, ratio, w_m0, delta,
-                                                                  2 * init - 1, stores[0], threads))
+        tasks.append(dask.delayed(msi_stage_tile, pure=False)(ext_box(t), h_lr[:, ly, lx], t, plan, delta, stores[0],
+                                                              threads))
     runner.run_tiles(tasks, progress, "SCALMU start: MSI unmixing (tiles)")
     tasks = []
     for t in grid:

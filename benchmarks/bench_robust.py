@@ -14,6 +14,17 @@ Writes ``benchmarks/results/robust[_quick].json`` (one record per scene, case an
 per scene and case for the estimators; rewritten after every problem, so a cut run keeps what it
 did) and ``benchmarks/results/robust[_quick].md`` (a table per axis: PSF family, border, offset, noise,
 MSI bands, SRF known, ratio; means over the cases in each row).
+
+``--methods ...,mossfuse-fit`` adds MossFuse fitted from scratch on each problem, self-supervised
+(``fuse(problem, "mossfuse", fit=True, steps=MOSSFUSE_FIT_STEPS, dim=MOSSFUSE_FIT_DIM)``: 120 Adam
+steps, width 24; ``--mossfuse-steps N`` changes the step count). It sees what the other methods
+see (never the truth, PSF or SRF: it estimates both). It costs about 1-2 minutes per 128x128 CAVE
+crop on one thread, so it is never in the default methods; its records keep the options and the
+steps run, and the markdown adds a per-problem table::
+
+    python benchmarks/bench_robust.py --scenes balloons_ms,samson --crop 128 --threads 1 --no-estimators \
+        --presets gaussian-x8,snr25-x8,poisson30-x8,kolmogorov-x8,area-x8,misregistered-x8,bands8-x8,hard-x4 \
+        --methods mossfuse-fit,cnmf,scalmu,bicubic --out benchmarks/results/robust_mossfuse
 """
 
 from __future__ import annotations
@@ -47,6 +58,14 @@ METHODS = {
     # the per-part ablation: one learned part off, the others on
     **{f"scalmu-no-{part}": ("scalmu", {"ablate": part}) for part in LEARNED_PARTS},
 }
+#: MossFuse's self-supervised fit per problem (issue 20: "report MossFuse's self-supervised fit on the crops
+#: where it is affordable"): from scratch, this many Adam steps (``--mossfuse-steps``) at this network width.
+#: Timed on one thread of this 2-core CPU (load 2.4-2.9): 0.86 s/step on a 128x128x31 CAVE crop, 0.27 s/step
+#: on Samson 64x64x156; 120 steps took 103-153 s per balloons 128x128 problem and 35-46 s per Samson problem
+#: at load 4-5.6 (benchmarks/results/robust_mossfuse.md)
+MOSSFUSE_FIT_STEPS = 120
+MOSSFUSE_FIT_DIM = 24
+METHODS["mossfuse-fit"] = ("mossfuse", {"fit": True, "steps": MOSSFUSE_FIT_STEPS, "dim": MOSSFUSE_FIT_DIM})
 #: what runs without --methods (the ablation variants are named explicitly)
 DEFAULT_METHODS = ("bicubic", "cnmf", "cnmf-guided", "scalmu", "scalmu-plain")
 QUICK_PRESETS = ("gaussian-x8", "kolmogorov-x8", "area-x8", "misregistered-x8", "poisson30-x8", "bands8-x8",
@@ -188,6 +207,8 @@ def run(args) -> tuple[list[dict], Path]:
                         result = fuse(d.problem, name, device=args.device, seed=0, **options)
                     scores = evaluate(d.truth, result.fused, case.ratio, metrics=("psnr", "sam", "ergas"))
                     rec.update({k: round(float(v), 4) for k, v in scores.items()}, seconds=round(result.seconds, 2))
+                    if name == "mossfuse":  # which fit: options and how many steps ran (seconds include the fit)
+                        rec.update(options=dict(options), steps_run=result.extras.get("steps_run"))
                 except Exception as exc:
                     rec["error"] = f"{type(exc).__name__}: {exc}"
                     if args.debug:
@@ -291,6 +312,41 @@ def ablation(records: list[dict], methods: list[str]) -> list[str]:
     return lines
 
 
+def set_mossfuse_steps(steps: int | None) -> None:
+    """``--mossfuse-steps``: the Adam steps of method ``mossfuse-fit`` (default :data:`MOSSFUSE_FIT_STEPS`)."""
+    if steps is None:
+        return
+    if steps < 1:
+        raise SystemExit(f"--mossfuse-steps wants a positive number of steps; got {steps}")
+    name, options = METHODS["mossfuse-fit"]
+    METHODS["mossfuse-fit"] = (name, {**options, "steps": int(steps)})
+
+
+def per_problem(records: list[dict], methods: list[str]) -> list[str]:
+    """Markdown: PSNR / SAM of every method on every scene and case, then the means over the problems where
+    all of them ran (written when ``mossfuse-fit`` ran: a small run, read problem by problem)."""
+    runs = {(r["scene"], r["case"], r["method"]): r for r in records if r["kind"] == "method" and "psnr" in r}
+    keys = list(dict.fromkeys((r["scene"], r["case"]) for r in records if r["kind"] == "method"))
+    lines = ["### problem by problem", "", "Cells: PSNR dB / SAM °; '—': failed or not run.", "",
+             "| scene | case | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    for k in keys:
+        cells = [f"{runs[(*k, m)]['psnr']:.2f} / {runs[(*k, m)]['sam']:.2f}" if (*k, m) in runs else "—"
+                 for m in methods]
+        lines.append(f"| {k[0]} | {k[1]} | " + " | ".join(cells) + " |")
+    common = [k for k in keys if all((*k, m) in runs for m in methods)]
+    if common:
+        cells = [f"{np.mean([runs[(*k, m)]['psnr'] for k in common]):.2f} / "
+                 f"{np.mean([runs[(*k, m)]['sam'] for k in common]):.2f}" for m in methods]
+        lines.append(f"| **mean of {len(common)}** | | " + " | ".join(cells) + " |")
+    fits = [r for r in records if r["kind"] == "method" and r.get("method") == "mossfuse-fit" and "psnr" in r]
+    if fits:
+        secs = [r["seconds"] for r in fits]
+        steps = sorted({r["options"]["steps"] for r in fits})
+        lines += ["", f"mossfuse-fit: fitted from scratch on each problem, options {fits[0]['options']} "
+                  f"(steps {steps}); {np.mean(secs):.1f} s per fit on average ({min(secs):.1f}–{max(secs):.1f} s)."]
+    return lines + [""]
+
+
 def _fmt(v: float) -> str:
     return "—" if v is None or not math.isfinite(v) else f"{v:.2f}"
 
@@ -332,6 +388,8 @@ def tables(records: list[dict], methods: list[str]) -> str:
         if "cnmf" in methods:
             lines += against(records, methods)
         lines += ablation(records, methods)
+        if "mossfuse-fit" in methods:
+            lines += per_problem(records, methods)
     ests = [r for r in records if r["kind"] == "estimate"]
     if ests:
         lines += ["### blind estimation: estimated against true", "",
@@ -409,8 +467,11 @@ def main() -> None:
     parser.add_argument("--merge", action="append", metavar="JSON",
                         help="take the records of this earlier results file (same cases; repeatable) and run only what "
                              "they lack")
+    parser.add_argument("--mossfuse-steps", type=int, default=None,
+                        help=f"Adam steps of method mossfuse-fit (default {MOSSFUSE_FIT_STEPS})")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args()
+    set_mossfuse_steps(args.mossfuse_steps)
     add_checkpoints(args.checkpoint)  # name them in --methods (e.g. --methods z1,z1-plain --merge old.json)
     args.command = "python benchmarks/bench_robust.py " + " ".join(sys.argv[1:])
     if args.quick:

@@ -224,8 +224,7 @@ def fuse_tiled(
                                                 threads, progress)
             else:
                 msi = as_lazy(problem.hr_msi, tile).chunk({"band": -1, "y": tile, "x": tile})
-                tiles = _run_cnmf(problem, grid, problem.lr_values(), msi, stats, opts, seed, runner, folder, writer,
-                                  threads, progress)
+                tiles = _run_cnmf(problem, grid, msi, stats, opts, seed, runner, folder, writer, threads, progress)
         if writer is not None:
             path = writer.commit()
             writer = None
@@ -239,8 +238,11 @@ def fuse_tiled(
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _run_cnmf(problem: TiledProblem, grid: TileGrid, lr: np.ndarray, msi: xr.DataArray, stats: dict, opts: dict,
-              seed: int, runner: Runner, folder: Path, writer, threads, progress) -> list:
+def _run_cnmf(problem: TiledProblem, grid: TileGrid, msi: xr.DataArray, stats: dict, opts: dict, seed: int,
+              runner: Runner, folder: Path, writer, threads, progress) -> list:
+    """Tiled CNMF's stages (the module docstring). The LR-HSI (``1/ratio²`` of the scene, 0.5 GB at
+    8192² x 128 bands and ratio 8) is in memory for the LR-grid stages only, read again for the
+    second: the tile passes between and after them run without it."""
     ratio, inner, threshold = problem.ratio, opts["inner_iterations"], opts["threshold"]
     spatial = problem.spatial_operator()
     (h, w), (big_h, big_w) = problem.lr_size, problem.hr_size
@@ -250,8 +252,9 @@ def _run_cnmf(problem: TiledProblem, grid: TileGrid, lr: np.ndarray, msi: xr.Dat
     srf = np.array(problem.srf.matrix, dtype=np.float64)
     if progress is not None:
         progress(0, 1, {"stage": "HSI unmixing (global, LR grid)"})
-    hsi, p, delta, w_m, h_lr = lr_grid_start(lr.reshape(bands, h, w), srf, float(np.mean(stats["band_means"])),
+    hsi, p, delta, w_m, h_lr = lr_grid_start(problem.lr_values(), srf, float(np.mean(stats["band_means"])),
                                              opts["n_endmembers"], seed, inner, threshold, opts["sum_to_one"], "CNMF")
+    hsi.y = hsi.h = None  # not read again until the outer round
     scratch = ScratchStore(folder, "abundances", (p, big_h, big_w), grid.tile)
 
     def ext_box(t: Tile):
@@ -270,15 +273,21 @@ def _run_cnmf(problem: TiledProblem, grid: TileGrid, lr: np.ndarray, msi: xr.Dat
         tasks.append(dask.delayed(msi_stage_tile, pure=False)(ext_box(t), h_lr[:, ly, lx], t, plan, delta, scratch,
                                                               threads))
     runner.run_tiles(tasks, progress, "MSI unmixing (tiles)")
+    del tasks, h_lr  # (the tasks hold views of h_lr)
     tasks = [dask.delayed(cnmf_degrade_tile, pure=False)(scratch, t, spatial, ratio, threads) for t in grid]
     pieces = runner.run_tiles(tasks, progress, "S(H_m) (tiles)")
     h_lr_new = np.zeros((p, h, w), dtype=np.float64)
     for t, piece in zip(grid, pieces, strict=True):
         h_lr_new[(slice(None), *t.lr_box(ratio))] = piece
+    del pieces
+    lr = problem.lr_values()
+    hsi.y = torch.from_numpy(lr.reshape(1, bands, -1))
     outer_round(hsi, h_lr_new, msi_bands, inner, threshold)
     w_final = hsi.w[0].numpy()
+    del hsi, h_lr_new
     if opts["consistency"] == "projection":
         return projection(problem, grid, lr, msi, srf, w_final, scratch, runner, writer, threads, progress)
+    del lr
     tasks = [dask.delayed(cnmf_fuse_tile, pure=False)(scratch, t, w_final, writer, threads) for t in grid]
     return runner.run_tiles(tasks, progress, "fused cube (tiles)")
 

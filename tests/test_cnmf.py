@@ -176,6 +176,28 @@ def test_vca_finds_pure_pixels_and_is_deterministic(remote_dir):
     np.testing.assert_array_equal(idx, idx2)
 
 
+def test_vca_on_noise_free_data_does_not_depend_on_rounding(remote_dir, monkeypatch):
+    """Noise-free mixtures leave no power outside the signal subspace: VCA's SNR estimate divides by a
+    rounding residue of either sign. It must read that as an infinite SNR (the projective branch) and
+    not, for a negative residue, fall to the low-SNR branch: float32 and float64 copies of the same
+    data, and the data streamed in blocks, pick the same pixels."""
+    from fusion_explorer.methods.unmixing import estimate
+
+    gt = scipy.io.loadmat(remote_dir / "samson_95x95x156.mat")["M"].astype(np.float64)
+    rng = np.random.default_rng(3)
+    y = (gt @ rng.dirichlet(np.ones(3) * 0.3, size=4000).T).astype(np.float32)
+    svd_sizes = []
+    real_svd = np.linalg.svd
+    monkeypatch.setattr(np.linalg, "svd", lambda a, *k, **kw: svd_sizes.append(a.shape) or real_svd(a, *k, **kw))
+    _, idx32 = vca(y, 3, seed=0)
+    assert len(svd_sizes) == 2  # the projective branch's second SVD ran
+    _, idx64 = vca(y.astype(np.float64), 3, seed=0)
+    monkeypatch.setattr(estimate, "BLOCK_PIXELS", 512)
+    _, blocked = vca(y, 3, seed=0)
+    np.testing.assert_array_equal(idx32, idx64)
+    np.testing.assert_array_equal(idx32, blocked)
+
+
 def test_virtual_dimensionality_counts_sources():
     rng = np.random.default_rng(1)
     bands, n = 60, 3000

@@ -88,9 +88,12 @@ def vca(y: np.ndarray, p: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     proj = _project(u_c, y, mean)
     power_y = np.trace(gram) / n
     power_x = np.sum(proj**2) / n + float(np.sum(mean**2))
+    signal, noise = power_x - p / bands * power_y, power_y - power_x
+    # noise-free data (a simulation with at most p endmembers) leave no power outside the subspace: the
+    # difference is then rounding, of either sign; that is an infinite SNR, not an undefined one
     with np.errstate(divide="ignore", invalid="ignore"):
-        snr = 10 * np.log10((power_x - p / bands * power_y) / (power_y - power_x))
-    if np.isfinite(snr) and snr > 15 + 10 * np.log10(p):
+        snr = np.inf if noise <= 1e-12 * power_y and signal > 0 else 10 * np.log10(signal / noise)
+    if snr > 15 + 10 * np.log10(p):  # False for nan (no signal power above the noise)
         u = np.linalg.svd(gram / n)[0][:, :p]
         x = _project(u, y)
         scale = np.mean(x, axis=1, keepdims=True).T @ x

@@ -116,7 +116,7 @@ class HsiSide:
 #: HR pixels the MSI stage's ``W_m`` trajectory is computed on (an MSI of more than
 #: :data:`MIN_MSI_BANDS` bands, :func:`msi_stage_plan`): the whole scene up to this many, else a spread of
 #: :data:`TRAJECTORY_WINDOW`-pixel windows holding about as many
-TRAJECTORY_PIXELS = 1 << 19
+TRAJECTORY_PIXELS = 1 << 18
 #: side of those windows (HR pixels; rounded up to a multiple of the ratio)
 TRAJECTORY_WINDOW = 64
 
@@ -316,15 +316,18 @@ def cnmf_degrade_tile(scratch: ScratchStore, t: Tile, spatial, ratio: int, threa
 
 def cnmf_fuse_tile(scratch: ScratchStore, t: Tile, w: np.ndarray, writer: ZarrCubeWriter | None,
                     threads: int | None):
-    """Stage 5 on one tile: ``Z = W H_m``, clipped at 0."""
+    """Stage 5 on one tile: ``Z = W H_m``, clipped at 0; with ``writer``, computed and written a chunk's
+    bands at a time (:attr:`~.io.ZarrCubeWriter.band_chunk`)."""
     if threads:
         set_torch_threads(threads)
     h = torch.from_numpy(scratch.read(slice(t.y0, t.y1), slice(t.x0, t.x1)))
-    z = torch.einsum("bp,pyx->byx", torch.from_numpy(np.asarray(w, dtype=np.float32)), h).clamp_min_(0).numpy()
-    if writer is not None:
-        writer.write(t.y0, t.x0, z)
-        return None
-    return z
+    w = torch.from_numpy(np.asarray(w, dtype=np.float32))
+    if writer is None:
+        return torch.einsum("bp,pyx->byx", w, h).clamp_min_(0).numpy()
+    for b in range(0, w.shape[0], writer.band_chunk):
+        writer.write(t.y0, t.x0, torch.einsum("bp,pyx->byx", w[b : b + writer.band_chunk], h).clamp_min_(0).numpy(),
+                     band=b)
+    return None
 
 
 def cnmf_global_start(y_h: torch.Tensor, srf: np.ndarray, msi_mean: float, n_endmembers, seed: int,

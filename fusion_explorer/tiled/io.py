@@ -162,11 +162,17 @@ def validate_lazy(cube: xr.DataArray, *, what: str = "cube", tolerance: float = 
     return {"min": float(vmin), "max": float(vmax), "negative": int(negative), "band_means": np.asarray(band_means)}
 
 
+#: bytes of one chunk of a fused cube at most: a tile's bands are stored in groups of
+#: :attr:`ZarrCubeWriter.band_chunk` (a whole 512² x 128-band tile is 134 MB, and zarr's codec pipeline
+#: holds several copies of a chunk while it writes it: 2 workers writing whole tiles took 1 GB)
+CHUNK_BYTES = 32 << 20
+
+
 class ZarrCubeWriter:
     """A Zarr store for a ``(bands, height, width)`` float32 cube, written region by region.
 
-    ``chunks`` ``(tile, tile)`` spatial chunks: each tile task writes whole chunks only, so tasks
-    never touch the same file. Written into a temporary store beside ``path``; :meth:`commit`
+    ``chunks`` ``(tile, tile)`` spatial chunks, each split into :attr:`band_chunk` bands (at most
+    :data:`CHUNK_BYTES`): each tile task writes whole chunks only, so tasks never touch the same file. Written into a temporary store beside ``path``; :meth:`commit`
     renames it into place (an existing store is replaced only with ``overwrite``), :meth:`abort`
     removes it. Picklable: process workers open the store by path.
     """
@@ -184,8 +190,9 @@ class ZarrCubeWriter:
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         bands, h, w = self.shape
+        self.band_chunk = max(1, min(bands, CHUNK_BYTES // (4 * int(chunks[0]) * int(chunks[1]))))
         template = xr.DataArray(
-            da.zeros(self.shape, chunks=(bands, *chunks), dtype=np.float32), dims=DIMS, name=name,
+            da.zeros(self.shape, chunks=(self.band_chunk, *chunks), dtype=np.float32), dims=DIMS, name=name,
             attrs=safe_attrs(dict(attrs or {}), for_zarr=True),
         )
         if wavelength is not None:
@@ -201,10 +208,12 @@ class ZarrCubeWriter:
             self.abort()
             raise WriteError(self.path, f"cannot create the Zarr store ({exc.strerror or exc})") from exc
 
-    def write(self, y0: int, x0: int, tile: np.ndarray) -> None:
-        """Write ``tile`` ``(bands, th, tw)`` at HR position ``(y0, x0)``."""
+    def write(self, y0: int, x0: int, tile: np.ndarray, band: int = 0) -> None:
+        """Write ``tile`` ``(bands, th, tw)`` at HR position ``(y0, x0)``, its first band at ``band`` (a
+        multiple of :attr:`band_chunk`)."""
         arr = zarr.open_array(str(self.tmp / self.name), mode="r+")
-        arr[:, y0 : y0 + tile.shape[1], x0 : x0 + tile.shape[2]] = np.asarray(tile, dtype=np.float32)
+        arr[band : band + tile.shape[0], y0 : y0 + tile.shape[1], x0 : x0 + tile.shape[2]] = np.asarray(
+            tile, dtype=np.float32)
 
     def commit(self) -> Path:
         check_target(self.path, overwrite=self.overwrite)

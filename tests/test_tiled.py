@@ -104,7 +104,6 @@ def test_four_band_msi_w_m_path_from_a_sample(four_band, monkeypatch):
     (a quarter of the 128x128 crop) the result stays within 0.05 dB of the whole-scene run, and it is
     not the fixed-W_m result."""
     from fusion_explorer.tiled import cnmf_stages
-    from fusion_explorer.tiled import methods as tiled_methods
     from fusion_explorer.tiled.engine import TileGrid
 
     problem = four_band["problem"]
@@ -116,9 +115,11 @@ def test_four_band_msi_w_m_path_from_a_sample(four_band, monkeypatch):
     ratio, truth = problem.ratio, four_band["truth"]
     psnr = {k: evaluate(truth, v, ratio)["psnr"] for k, v in (("whole", four_band["whole"]), ("sampled", sampled))}
     assert abs(psnr["sampled"] - psnr["whole"]) < 0.05
-    monkeypatch.setattr(tiled_methods, "MIN_MSI_BANDS", 4)  # W_m fixed, as before the path was replayed
+    # W_m fixed, as before the path was replayed
+    monkeypatch.setattr(cnmf_stages, "msi_stage_plan", lambda loops, w_m0, *_: cnmf_stages.fixed_plan(loops, w_m0))
     fixed = fuse_tiled(problem, "cnmf", tile=32, workers=2, **OPTIONS)
-    assert np.abs(sampled.values - four_band["whole"].values).max() < np.abs(fixed.values - four_band["whole"].values).max()
+    whole = four_band["whole"].values
+    assert np.abs(sampled.values - whole).max() < np.abs(fixed.values - whole).max()
 
 
 def test_zarr_output_has_wavelengths_and_provenance(truth, tmp_path):

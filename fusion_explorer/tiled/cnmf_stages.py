@@ -15,13 +15,13 @@ from ..errors import ProblemError
 from ..methods.unmixing import (
     abundance_denominator,
     abundance_numerator,
+    estimate,
     multiplicative,
     sum_to_one_rows,
     tiny,
     vca,
     virtual_dimensionality,
 )
-from ..methods.unmixing import estimate
 from .engine import Tile, TileGrid, set_torch_threads
 from .io import ScratchStore, ZarrCubeWriter
 
@@ -272,7 +272,8 @@ def msi_stage_plan(loops: Loops, w_m0: np.ndarray, delta: float, threshold: floa
             for q in range(max_iter):
                 want = q % CHECK_EVERY == 0 or q == max_iter - 1
                 if with_w_m:  # W_m ← W_m ⊙ Y Hᵀ ⊘ W_m H Hᵀ, the sums over the tiles' own pixels
-                    num, gram = torch.zeros((w_m.shape[0], p), dtype=torch.float64), torch.zeros((p, p), dtype=torch.float64)
+                    num = torch.zeros((w_m.shape[0], p), dtype=torch.float64)
+                    gram = torch.zeros((p, p), dtype=torch.float64)
                     for h, y, (r, c) in level:
                         h_own = h[0][:, r, c].reshape(p, -1).double()
                         num += y[0][:, r, c].reshape(y.shape[1], -1).double() @ h_own.T
@@ -302,6 +303,29 @@ def msi_stage_plan(loops: Loops, w_m0: np.ndarray, delta: float, threshold: floa
         for s, (h, _, _) in zip(samples, level, strict=True):
             s[2] = h
     return plan
+
+
+def run_msi_stage(runner, grid: TileGrid, levels, inner: int, w_m0: np.ndarray, delta: float, threshold: float,
+                  read_msi, h_lr: np.ndarray, scratch: ScratchStore, threads: int | None, progress, label: str) -> None:
+    """The MSI stage over ``grid`` (``levels``: a pyramid, or ``None`` for the full-resolution stage of
+    ``inner``): with ``W_m = R W`` fixed, or, with an MSI of more than :data:`MIN_MSI_BANDS` bands, the
+    whole-scene ``W_m`` path (:func:`msi_stage_plan`) replayed in every tile; ``H_m`` to ``scratch``."""
+    import dask
+
+    ratio = grid.ratio
+    loops = stage_loops(levels, inner)
+    if w_m0.shape[0] > MIN_MSI_BANDS:
+        if progress is not None:
+            progress(0, 1, {"stage": f"{label}: W_m path"})
+        plan = msi_stage_plan(loops, w_m0, delta, threshold, trajectory_tiles(grid), read_msi, h_lr, ratio)
+    else:
+        plan = fixed_plan(loops, w_m0)
+    tasks = []
+    for t in grid:
+        ly, lx = t.lr_ext_box(ratio)
+        tasks.append(dask.delayed(msi_stage_tile, pure=False)(read_msi(t), h_lr[:, ly, lx], t, plan, delta, scratch,
+                                                              threads))
+    runner.run_tiles(tasks, progress, f"{label} (tiles)")
 
 
 def cnmf_degrade_tile(scratch: ScratchStore, t: Tile, spatial, ratio: int, threads: int | None) -> np.ndarray:

@@ -172,7 +172,8 @@ class ZarrCubeWriter:
     """A Zarr store for a ``(bands, height, width)`` float32 cube, written region by region.
 
     ``chunks`` ``(tile, tile)`` spatial chunks, each split into :attr:`band_chunk` bands (at most
-    :data:`CHUNK_BYTES`): each tile task writes whole chunks only, so tasks never touch the same file. Written into a temporary store beside ``path``; :meth:`commit`
+    :data:`CHUNK_BYTES`): each tile task writes whole chunks only, so tasks never touch the same file.
+    Written into a temporary store beside ``path``; :meth:`commit`
     renames it into place (an existing store is replaced only with ``overwrite``), :meth:`abort`
     removes it. Picklable: process workers open the store by path.
     """

@@ -59,18 +59,13 @@ import xarray as xr
 from ..cube import DIMS
 from ..errors import ProblemError
 from .cnmf_stages import (
-    MIN_MSI_BANDS,
     THRESHOLD,
     cnmf_degrade_tile,
     cnmf_fuse_tile,
-    fixed_plan,
     lr_grid_start,
     msi_box,
-    msi_stage_plan,
-    msi_stage_tile,
     outer_round,
-    stage_loops,
-    trajectory_tiles,
+    run_msi_stage,
 )
 from .consistency import projection
 from .engine import ProgressCallback, Runner, Tile, TileGrid, set_torch_threads
@@ -260,20 +255,10 @@ def _run_cnmf(problem: TiledProblem, grid: TileGrid, msi: xr.DataArray, stats: d
     def ext_box(t: Tile):
         return msi_box(msi, slice(t.ey0, t.ey1), slice(t.ex0, t.ex1))
 
-    loops = stage_loops(None, inner)  # the MSI stage: inner + (inner - 1) updates of H_m
-    if msi_bands > MIN_MSI_BANDS:  # W_m moves too: its path from the whole scene or a sample of it
-        if progress is not None:
-            progress(0, 1, {"stage": "W_m trajectory of the MSI stage"})
-        plan = msi_stage_plan(loops, w_m, delta, threshold, trajectory_tiles(grid), ext_box, h_lr, ratio)
-    else:
-        plan = fixed_plan(loops, w_m)
-    tasks = []
-    for t in grid:
-        ly, lx = t.lr_ext_box(ratio)
-        tasks.append(dask.delayed(msi_stage_tile, pure=False)(ext_box(t), h_lr[:, ly, lx], t, plan, delta, scratch,
-                                                              threads))
-    runner.run_tiles(tasks, progress, "MSI unmixing (tiles)")
-    del tasks, h_lr  # (the tasks hold views of h_lr)
+    # the MSI stage: inner + (inner - 1) updates of H_m
+    run_msi_stage(runner, grid, None, inner, w_m, delta, threshold, ext_box, h_lr, scratch, threads, progress,
+                  "MSI unmixing")
+    del h_lr
     tasks = [dask.delayed(cnmf_degrade_tile, pure=False)(scratch, t, spatial, ratio, threads) for t in grid]
     pieces = runner.run_tiles(tasks, progress, "S(H_m) (tiles)")
     h_lr_new = np.zeros((p, h, w), dtype=np.float64)

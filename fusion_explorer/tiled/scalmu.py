@@ -60,7 +60,6 @@ import math
 import dask
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import ProblemError
 from ..methods.cnmf import _pyramid_levels
@@ -83,19 +82,14 @@ from ..methods.unmixing.guided import WINDOW, Neighbours, colour_neighbours, tra
 from ..methods.unmixing.projection import DAMPING, NOISE_WINDOW, sensor_features, spectral_prior
 from ..methods.unmixing.projection import msi_gain as projection_gain
 from .cnmf_stages import (
-    MIN_MSI_BANDS,
     THRESHOLD,
     _msi,
     cnmf_fuse_tile,
-    fixed_plan,
     lr_grid_start,
     msi_box,
-    msi_stage_plan,
-    msi_stage_tile,
     outer_round,
     pyramid_margins,
-    stage_loops,
-    trajectory_tiles,
+    run_msi_stage,
 )
 from .consistency import _solve_normal
 from .engine import Runner, Tile, TileGrid, set_torch_threads
@@ -437,18 +431,8 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     hsi, p, delta, w_m0, h_lr = lr_grid_start(lr.reshape(bands, h, w), srf64, float(np.mean(stats["band_means"])),
                                               opts["n_endmembers"], seed, init, THRESHOLD, None, "SCALMU")
     stores = [ScratchStore(folder, name, (p, big_h, big_w), grid.tile) for name in ("abundances_a", "abundances_b")]
-    loops = stage_loops(opts["levels"], init)
-    if msi_bands > MIN_MSI_BANDS:
-        stage("SCALMU start: W_m trajectory of the MSI stage")
-        plan = msi_stage_plan(loops, w_m0, delta, THRESHOLD, trajectory_tiles(grid), ext_box, h_lr, ratio)
-    else:
-        plan = fixed_plan(loops, w_m0)
-    tasks = []
-    for t in grid:
-        ly, lx = t.lr_ext_box(ratio)
-        tasks.append(dask.delayed(msi_stage_tile, pure=False)(ext_box(t), h_lr[:, ly, lx], t, plan, delta, stores[0],
-                                                              threads))
-    runner.run_tiles(tasks, progress, "SCALMU start: MSI unmixing (tiles)")
+    run_msi_stage(runner, grid, opts["levels"], init, w_m0, delta, THRESHOLD, ext_box, h_lr, stores[0], threads,
+                  progress, "SCALMU start: MSI unmixing")
     tasks = []
     for t in grid:
         region = _around(_lr_box(t, ratio), margin_s, (h, w))

@@ -20,16 +20,13 @@ from ..methods.unmixing import (
     sum_to_one_rows,
     tiny,
     vca,
-    virtual_dimensionality,
 )
+from ..methods.unmixing.schedule import CHECK_EVERY
+from ..methods.unmixing.setup import MIN_MSI_BANDS, SUM_TO_ONE_SCALE, n_endmembers_for
 from .engine import Tile, TileGrid, set_torch_threads
 from .io import ScratchStore, ZarrCubeWriter
 
-#: CNMF's constants (fusion_explorer.methods.cnmf): sum-to-one scale, MSI bands above which W_m moves,
-#: cost checks every this many iterations, the inner loops' default stopping threshold
-SUM_TO_ONE_SCALE = 0.7455
-MIN_MSI_BANDS = 3
-CHECK_EVERY = 10
+#: the inner loops' default stopping threshold (:func:`fusion_explorer.methods.cnmf.cnmf`'s ``threshold``)
 THRESHOLD = 1e-8
 #: pixels per block of the per-pixel H_m loop inside a tile (cache-sized, as the whole-scene loop)
 BLOCK_PIXELS = 16384
@@ -356,18 +353,10 @@ def cnmf_fuse_tile(scratch: ScratchStore, t: Tile, w: np.ndarray, writer: ZarrCu
 
 def cnmf_global_start(y_h: torch.Tensor, srf: np.ndarray, msi_mean: float, n_endmembers, seed: int,
                        inner: int, threshold: float, sum_to_one: float | None):
-    bands, n = y_h.shape[-2:]
+    n = y_h.shape[-1]
     msi_bands = srf.shape[0]
     y_np = y_h[0].numpy()  # as given (float32): the estimators stream over it in float64 blocks
-    if n_endmembers is None:
-        p = max(1, min(max(min(30, bands), virtual_dimensionality(y_np, 5e-2)), bands, n))
-    elif n_endmembers == "vd":
-        p = max(1, min(virtual_dimensionality(y_np, 5e-2), bands, n))
-    else:
-        if isinstance(n_endmembers, str) or int(n_endmembers) != n_endmembers or not 1 <= n_endmembers <= min(bands, n):
-            raise ProblemError(f"n_endmembers must be an integer in 1..{min(bands, n)}, 'vd' or None; got "
-                               f"{n_endmembers!r}")
-        p = int(n_endmembers)
+    p = n_endmembers_for(y_np, n_endmembers)
     w0, _ = vca(y_np, p, seed)
     w0 = np.maximum(w0, 1e-6 * max(float(w0.max()), 1e-12))
     delta = float(sum_to_one) if sum_to_one is not None else 2 * math.sqrt(msi_mean / SUM_TO_ONE_SCALE) / msi_bands**3

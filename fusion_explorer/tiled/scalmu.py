@@ -417,6 +417,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     top, left = max(0, (big_h - NOISE_WINDOW) // 2), max(0, (big_w - NOISE_WINDOW) // 2)
     centre = runner.compute(msi.data[:, top : top + NOISE_WINDOW, left : left + NOISE_WINDOW])[0]
     sensor = sensor_features(raw, np.asarray(centre), False, None)[None]
+    del raw  # (a second, unclipped copy of the LR-HSI: only the noise estimate reads it)
 
     def stage(text: str) -> None:
         if progress is not None:

@@ -23,7 +23,7 @@ from ..methods.unmixing import (
 )
 from ..methods.unmixing.schedule import CHECK_EVERY
 from ..methods.unmixing.setup import MIN_MSI_BANDS, SUM_TO_ONE_SCALE, n_endmembers_for
-from .engine import Tile, TileGrid, set_torch_threads
+from .engine import Tile, TileGrid, set_torch_threads, tile_task
 from .io import ScratchStore, ZarrCubeWriter
 
 #: the inner loops' default stopping threshold (:func:`fusion_explorer.methods.cnmf.cnmf`'s ``threshold``)
@@ -170,6 +170,7 @@ def _level_input(current: torch.Tensor, box, image: torch.Tensor, t: Tile, facto
     return cut.contiguous(), y.contiguous(), new
 
 
+@tile_task
 def msi_stage_tile(msi_ext, h_lr_ext: np.ndarray, t: Tile, plan: Plan, delta: float, scratch: ScratchStore,
                    threads: int | None) -> None:
     """The MSI stage on one tile's extended box, level by level (:func:`_level_input`, the first from
@@ -325,6 +326,7 @@ def run_msi_stage(runner, grid: TileGrid, levels, inner: int, w_m0: np.ndarray, 
     runner.run_tiles(tasks, progress, f"{label} (tiles)")
 
 
+@tile_task
 def cnmf_degrade_tile(scratch: ScratchStore, t: Tile, spatial, ratio: int, threads: int | None) -> np.ndarray:
     """Stage 3 on one tile: ``S(H_m)`` on the tile's LR box, from ``H_m`` read with its halo."""
     if threads:
@@ -335,6 +337,7 @@ def cnmf_degrade_tile(scratch: ScratchStore, t: Tile, spatial, ratio: int, threa
     return lr[:, ly.start - ey.start : ly.stop - ey.start, lx.start - ex.start : lx.stop - ex.start]
 
 
+@tile_task
 def cnmf_fuse_tile(scratch: ScratchStore, t: Tile, w: np.ndarray, writer: ZarrCubeWriter | None,
                     threads: int | None):
     """Stage 5 on one tile: ``Z = W H_m``, clipped at 0; with ``writer``, computed and written a chunk's

@@ -15,7 +15,7 @@ import dask
 import numpy as np
 import torch
 
-from .engine import Tile, TileGrid, set_torch_threads
+from .engine import Tile, TileGrid, set_torch_threads, tile_task
 from .io import ScratchStore, ZarrCubeWriter
 
 
@@ -48,6 +48,7 @@ def _msi_corrected(msi_ext: np.ndarray, h: np.ndarray, w: np.ndarray, srf: np.nd
     return z + np.einsum("bm,myx->byx", gain, d)
 
 
+@tile_task
 def _residual_tile(msi_ext, scratch: ScratchStore, t: Tile, w, srf, gain, spatial, ratio: int, threads) -> np.ndarray:
     """``S(Z1)`` on the tile's LR box (``Z1`` on the extended box)."""
     if threads:
@@ -70,31 +71,43 @@ def _normal(v: np.ndarray, grid: TileGrid, spatial, mu: float) -> np.ndarray:
             back = spatial(spatial.adjoint(ext))[0].numpy()
             out[b : b + BAND_BLOCK, ly, lx] = back[:, ly.start - ey.start : ly.stop - ey.start,
                                                    lx.start - ex.start : lx.stop - ex.start]
-    return out + mu * v
+    out += mu * v
+    return out
 
 
 def _solve_normal(r: np.ndarray, grid: TileGrid, spatial, damping: float = DAMPING) -> np.ndarray:
     """``u`` with ``(S Sᵀ + μ I) u = r`` by conjugate gradients, one system per band; ``μ = damping ·
-    λ_max(S Sᵀ)`` (the Rayleigh quotient of a constant image, as the whole-scene solve)."""
+    λ_max(S Sᵀ)`` (the Rayleigh quotient of a constant image, as the whole-scene solve).
+
+    The bands' systems are independent, so they are solved :data:`BAND_BLOCK` at a time: the CG
+    vectors of one block, not of all bands, are held (at 4096² x 128 bands, ratio 8, 33 MB each
+    instead of 268 MB). Every band stops once its residual is below the whole-scene threshold
+    (``CG_TOLERANCE²`` times the largest band's initial residual); the whole-scene solve also runs
+    the bands that converged first until the last does, a difference below that tolerance."""
     ones = torch.ones((1, 1, *r.shape[1:]), dtype=torch.float64)
     mu = float(damping) * float(spatial.adjoint(ones).square().sum() / ones.square().sum())
+    rs_all = np.einsum("byx,byx->b", r, r)
+    stop = CG_TOLERANCE**2 * max(float(rs_all.max(initial=0.0)), 1e-300)
     u = np.zeros_like(r)
-    res, direction = r.copy(), r.copy()
-    rs = np.einsum("byx,byx->b", res, res)
-    stop = CG_TOLERANCE**2 * max(rs.max(), 1e-300)
-    for _ in range(CG_ITERATIONS):
-        a_dir = _normal(direction, grid, spatial, mu)
-        alpha = rs / np.maximum(np.einsum("byx,byx->b", direction, a_dir), 1e-300)
-        u += alpha[:, None, None] * direction
-        res -= alpha[:, None, None] * a_dir
-        rs_new = np.einsum("byx,byx->b", res, res)
-        if rs_new.max() <= stop:
-            break
-        direction = res + (rs_new / np.maximum(rs, 1e-300))[:, None, None] * direction
-        rs = rs_new
+    for b0 in range(0, r.shape[0], BAND_BLOCK):
+        block = slice(b0, b0 + BAND_BLOCK)
+        u_b, res, rs = u[block], r[block].copy(), rs_all[block]
+        direction = res.copy()
+        for _ in range(CG_ITERATIONS):
+            a_dir = _normal(direction, grid, spatial, mu)
+            alpha = rs / np.maximum(np.einsum("byx,byx->b", direction, a_dir), 1e-300)
+            u_b += alpha[:, None, None] * direction
+            res -= alpha[:, None, None] * a_dir
+            rs_new = np.einsum("byx,byx->b", res, res)
+            if rs_new.max() <= stop:
+                break
+            direction *= (rs_new / np.maximum(rs, 1e-300))[:, None, None]
+            direction += res
+            rs = rs_new
     return u
 
 
+@tile_task
 def _projected_tile(msi_ext, u_ext: np.ndarray, scratch: ScratchStore, t: Tile, w, srf, gain, spatial,
                     writer: ZarrCubeWriter | None, threads):
     """``Z1 + Sᵀ u`` on the tile, clipped at 0."""

@@ -14,6 +14,7 @@ address (``"tcp://host:8786"``), with a progress callback over tiles.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -95,6 +96,34 @@ class TileGrid:
 
 def _threads_per_task(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(workers, 1))
+
+
+def _owned(value: Any) -> Any:
+    """``value`` with every NumPy array in it (in tuples and lists too) that is a view (of a torch
+    tensor's storage or of a larger array) copied into memory of its own."""
+    if isinstance(value, np.ndarray):
+        return value.copy() if value.base is not None else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_owned(v) for v in value)
+    return value
+
+
+def tile_task(fn: Callable) -> Callable:
+    """Mark a function that tile tasks run: what it returns holds only memory of its own.
+
+    A task's result outlives the task (the scheduler keeps it until the pass ends). A NumPy view of
+    a torch tensor keeps that tensor's allocation alive, and with glibc's allocator a few hundred
+    such small blocks, left between the megabytes each task frees, keep those megabytes from being
+    reused or returned: measured on tiled SCALMU at 2048² (64 tiles of 256 px), one pass of the
+    layer sums (four p-vectors per tile) held 4.3 GB resident (1.3 GB with copies) and grew the
+    address space by 3.5 GB, which is what failed the 4096² run under ``ulimit -v 3 GiB``.
+    """
+
+    @functools.wraps(fn)
+    def task(*args, **kwargs):
+        return _owned(fn(*args, **kwargs))
+
+    return task
 
 
 def set_torch_threads(n: int) -> None:

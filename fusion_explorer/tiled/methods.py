@@ -68,7 +68,7 @@ from .cnmf_stages import (
     run_msi_stage,
 )
 from .consistency import projection
-from .engine import ProgressCallback, Runner, Tile, TileGrid, set_torch_threads
+from .engine import ProgressCallback, Runner, Tile, TileGrid, set_torch_threads, tile_task
 from .io import ScratchStore, ZarrCubeWriter, as_lazy
 from .problem import TiledProblem
 
@@ -80,6 +80,7 @@ BICUBIC_GROUP_BYTES = 8 << 20
 # ---- bicubic --------------------------------------------------------------------------------------------
 
 
+@tile_task
 def _bicubic_tile(lr_ext: np.ndarray, t: Tile, ratio: int, writer: ZarrCubeWriter | None, threads: int | None,
                   out: np.ndarray | None = None):
     """Upsample a tile's LR box (with its halo), keep the tile's own pixels, clip at 0.

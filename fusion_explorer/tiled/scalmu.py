@@ -92,7 +92,7 @@ from .cnmf_stages import (
     run_msi_stage,
 )
 from .consistency import _solve_normal
-from .engine import Runner, Tile, TileGrid, set_torch_threads
+from .engine import Runner, Tile, TileGrid, set_torch_threads, tile_task
 from .io import ScratchStore
 
 #: the options tiled scalmu takes, with the whole-scene defaults
@@ -211,6 +211,7 @@ def _degrade_on(spatial, values: torch.Tensor, region, want, ratio: int) -> np.n
 # ---- tile tasks ------------------------------------------------------------------------------------------
 
 
+@tile_task
 def _start_degrade_tile(scratch: ScratchStore, msi_region, region, t: Tile, spatial, ratio: int, threads):
     """``(S(H_m), S(Y_m))`` on the tile's LR box (from the LR box ``region`` around it) and ``Σ Y_m²``
     over the tile."""
@@ -238,6 +239,7 @@ def _terms(h: torch.Tensor, y: torch.Tensor, w_m: np.ndarray, delta: float, join
     return num, den
 
 
+@tile_task
 def _layer_sums_tile(scratch: ScratchStore, msi_own, joint, t: Tile, w_m, delta, spatial, ratio: int, threads):
     """The tile's parts of the scene-wide sums the layer's ``H_m`` preconditioner reads: ``Σ num``,
     ``Σ den``, ``Σ H_m`` ``(p,)`` and ``H_m H_mᵀ`` ``(p, p)``, float64."""
@@ -252,6 +254,7 @@ def _layer_sums_tile(scratch: ScratchStore, msi_own, joint, t: Tile, w_m, delta,
             (hd @ hd.T).numpy())
 
 
+@tile_task
 def _layer_apply_tile(src: ScratchStore, dst: ScratchStore, msi_region, joint, region, t: Tile, w_m, delta,
                       mat, exponent, spatial, ratio: int, threads):
     """One layer's ``H_m`` update on ``region`` (the tile plus the PSF's reach), re-weighted by the
@@ -279,6 +282,7 @@ def _layer_apply_tile(src: ScratchStore, dst: ScratchStore, msi_region, joint, r
     return _degrade_on(spatial, new, region, own, ratio), float(res.double().square().sum())
 
 
+@tile_task
 def _msi_residual_tile(scratch: ScratchStore, msi_own, t: Tile, w_m, threads) -> float:
     """``Σ |Y_m - W_m H_m|²`` over the tile (when no layer ran)."""
     if threads:
@@ -305,6 +309,7 @@ def _neighbours_on(msi_nb, lr_msi_nb: np.ndarray, nb_box, region, ratio: int, of
     return Neighbours(cut(nb.index), cut(nb.distance), cut(nb.scale))
 
 
+@tile_task
 def _corrected_tile(scratch: ScratchStore, corrected: ScratchStore, msi_nb, lr_msi_nb, residual_nb, nb_box, region,
                     t: Tile, w, srf, gain, steps, sigma, ratio: int, offset: int, spatial, threads) -> np.ndarray:
     """The consistency layer up to its HSI step on ``region``: ``Z = W H_m``, the guided transfer of the LR
@@ -332,6 +337,7 @@ def _corrected_tile(scratch: ScratchStore, corrected: ScratchStore, msi_nb, lr_m
     return _degrade_on(spatial, z, region, own, ratio)
 
 
+@tile_task
 def _projected_tile(corrected: ScratchStore, u_box: np.ndarray, box, t: Tile, hsi_step: float, spatial, ratio: int,
                     writer, threads):
     """``Z1 + t_h Sᵀ u`` on the tile, clipped at 0: the fused cube."""
@@ -521,6 +527,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
         gain = np.ascontiguousarray(projection_gain(srf, prior, msi_noise)[0].numpy())
     damping = DAMPING + float(hsi_noise.reshape(-1)[0]) if isinstance(hsi_noise, torch.Tensor) else DAMPING + hsi_noise
     residual = (y_lr - s_z).reshape(bands, h, w)
+    del s_z
     corrected = ScratchStore(folder, "corrected", (bands, big_h, big_w), grid.tile)
     tasks = []
     for t in grid:
@@ -532,16 +539,24 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
         tasks.append(dask.delayed(_corrected_tile, pure=False)(
             stores[cur], corrected, msi_box(msi, my, mx), lr_msi[lr_cut].copy(), residual[lr_cut].copy(), nb_box,
             region, t, w_final, srf_np, gain, steps, sigma, ratio, offset, spatial, threads))
+    del residual  # (the tasks hold their boxes of it)
     pieces = runner.run_tiles(tasks, progress, "consistency: guided + MSI step, S(Z) (tiles)")
-    r = lr.astype(np.float64) - _gather(pieces, grid, ratio, (bands, h, w))
+    # what the LR grid holds from here on: r, then u (float64), and the CG's vectors for a block of bands
+    r = lr.astype(np.float64)
+    del lr, y_lr, y_h32, data, hsi
+    for i, t in enumerate(grid):
+        r[(slice(None), *t.lr_box(ratio))] -= pieces[i]
+        pieces[i] = None
     stage("consistency: CG on the LR grid")
     u = _solve_normal(r, grid, spatial, damping)
+    del r
     tasks = []
     for t in grid:
         box = _around(_lr_box(t, ratio), margin, (h, w))
         tasks.append(dask.delayed(_projected_tile, pure=False)(
             corrected, _crop_lr(u, (0, h, 0, w), box).copy(), box, t, float(steps[2]), spatial, ratio, writer,
             threads))
+    del u  # (the tasks hold their boxes of it)
     return runner.run_tiles(tasks, progress, "fused cube (tiles)")
 
 

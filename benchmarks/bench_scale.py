@@ -159,18 +159,24 @@ def score(scene: Scene, fused_path: Path, tile: int = 512) -> dict:
 
 
 def run_measured(cmd: list[str], env: dict | None = None) -> dict:
-    """Run ``cmd``; return its wall time, exit code and the peak of the summed RSS of its process tree."""
+    """Run ``cmd``; return its wall time, exit code, the peak of the summed RSS of its process tree,
+    the peak address space (VmSize) of the command's own process (what ``ulimit -v`` bounds) and
+    that limit, if any."""
+    import resource
+
     import psutil
 
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    peak = [0]
+    peak, peak_vms = [0], [0]
     ps = psutil.Process(proc.pid)
 
     def sample() -> None:
         while proc.poll() is None:
             try:
-                total = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
+                info = ps.memory_info()
+                total = info.rss + sum(c.memory_info().rss for c in ps.children(recursive=True))
                 peak[0] = max(peak[0], total)
+                peak_vms[0] = max(peak_vms[0], info.vms)
             except psutil.Error:
                 pass
             time.sleep(0.1)
@@ -181,7 +187,10 @@ def run_measured(cmd: list[str], env: dict | None = None) -> dict:
     out, err = proc.communicate()
     seconds = time.perf_counter() - start
     sampler.join()
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
     return {"rc": proc.returncode, "seconds": round(seconds, 1), "peak_rss_gb": round(peak[0] / 2**30, 3),
+            "peak_vms_gib_cli": round(peak_vms[0] / 2**30, 3),
+            "ulimit_v_gib": None if limit == resource.RLIM_INFINITY else round(limit / 2**30, 2),
             "stdout": out.strip()[-300:], "stderr_tail": err.strip()[-300:] if proc.returncode else ""}
 
 

@@ -111,12 +111,13 @@ def _owned(value: Any) -> Any:
 def tile_task(fn: Callable) -> Callable:
     """Mark a function that tile tasks run: what it returns holds only memory of its own.
 
-    A task's result outlives the task (the scheduler keeps it until the pass ends). A NumPy view of
-    a torch tensor keeps that tensor's allocation alive, and with glibc's allocator a few hundred
-    such small blocks, left between the megabytes each task frees, keep those megabytes from being
-    reused or returned: measured on tiled SCALMU at 2048² (64 tiles of 256 px), one pass of the
-    layer sums (four p-vectors per tile) held 4.3 GB resident (1.3 GB with copies) and grew the
-    address space by 3.5 GB, which is what failed the 4096² run under ``ulimit -v 3 GiB``.
+    A task's result outlives the task (the scheduler keeps it until the pass ends). Returned as
+    NumPy views of torch tensors, small results made the process keep the memory the tasks had freed:
+    on tiled SCALMU at 2048² (64 tiles of 256 px) one pass of the layer sums (four ``p``-vectors per
+    tile) peaked at 4.3 GB resident and added 3.5 GB of address space; with copies, 1.3 GB. glibc
+    reported that memory free (``malloc_info``; ``malloc_trim`` returned it), so it is the allocator
+    not reusing the space around the views' small blocks; the address space is what failed the 4096²
+    run under ``ulimit -v 3 GiB``.
     """
 
     @functools.wraps(fn)

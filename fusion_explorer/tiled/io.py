@@ -191,7 +191,7 @@ class ZarrCubeWriter:
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         bands, h, w = self.shape
-        self.band_chunk = max(1, min(bands, CHUNK_BYTES // (4 * int(chunks[0]) * int(chunks[1]))))
+        self.band_chunk = band_chunk(bands, chunks)
         template = xr.DataArray(
             da.zeros(self.shape, chunks=(self.band_chunk, *chunks), dtype=np.float32), dims=DIMS, name=name,
             attrs=safe_attrs(dict(attrs or {}), for_zarr=True),
@@ -231,16 +231,24 @@ class ZarrCubeWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def band_chunk(bands: int, tile: tuple[int, int]) -> int:
+    """Bands per chunk of a ``bands``-deep cube chunked ``tile`` in space: at most :data:`CHUNK_BYTES`."""
+    return max(1, min(int(bands), CHUNK_BYTES // (4 * int(tile[0]) * int(tile[1]))))
+
+
 class ScratchStore:
-    """A Zarr array ``(rows, H, W)`` float32 on disk, chunked by tile: tile tasks write and read it."""
+    """A Zarr array ``(rows, H, W)`` float32 on disk, chunked by tile and by groups of
+    :attr:`band_chunk` rows (as :class:`ZarrCubeWriter`): tile tasks write and read it."""
 
     def __init__(self, folder: Path, name: str, shape: tuple[int, ...], tile: int):
         self.path = str(folder / name)
-        zarr.open_array(self.path, mode="w", shape=shape, chunks=(shape[0], tile, tile), dtype="float32",
+        self.band_chunk = band_chunk(shape[0], (tile, tile))
+        zarr.open_array(self.path, mode="w", shape=shape, chunks=(self.band_chunk, tile, tile), dtype="float32",
                         fill_value=0.0)
 
-    def write(self, t, values: np.ndarray) -> None:
-        zarr.open_array(self.path, mode="r+")[:, t.y0 : t.y1, t.x0 : t.x1] = values
+    def write(self, t, values: np.ndarray, band: int = 0) -> None:
+        """The tile's pixels of rows ``band, band + 1, ...`` (``band`` a multiple of :attr:`band_chunk`)."""
+        zarr.open_array(self.path, mode="r+")[band : band + values.shape[0], t.y0 : t.y1, t.x0 : t.x1] = values
 
-    def read(self, y: slice, x: slice) -> np.ndarray:
-        return zarr.open_array(self.path, mode="r")[:, y, x]
+    def read(self, y: slice, x: slice, rows: slice = slice(None)) -> np.ndarray:
+        return zarr.open_array(self.path, mode="r")[rows, y, x]

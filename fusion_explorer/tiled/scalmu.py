@@ -314,7 +314,12 @@ def _corrected_tile(scratch: ScratchStore, corrected: ScratchStore, msi_nb, lr_m
                     t: Tile, w, srf, gain, steps, sigma, ratio: int, offset: int, spatial, threads) -> np.ndarray:
     """The consistency layer up to its HSI step on ``region``: ``Z = W H_m``, the guided transfer of the LR
     residual ``Y_h - S Z`` (``t_g`` of it), the MSI correction ``t_m G (Y_m - R Z)``; writes the tile's
-    ``Z1`` to ``corrected``, returns ``S(Z1)`` on the tile's LR box."""
+    ``Z1`` to ``corrected``, returns ``S(Z1)`` on the tile's LR box.
+
+    Computed :attr:`~.io.ScratchStore.band_chunk` bands at a time (a 512-px tile's 128 bands and
+    the transfer's temporaries took about 0.7 GB per task). The MSI residual needs ``R Z`` over
+    all bands: the transfer weighs every band alike, so ``R·transfer(res) = transfer(R·res)``, and
+    ``R Z = (R W) H_m + t_g transfer(R res)`` needs no band-deep array."""
     if threads:
         set_torch_threads(threads)
     own = _lr_box(t, ratio)
@@ -326,30 +331,41 @@ def _corrected_tile(scratch: ScratchStore, corrected: ScratchStore, msi_nb, lr_m
         slice(xs.start - nb_box[2] * ratio, xs.stop - nb_box[2] * ratio)
     y = _msi(msi_nb)[:, sy, sx].reshape(1, -1, big_y * big_x)
     w_t, srf_t, gain_t = (torch.from_numpy(a)[None] for a in (w, srf, gain))
-    with torch.no_grad():
-        z = w_t @ h.reshape(1, p, -1)
-        res = torch.from_numpy(np.ascontiguousarray(residual_nb)).reshape(1, w.shape[0], -1)
-        z = z + float(steps[0]) * transfer(res, nb, sigma)
-        z = z + float(steps[1]) * (gain_t @ (y - srf_t @ z))
-    z = z.reshape(-1, big_y, big_x)
+    h = h.reshape(1, p, -1)
+    res = torch.from_numpy(np.ascontiguousarray(residual_nb)).reshape(1, w.shape[0], -1)
+    guided, msi_step = float(steps[0]), float(steps[1])
     oy, ox = t.y0 - ys.start, t.x0 - xs.start
-    corrected.write(t, np.ascontiguousarray(z[:, oy : oy + t.y1 - t.y0, ox : ox + t.x1 - t.x0].numpy()))
-    return _degrade_on(spatial, z, region, own, ratio)
+    out = []
+    with torch.no_grad():
+        d = y - (srf_t @ w_t) @ h - guided * transfer(srf_t @ res, nb, sigma)  # Y_m - R Z
+        for b in range(0, w.shape[0], corrected.band_chunk):
+            c = slice(b, b + corrected.band_chunk)
+            z = w_t[:, c] @ h + guided * transfer(res[:, c], nb, sigma) + msi_step * (gain_t[:, c] @ d)
+            z = z.reshape(-1, big_y, big_x)
+            corrected.write(t, np.ascontiguousarray(z[:, oy : oy + t.y1 - t.y0, ox : ox + t.x1 - t.x0].numpy()), band=b)
+            out.append(_degrade_on(spatial, z, region, own, ratio))
+    return np.concatenate(out)
 
 
 @tile_task
 def _projected_tile(corrected: ScratchStore, u_box: np.ndarray, box, t: Tile, hsi_step: float, spatial, ratio: int,
                     writer, threads):
-    """``Z1 + t_h Sᵀ u`` on the tile, clipped at 0: the fused cube."""
+    """``Z1 + t_h Sᵀ u`` on the tile, clipped at 0: the fused cube; with ``writer``, computed and written
+    a chunk's bands at a time."""
     if threads:
         set_torch_threads(threads)
-    z1 = torch.from_numpy(corrected.read(slice(t.y0, t.y1), slice(t.x0, t.x1)))
-    up = _adjoint_on(spatial, u_box, box, _lr_box(t, ratio), ratio)
-    z = (z1.double() + hsi_step * up).clamp_min(0).float().numpy()
-    if writer is not None:
-        writer.write(t.y0, t.x0, z)
-        return None
-    return z
+    step = corrected.band_chunk if writer is None else writer.band_chunk
+    out = []
+    for b in range(0, u_box.shape[0], step):
+        c = slice(b, b + step)
+        z1 = torch.from_numpy(corrected.read(slice(t.y0, t.y1), slice(t.x0, t.x1), c))
+        up = _adjoint_on(spatial, u_box[c], box, _lr_box(t, ratio), ratio)
+        z = (z1.double() + hsi_step * up).clamp_min(0).float().numpy()
+        if writer is None:
+            out.append(z)
+        else:
+            writer.write(t.y0, t.x0, z, band=b)
+    return np.concatenate(out) if writer is None else None
 
 
 # ---- the client side -------------------------------------------------------------------------------------

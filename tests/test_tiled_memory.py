@@ -90,13 +90,15 @@ def test_other_errors_are_not_called_out_of_memory():
     assert out_of_memory_message(RuntimeError(torch_text)).startswith("out of memory: an allocation of 2.00 GiB failed")
 
 
-def test_malloc_arenas_capped_unless_the_user_chose():
+def test_malloc_arenas_capped_and_mmap_threshold_fixed_unless_the_user_chose():
     out = _in_fresh_process(
         "import os\n"
         "os.environ.pop('MALLOC_ARENA_MAX', None)\n"
+        "os.environ.pop('MALLOC_MMAP_THRESHOLD_', None)\n"
         "from fusion_explorer.cli.tiled import limit_malloc_arenas\n"
-        "print(limit_malloc_arenas(3), os.environ['MALLOC_ARENA_MAX'])\n"
+        "print(limit_malloc_arenas(3), os.environ['MALLOC_ARENA_MAX'], os.environ['MALLOC_MMAP_THRESHOLD_'])\n"
         "os.environ['MALLOC_ARENA_MAX'] = '8'\n"
         "print(limit_malloc_arenas(3), os.environ['MALLOC_ARENA_MAX'])\n"
     )
-    assert out.splitlines() == ["3 3", "None 8"]
+    # process workers started afterwards inherit both settings
+    assert out.splitlines() == ["3 3 1048576", "None 8"]

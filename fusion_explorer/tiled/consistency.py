@@ -75,6 +75,23 @@ def _normal(v: np.ndarray, grid: TileGrid, spatial, mu: float) -> np.ndarray:
     return out
 
 
+def _shift(spatial, lr_size: tuple[int, int], damping: float) -> float:
+    """``μ = damping · λ_max(S Sᵀ)`` on an LR grid of ``lr_size``, ``λ_max`` from the Rayleigh quotient of
+    a constant image (as :func:`fusion_explorer.methods.unmixing.projection.solve_normal`)."""
+    ones = torch.ones((1, 1, *lr_size), dtype=torch.float64)
+    return float(damping) * float(spatial.adjoint(ones).square().sum() / ones.square().sum())
+
+
+def lr_residual(lr: np.ndarray, pieces: list, grid: TileGrid, ratio: int) -> np.ndarray:
+    """``Y_h - S(Z1)`` (float64) on the LR grid from the tiles' ``S(Z1)`` on their LR boxes (``pieces``,
+    in the grid's order; each is released from the list once subtracted)."""
+    r = lr.astype(np.float64)
+    for i, t in enumerate(grid):
+        r[(slice(None), *t.lr_box(ratio))] -= pieces[i]
+        pieces[i] = None
+    return r
+
+
 def _solve_normal(r: np.ndarray, grid: TileGrid, spatial, damping: float = DAMPING) -> np.ndarray:
     """``u`` with ``(S Sᵀ + μ I) u = r`` by conjugate gradients, one system per band; ``μ = damping ·
     λ_max(S Sᵀ)`` (the Rayleigh quotient of a constant image, as the whole-scene solve).
@@ -84,8 +101,7 @@ def _solve_normal(r: np.ndarray, grid: TileGrid, spatial, damping: float = DAMPI
     instead of 268 MB). Every band stops once its residual is below the whole-scene threshold
     (``CG_TOLERANCE²`` times the largest band's initial residual); the whole-scene solve also runs
     the bands that converged first until the last does, a difference below that tolerance."""
-    ones = torch.ones((1, 1, *r.shape[1:]), dtype=torch.float64)
-    mu = float(damping) * float(spatial.adjoint(ones).square().sum() / ones.square().sum())
+    mu = _shift(spatial, r.shape[1:], damping)
     rs_all = np.einsum("byx,byx->b", r, r)
     stop = CG_TOLERANCE**2 * max(float(rs_all.max(initial=0.0)), 1e-300)
     u = np.zeros_like(r)
@@ -129,9 +145,7 @@ def projection(problem, grid, lr, msi, srf, w, scratch, runner, writer, threads,
         _msi_box(msi, slice(t.ey0, t.ey1), slice(t.ex0, t.ex1)), scratch, t, w, srf, gain, spatial, ratio, threads)
         for t in grid]
     pieces = runner.run_tiles(tasks, progress, "consistency: S(Z) (tiles)")
-    r = lr.astype(np.float64)
-    for t, piece in zip(grid, pieces, strict=True):
-        r[(slice(None), *t.lr_box(ratio))] -= piece
+    r = lr_residual(lr, pieces, grid, ratio)
     if progress is not None:
         progress(0, 1, {"stage": "consistency: CG on the LR grid"})
     u = _solve_normal(r, grid, spatial)

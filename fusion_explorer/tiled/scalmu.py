@@ -91,7 +91,7 @@ from .cnmf_stages import (
     pyramid_margins,
     run_msi_stage,
 )
-from .consistency import _solve_normal
+from .consistency import _solve_normal, lr_residual
 from .engine import Runner, Tile, TileGrid, set_torch_threads, tile_task
 from .io import ScratchStore
 
@@ -558,11 +558,8 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     del residual  # (the tasks hold their boxes of it)
     pieces = runner.run_tiles(tasks, progress, "consistency: guided + MSI step, S(Z) (tiles)")
     # what the LR grid holds from here on: r, then u (float64), and the CG's vectors for a block of bands
-    r = lr.astype(np.float64)
+    r = lr_residual(lr, pieces, grid, ratio)
     del lr, y_lr, y_h32, data, hsi
-    for i, t in enumerate(grid):
-        r[(slice(None), *t.lr_box(ratio))] -= pieces[i]
-        pieces[i] = None
     stage("consistency: CG on the LR grid")
     u = _solve_normal(r, grid, spatial, damping)
     del r

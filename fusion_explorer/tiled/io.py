@@ -237,18 +237,26 @@ def band_chunk(bands: int, tile: tuple[int, int]) -> int:
 
 
 class ScratchStore:
-    """A Zarr array ``(rows, H, W)`` float32 on disk, chunked by tile and by groups of
-    :attr:`band_chunk` rows (as :class:`ZarrCubeWriter`): tile tasks write and read it."""
+    """A Zarr array ``(rows, H, W)`` on disk (float32 unless ``dtype``), chunked by tile and by groups of
+    :attr:`band_chunk` rows (as :class:`ZarrCubeWriter`, or ``rows_per_chunk``): tile tasks write and
+    read it. On the LR grid (``tile`` the LR tile side) each tile's LR box is whole chunks too."""
 
-    def __init__(self, folder: Path, name: str, shape: tuple[int, ...], tile: int):
+    def __init__(self, folder: Path, name: str, shape: tuple[int, ...], tile: int, *, dtype: str = "float32",
+                 rows_per_chunk: int | None = None):
         self.path = str(folder / name)
-        self.band_chunk = band_chunk(shape[0], (tile, tile))
-        zarr.open_array(self.path, mode="w", shape=shape, chunks=(self.band_chunk, tile, tile), dtype="float32",
+        self.shape = tuple(int(s) for s in shape)
+        self.band_chunk = int(rows_per_chunk) if rows_per_chunk else band_chunk(shape[0], (tile, tile))
+        zarr.open_array(self.path, mode="w", shape=shape, chunks=(self.band_chunk, tile, tile), dtype=dtype,
                         fill_value=0.0)
 
     def write(self, t, values: np.ndarray, band: int = 0) -> None:
         """The tile's pixels of rows ``band, band + 1, ...`` (``band`` a multiple of :attr:`band_chunk`)."""
-        zarr.open_array(self.path, mode="r+")[band : band + values.shape[0], t.y0 : t.y1, t.x0 : t.x1] = values
+        self.write_box(slice(t.y0, t.y1), slice(t.x0, t.x1), values, band)
+
+    def write_box(self, y: slice, x: slice, values: np.ndarray, band: int = 0) -> None:
+        """``values`` ``(rows, y, x)`` into the box ``y, x`` from row ``band`` on (a box of whole chunks,
+        or one that only this task writes)."""
+        zarr.open_array(self.path, mode="r+")[band : band + values.shape[0], y, x] = values
 
     def read(self, y: slice, x: slice, rows: slice = slice(None)) -> np.ndarray:
         return zarr.open_array(self.path, mode="r")[rows, y, x]

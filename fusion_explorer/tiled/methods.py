@@ -67,7 +67,7 @@ from .cnmf_stages import (
     outer_round,
     run_msi_stage,
 )
-from .consistency import projection
+from .consistency import projection, stored_lr
 from .engine import ProgressCallback, Runner, Tile, TileGrid, set_torch_threads, tile_task
 from .io import ScratchStore, ZarrCubeWriter, as_lazy
 from .problem import TiledProblem
@@ -272,7 +272,10 @@ def _run_cnmf(problem: TiledProblem, grid: TileGrid, msi: xr.DataArray, stats: d
     w_final = hsi.w[0].numpy()
     del hsi, h_lr_new
     if opts["consistency"] == "projection":
-        return projection(problem, grid, lr, msi, srf, w_final, scratch, runner, writer, threads, progress)
+        lr_hsi = stored_lr(folder, lr, grid)
+        del lr
+        return projection(problem, grid, lr_hsi, msi, srf, w_final, scratch, runner, writer, threads, progress,
+                          folder)
     del lr
     tasks = [dask.delayed(cnmf_fuse_tile, pure=False)(scratch, t, w_final, writer, threads) for t in grid]
     return runner.run_tiles(tasks, progress, "fused cube (tiles)")

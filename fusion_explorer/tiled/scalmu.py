@@ -91,9 +91,9 @@ from .cnmf_stages import (
     pyramid_margins,
     run_msi_stage,
 )
-from .consistency import _solve_normal, lr_residual
+from .consistency import _solve_normal, lr_store, store_residual, stored_lr
 from .engine import Runner, Tile, TileGrid, set_torch_threads, tile_task
-from .io import ScratchStore
+from .io import CHUNK_BYTES, ScratchStore
 
 #: the options tiled scalmu takes, with the whole-scene defaults
 DEFAULTS = {"checkpoint": None, "learned": True, "layers": None, "init_iterations": None, "msi_pyramid": "auto",
@@ -310,11 +310,13 @@ def _neighbours_on(msi_nb, lr_msi_nb: np.ndarray, nb_box, region, ratio: int, of
 
 
 @tile_task
-def _corrected_tile(scratch: ScratchStore, corrected: ScratchStore, msi_nb, lr_msi_nb, residual_nb, nb_box, region,
-                    t: Tile, w, srf, gain, steps, sigma, ratio: int, offset: int, spatial, threads) -> np.ndarray:
+def _corrected_tile(scratch: ScratchStore, corrected: ScratchStore, lr_hsi: ScratchStore, lr_abund: ScratchStore,
+                    r_store: ScratchStore, msi_nb, lr_msi_nb, nb_box, region, t: Tile, w, srf, gain, steps, sigma,
+                    ratio: int, offset: int, spatial, threads) -> np.ndarray:
     """The consistency layer up to its HSI step on ``region``: ``Z = W H_m``, the guided transfer of the LR
-    residual ``Y_h - S Z`` (``t_g`` of it), the MSI correction ``t_m G (Y_m - R Z)``; writes the tile's
-    ``Z1`` to ``corrected``, returns ``S(Z1)`` on the tile's LR box.
+    residual ``Y_h - W S(H_m)`` (``t_g`` of it; computed on the neighbour box from the stored LR-HSI and
+    ``S(H_m)``), the MSI correction ``t_m G (Y_m - R Z)``; writes the tile's ``Z1`` to ``corrected`` and
+    ``r = Y_h - S(Z1)`` on its LR box to ``r_store``; returns each band's ``Σ r²`` there.
 
     Computed :attr:`~.io.ScratchStore.band_chunk` bands at a time (a 512-px tile's 128 bands and
     the transfer's temporaries took about 0.7 GB per task). The MSI residual needs ``R Z`` over
@@ -322,7 +324,6 @@ def _corrected_tile(scratch: ScratchStore, corrected: ScratchStore, msi_nb, lr_m
     ``R Z = (R W) H_m + t_g transfer(R res)`` needs no band-deep array."""
     if threads:
         set_torch_threads(threads)
-    own = _lr_box(t, ratio)
     nb = _neighbours_on(msi_nb, lr_msi_nb, nb_box, region, ratio, offset)
     ys, xs = _hr(region, ratio)
     h = torch.from_numpy(scratch.read(ys, xs))
@@ -332,10 +333,13 @@ def _corrected_tile(scratch: ScratchStore, corrected: ScratchStore, msi_nb, lr_m
     y = _msi(msi_nb)[:, sy, sx].reshape(1, -1, big_y * big_x)
     w_t, srf_t, gain_t = (torch.from_numpy(a)[None] for a in (w, srf, gain))
     h = h.reshape(1, p, -1)
-    res = torch.from_numpy(np.ascontiguousarray(residual_nb)).reshape(1, w.shape[0], -1)
+    ny, nx = slice(nb_box[0], nb_box[1]), slice(nb_box[2], nb_box[3])
+    # Y_h - S(W H_m) = Y_h - W S(H_m) on the neighbour box (float32, as the whole-scene run)
+    s_h = torch.from_numpy(lr_abund.read(ny, nx)).reshape(1, p, -1)
+    res = torch.from_numpy(lr_hsi.read(ny, nx)).reshape(1, w.shape[0], -1) - w_t @ s_h
     guided, msi_step = float(steps[0]), float(steps[1])
     oy, ox = t.y0 - ys.start, t.x0 - xs.start
-    out = []
+    sums = []
     with torch.no_grad():
         d = y - (srf_t @ w_t) @ h - guided * transfer(srf_t @ res, nb, sigma)  # Y_m - R Z
         for b in range(0, w.shape[0], corrected.band_chunk):
@@ -343,23 +347,25 @@ def _corrected_tile(scratch: ScratchStore, corrected: ScratchStore, msi_nb, lr_m
             z = w_t[:, c] @ h + guided * transfer(res[:, c], nb, sigma) + msi_step * (gain_t[:, c] @ d)
             z = z.reshape(-1, big_y, big_x)
             corrected.write(t, np.ascontiguousarray(z[:, oy : oy + t.y1 - t.y0, ox : ox + t.x1 - t.x0].numpy()), band=b)
-            out.append(_degrade_on(spatial, z, region, own, ratio))
-    return np.concatenate(out)
+            sums.append(store_residual(r_store, lr_hsi, t, ratio, _degrade_on(spatial, z, region, _lr_box(t, ratio),
+                                                                                ratio), b))
+    return np.concatenate(sums)
 
 
 @tile_task
-def _projected_tile(corrected: ScratchStore, u_box: np.ndarray, box, t: Tile, hsi_step: float, spatial, ratio: int,
-                    writer, threads):
-    """``Z1 + t_h Sᵀ u`` on the tile, clipped at 0: the fused cube; with ``writer``, computed and written
-    a chunk's bands at a time."""
+def _projected_tile(corrected: ScratchStore, u_store: ScratchStore, box, t: Tile, hsi_step: float, spatial,
+                    ratio: int, writer, threads):
+    """``Z1 + t_h Sᵀ u`` on the tile, clipped at 0 (``u`` read on the LR box ``box``): the fused cube;
+    with ``writer``, computed and written a chunk's bands at a time."""
     if threads:
         set_torch_threads(threads)
     step = corrected.band_chunk if writer is None else writer.band_chunk
+    uy, ux = slice(box[0], box[1]), slice(box[2], box[3])
     out = []
-    for b in range(0, u_box.shape[0], step):
+    for b in range(0, corrected.shape[0], step):
         c = slice(b, b + step)
         z1 = torch.from_numpy(corrected.read(slice(t.y0, t.y1), slice(t.x0, t.x1), c))
-        up = _adjoint_on(spatial, u_box[c], box, _lr_box(t, ratio), ratio)
+        up = _adjoint_on(spatial, u_store.read(uy, ux, c), box, _lr_box(t, ratio), ratio)
         z = (z1.double() + hsi_step * up).clamp_min(0).float().numpy()
         if writer is None:
             out.append(z)
@@ -411,6 +417,19 @@ def _abundance_parameters(net, sums, n_pixels: int, w: torch.Tensor, w_m: torch.
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
     """:func:`~fusion_explorer.methods.unmixing.projection.observation_features`' relative energy."""
     return math.log10(float(np.mean(np.square(a))) / max(float(np.mean(np.square(b))), 1e-30) + 1e-12)
+
+
+def _hsi_residual_energy(y_lr: np.ndarray, endmembers: torch.Tensor, s_hm: torch.Tensor) -> float:
+    """:func:`_rel` of ``Y_h - W S(H_m)`` against ``Y_h`` on the LR grid, a group of bands at a time (the
+    whole residual is a second LR-HSI: 0.5 GB at 8192² x 128 bands, ratio 8)."""
+    w, s = endmembers[0].numpy(), s_hm[0].numpy()
+    step = max(1, CHUNK_BYTES // (4 * y_lr.shape[1]))
+    num = den = 0.0
+    for b in range(0, y_lr.shape[0], step):
+        part = y_lr[b : b + step]
+        num += float(np.square(part - w[b : b + step] @ s, dtype=np.float64).sum())
+        den += float(np.square(part, dtype=np.float64).sum())
+    return _rel_sums(num, den, y_lr.size)
 
 
 def _rel_sums(num: float, den: float, count: int) -> float:
@@ -529,11 +548,11 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
             stores[cur], msi_box(msi, slice(t.y0, t.y1), slice(t.x0, t.x1)), t, w_m_np, threads) for t in grid]
         msi_sum = math.fsum(runner.run_tiles(tasks, progress, "consistency: MSI residual (tiles)"))
     srf_np = np.ascontiguousarray(srf[0].numpy())
-    s_z = (endmembers @ s_hm)[0].numpy()  # S(W H_m) = W S(H_m)
     y_lr = lr.reshape(bands, -1)
     lr_msi_flat = lr_msi.reshape(msi_bands, -1)
     features = torch.tensor([[_rel(lr_msi_flat - srf_np @ y_lr, lr_msi_flat),
-                              _rel_sums(msi_sum, yy_m, msi_bands * n_pixels), _rel(y_lr - s_z, y_lr)]],
+                              _rel_sums(msi_sum, yy_m, msi_bands * n_pixels), _hsi_residual_energy(y_lr, endmembers,
+                                                                                                   s_hm)]],
                             dtype=torch.float32)
     with torch.no_grad():
         steps, ridge, sigma, _, msi_noise, hsi_noise = net.consistency.parameters_for(features, data, learned)
@@ -542,8 +561,13 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
         prior = spectral_prior(endmembers, ridge)
         gain = np.ascontiguousarray(projection_gain(srf, prior, msi_noise)[0].numpy())
     damping = DAMPING + float(hsi_noise.reshape(-1)[0]) if isinstance(hsi_noise, torch.Tensor) else DAMPING + hsi_noise
-    residual = (y_lr - s_z).reshape(bands, h, w)
-    del s_z
+    # from here on the LR grid's band-deep arrays live on disk (tiled.consistency): the LR-HSI and S(H_m)
+    # for the tasks' residual boxes, r and u for the CG
+    lr_hsi = stored_lr(folder, lr, grid)
+    lr_abund = lr_store(folder, "lr_abundances", p, grid, "float32")
+    lr_abund.write_box(slice(None), slice(None), s_hm.reshape(p, h, w).numpy())
+    del lr, y_lr, y_h32, data, hsi, s_hm, sensor
+    r_store, u_store = lr_store(folder, "residual", bands, grid), lr_store(folder, "solution", bands, grid)
     corrected = ScratchStore(folder, "corrected", (bands, big_h, big_w), grid.tile)
     tasks = []
     for t in grid:
@@ -553,23 +577,14 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
         my, mx = _hr(nb_box, ratio)
         lr_cut = (slice(None), slice(*ny), slice(*nx))
         tasks.append(dask.delayed(_corrected_tile, pure=False)(
-            stores[cur], corrected, msi_box(msi, my, mx), lr_msi[lr_cut].copy(), residual[lr_cut].copy(), nb_box,
+            stores[cur], corrected, lr_hsi, lr_abund, r_store, msi_box(msi, my, mx), lr_msi[lr_cut].copy(), nb_box,
             region, t, w_final, srf_np, gain, steps, sigma, ratio, offset, spatial, threads))
-    del residual  # (the tasks hold their boxes of it)
-    pieces = runner.run_tiles(tasks, progress, "consistency: guided + MSI step, S(Z) (tiles)")
-    # what the LR grid holds from here on: r, then u (float64), and the CG's vectors for a block of bands
-    r = lr_residual(lr, pieces, grid, ratio)
-    del lr, y_lr, y_h32, data, hsi
+    rs_all = np.sum(runner.run_tiles(tasks, progress, "consistency: guided + MSI step, S(Z) (tiles)"), axis=0)
     stage("consistency: CG on the LR grid")
-    u = _solve_normal(r, grid, spatial, damping)
-    del r
-    tasks = []
-    for t in grid:
-        box = _around(_lr_box(t, ratio), margin, (h, w))
-        tasks.append(dask.delayed(_projected_tile, pure=False)(
-            corrected, _crop_lr(u, (0, h, 0, w), box).copy(), box, t, float(steps[2]), spatial, ratio, writer,
-            threads))
-    del u  # (the tasks hold their boxes of it)
+    _solve_normal(r_store, grid, spatial, damping, rs_all=rs_all, out=u_store)
+    tasks = [dask.delayed(_projected_tile, pure=False)(
+        corrected, u_store, _around(_lr_box(t, ratio), margin, (h, w)), t, float(steps[2]), spatial, ratio, writer,
+        threads) for t in grid]
     return runner.run_tiles(tasks, progress, "fused cube (tiles)")
 
 

@@ -452,13 +452,15 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     init = int(opts["init_iterations"] or ckpt["config"].get("init_iterations", 200))
     consistent = bool(opts["consistency"]) and net.consistency is not None
     lr = problem.lr_values()
-    raw = problem.lr_hsi.data
+    # (the noise estimate reads the central NOISE_WINDOW square of the unclipped LR-HSI: only that is read)
+    ly0, lx0 = max(0, (h - NOISE_WINDOW) // 2), max(0, (w - NOISE_WINDOW) // 2)
+    raw = problem.lr_hsi.data[:, ly0 : ly0 + NOISE_WINDOW, lx0 : lx0 + NOISE_WINDOW]
     raw = np.asarray(raw.compute() if hasattr(raw, "compute") else raw, dtype=np.float32)
     # the sensor features: the LR-HSI and the MSI's central window, as the whole-scene start reads them
     top, left = max(0, (big_h - NOISE_WINDOW) // 2), max(0, (big_w - NOISE_WINDOW) // 2)
     centre = runner.compute(msi.data[:, top : top + NOISE_WINDOW, left : left + NOISE_WINDOW])[0]
     sensor = sensor_features(raw, np.asarray(centre), False, None)[None]
-    del raw  # (a second, unclipped copy of the LR-HSI: only the noise estimate reads it)
+    del raw
 
     def stage(text: str) -> None:
         if progress is not None:
@@ -508,7 +510,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
             if joint:  # λ Wᵀ Y_h and λ Wᵀ W H_h on the LR grid (joint_abundance_terms): tiles take Sᵀ of boxes
                 wt = endmembers.transpose(-1, -2)
                 a = (weight * (wt @ y_h32)).reshape(p, h, w).numpy()
-                b = (weight * (wt @ (endmembers @ h_h))).reshape(p, h, w).numpy()
+                b = (weight * ((wt @ endmembers) @ h_h)).reshape(p, h, w).numpy()
         w_m_np = np.ascontiguousarray(w_m[0].numpy())
         maps = (a, b) if joint else None
 

@@ -208,13 +208,13 @@ def noise_features(lr_hsi, hr_msi) -> torch.Tensor:
 
     values: list[float] = []
     for cube in (lr_hsi, hr_msi):
-        if isinstance(cube, torch.Tensor):
-            y = cube.detach().cpu().double().numpy()
-        else:  # an xarray cube or an array
-            y = np.asarray(getattr(cube, "values", cube), dtype=np.float64)
-        h, w = y.shape[-2:]
+        h, w = cube.shape[-2:]
         top, left = max(0, (h - NOISE_WINDOW) // 2), max(0, (w - NOISE_WINDOW) // 2)
-        y = y[..., top:top + NOISE_WINDOW, left:left + NOISE_WINDOW]  # 65k pixels are plenty for two numbers
+        window = (..., slice(top, top + NOISE_WINDOW), slice(left, left + NOISE_WINDOW))  # 65k pixels are plenty
+        if isinstance(cube, torch.Tensor):  # cropped first: a float64 copy of a whole large cube is gigabytes
+            y = cube.detach()[window].cpu().double().numpy()
+        else:  # an xarray cube or an array
+            y = np.asarray(getattr(cube, "values", cube)[window], dtype=np.float64)
         try:
             sigma = estimate_noise(y)
         except ProblemError:  # too few pixels to tell noise from signal (a 2x2 LR-HSI at x32)

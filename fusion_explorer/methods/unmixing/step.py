@@ -181,7 +181,7 @@ def joint_abundance_terms(
     w, wt = state.endmembers, state.endmembers.transpose(-1, -2)
     # λ Sᵀ(a) = Sᵀ(λ a): weighted on the LR grid, ratio² fewer pixels than the HR one
     num_h = data.upsample(hsi_weight * (wt @ data.lr_hsi))
-    den_h = data.upsample(hsi_weight * (wt @ (w @ state.abundances_lr)))
+    den_h = data.upsample(hsi_weight * ((wt @ w) @ state.abundances_lr))  # (Wᵀ W) first: no L x n product
     # in place: num and den are fresh products that autograd does not keep (see multiplicative)
     return num.add_(num_h), den.add_(den_h)
 

@@ -194,14 +194,14 @@ def run_measured(cmd: list[str], env: dict | None = None) -> dict:
             "stdout": out.strip()[-300:], "stderr_tail": err.strip()[-300:] if proc.returncode else ""}
 
 
-def fuse_cmd(folder: Path, out: Path, method: str, tile: int, scheduler: str, workers: int) -> list[str]:
+def fuse_cmd(folder: Path, out: Path, method: str, tile: int, scheduler: str, workers: int,
+             options: list[str] | None = None) -> list[str]:
     cmd = [*CLI, "fuse", "--lr-hsi", str(folder / "lr_hsi.zarr"), "--hr-msi", str(folder / "hr_msi.zarr"),
            "--srf", str(folder / "srf.nc"), "--ratio", str(RATIO), "--psf-sigma", str(SIGMA), "--psf-size",
            str(KSIZE), "--offset", str(OFFSET), "--method", method, "--tile", str(tile), "--scheduler", scheduler,
            "--workers", str(workers), "--quiet", "--overwrite", "--out", str(out)]
-    if method == "cnmf":
-        for option in CNMF_OPTIONS:
-            cmd += ["--option", option]
+    for option in [*(CNMF_OPTIONS if method == "cnmf" else []), *(options or [])]:
+        cmd += ["--option", option]
     return cmd
 
 
@@ -210,10 +210,13 @@ def cmd_run(args) -> dict:
     scene = Scene(args.size, args.seed)
     row: dict = {"size": args.size, "bands": BANDS, "ratio": RATIO, "msi_bands": 4, "method": args.method,
                  "tile": args.tile, "scheduler": args.scheduler, "workers": args.workers}
+    if args.option:
+        row["options"] = list(args.option)
     if not (folder / "hr_msi.zarr").exists():
         row.update(make_inputs(scene, folder))
     out = folder / f"fused_{args.method}_{args.scheduler}{args.workers}.zarr"
-    row.update(run_measured(fuse_cmd(folder, out, args.method, args.tile, args.scheduler, args.workers)))
+    row.update(run_measured(fuse_cmd(folder, out, args.method, args.tile, args.scheduler, args.workers,
+                                     args.option)))
     row["hr_megapixels_per_s"] = round(args.size**2 / 1e6 / row["seconds"], 3)
     if row["rc"] == 0 and not args.no_score:
         row.update(score(scene, out))
@@ -333,6 +336,8 @@ def main(argv=None) -> None:
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-score", action="store_true")
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method option passed to the CLI (repeatable; recorded in the row)")
     s.add_argument("--workdir", default="/tmp/fusion-explorer-scale-bench")
     s.set_defaults(func=cmd_run)
     s = sub.add_parser("overhead")

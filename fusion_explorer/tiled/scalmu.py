@@ -201,11 +201,32 @@ def _adjoint_on(spatial, lr_values: np.ndarray, lr_box, region, ratio: int) -> t
               (region[2] - lr_box[2]) * ratio : (region[3] - lr_box[2]) * ratio]
 
 
+#: bytes of float64 copies a tile task makes at a time (of maps to degrade, of pixels to sum): with the
+#: 50 endmembers VD finds on a 128-band scene, a 512-px tile's region is 56 MB of float32 per copy of H_m
+F64_BLOCK_BYTES = 8 << 20
+
+
 def _degrade_on(spatial, values: torch.Tensor, region, want, ratio: int) -> np.ndarray:
     """``S`` of HR maps ``values`` ``(c, Y, X)`` on the LR box ``region``, kept on the LR box ``want``
-    (float64: the same numbers whatever the tile size)."""
-    lr = spatial(values.double()[None])[0].numpy()
-    return _crop_lr(lr, region, want)
+    (float64: the same numbers whatever the tile size; a few maps at a time, each on its own)."""
+    step = max(1, F64_BLOCK_BYTES // (8 * values[0].numel()))
+    return np.concatenate([_crop_lr(spatial(values[c : c + step].double()[None])[0].numpy(), region, want)
+                           for c in range(0, values.shape[0], step)])
+
+
+def _pixel_sums(x: torch.Tensor, gram: bool = False):
+    """``Σ`` over the pixels of ``x`` ``(c, n)`` in float64 (and ``x xᵀ`` with ``gram``), a block of pixels at
+    a time (no float64 copy of ``x``)."""
+    c = x.shape[0]
+    step = max(1, F64_BLOCK_BYTES // (8 * c))
+    total = torch.zeros(c, dtype=torch.float64)
+    product = torch.zeros((c, c), dtype=torch.float64) if gram else None
+    for i in range(0, x.shape[1], step):
+        block = x[:, i : i + step].double()
+        total += block.sum(-1)
+        if gram:
+            product += block @ block.T
+    return (total.numpy(), product.numpy()) if gram else total.numpy()
 
 
 # ---- tile tasks ------------------------------------------------------------------------------------------
@@ -249,9 +270,7 @@ def _layer_sums_tile(scratch: ScratchStore, msi_own, joint, t: Tile, w_m, delta,
     h = torch.from_numpy(scratch.read(slice(t.y0, t.y1), slice(t.x0, t.x1)))
     with torch.no_grad():
         num, den = _terms(h, _msi(msi_own), w_m, delta, joint, own, spatial, ratio)
-    hd = h.reshape(h.shape[0], -1).double()
-    return (num[0].double().sum(-1).numpy(), den[0].double().sum(-1).numpy(), hd.sum(-1).numpy(),
-            (hd @ hd.T).numpy())
+    return (_pixel_sums(num[0]), _pixel_sums(den[0]), *_pixel_sums(h.reshape(h.shape[0], -1), gram=True))
 
 
 @tile_task
@@ -271,9 +290,11 @@ def _layer_apply_tile(src: ScratchStore, dst: ScratchStore, msi_region, joint, r
         num, den = _terms(h, y, w_m, delta, joint, region, spatial, ratio)
         if mat is not None:  # the learned hook's arithmetic (fusion_explorer.methods.scalmu.model._reweight)
             mat_t, exp_t = torch.from_numpy(mat)[None], torch.from_numpy(exponent)[None]
-            num, den = _mix(mat_t, num, True), _mix(mat_t, den, True)
+            num = _mix(mat_t, num, True)
+            den = _mix(mat_t, den, True)
             num = _relaxed_numerator(num, den, exp_t[..., :, None])
         new = multiplicative(h.reshape(1, p, -1), num, den).reshape(p, big_y, big_x)
+        del h, num, den  # (p-deep maps of the region: at 50 endmembers and 528² pixels, 56 MB each)
     oy, ox = t.y0 - ys.start, t.x0 - xs.start
     mine = new[:, oy : oy + t.y1 - t.y0, ox : ox + t.x1 - t.x0]
     dst.write(t, np.ascontiguousarray(mine.numpy()))

@@ -30,10 +30,13 @@ pixels) or is a ``p``-vector / ``p x p`` matrix summed over the scene. So:
    the LR grid). A tile pass computes each tile's colour neighbours (from the MSI over the tile's
    box plus :data:`~fusion_explorer.methods.unmixing.guided.WINDOW` + 1 LR pixels: the search
    window, with windows clamped at the scene's border exactly as the whole-scene search), the
-   guided transfer of the LR residual, the MSI correction ``G (Y_m - R Z)``, stores ``Z1`` (a scratch
-   cube the size of the output, on disk) and returns ``S(Z1)`` on its LR box;
-   ``(S Sᵀ + μ I) u = Y_h - S(Z1)`` is solved by CG on the LR grid with ``S Sᵀ`` applied tile by tile
-   (:mod:`.consistency`); a last pass writes ``Z1 + t_h Sᵀ u``.
+   guided transfer of the LR residual (computed on the search box from the LR-HSI and ``S(H_m)``, both in
+   scratch stores on the LR grid), the MSI correction ``G (Y_m - R Z)``, stores ``Z1`` (a scratch cube
+   the size of the output, on disk: tiled scalmu needs free disk for about twice the output) and writes
+   ``r = Y_h - S(Z1)`` on its LR box to an LR scratch store; ``(S Sᵀ + μ I) u = r`` is solved by CG a
+   block of bands at a time with ``S Sᵀ`` applied tile by tile (:mod:`.consistency`), ``u`` written to
+   another store; a last pass writes ``Z1 + t_h Sᵀ u``. The client holds no band-deep array of the LR
+   grid after the layers.
 
 Exact where the whole-scene run is: every tile computes what the whole-scene run computes on its
 pixels (halos cover every local operator), and every scene-wide quantity is the sum of the tiles'

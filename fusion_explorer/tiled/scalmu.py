@@ -253,13 +253,15 @@ def _start_degrade_tile(scratch: ScratchStore, msi_region, region, t: Tile, spat
 def _terms(h: torch.Tensor, y: torch.Tensor, w_m: np.ndarray, delta: float, joint, region, spatial, ratio: int):
     """The ``H_m`` update's numerator and denominator ``(1, p, pixels)`` on the HR pixels of the LR box
     ``region``: CNMF's MSI terms, plus (a joint layer) ``Sᵀ(λ Wᵀ Y_h)`` and ``Sᵀ(λ Wᵀ W H_h)`` from the
-    LR maps ``joint = (a, b, lr_box)`` (:func:`~fusion_explorer.methods.unmixing.joint_abundance_terms`)."""
+    LR maps ``a, b`` read on the LR box ``cover`` from ``joint = (store, cover)`` (rows ``a`` then ``b``;
+    :func:`~fusion_explorer.methods.unmixing.joint_abundance_terms`)."""
     p, l = h.shape[0], y.shape[0]
     num, den = abundance_terms(y.reshape(1, l, -1), torch.from_numpy(w_m)[None], h.reshape(1, p, -1), delta)
     if joint is not None:
-        a, b, box = joint
-        num.add_(_adjoint_on(spatial, a, box, region, ratio).reshape(1, p, -1))
-        den.add_(_adjoint_on(spatial, b, box, region, ratio).reshape(1, p, -1))
+        store, box = joint
+        cover = (slice(box[0], box[1]), slice(box[2], box[3]))
+        num.add_(_adjoint_on(spatial, store.read(*cover, slice(0, p)), box, region, ratio).reshape(1, p, -1))
+        den.add_(_adjoint_on(spatial, store.read(*cover, slice(p, 2 * p)), box, region, ratio).reshape(1, p, -1))
     return num, den
 
 
@@ -401,14 +403,10 @@ def _projected_tile(corrected: ScratchStore, u_store: ScratchStore, box, t: Tile
 # ---- the client side -------------------------------------------------------------------------------------
 
 
-def _joint_boxes(maps, box, margin: int, lr_size: tuple[int, int]):
-    """A tile's ``(a, b, cover)``: the joint update's LR maps ``maps = (a, b)`` on ``box`` plus ``margin``
-    LR pixels (``None`` when the layer is not joint)."""
-    if maps is None:
-        return None
-    cover = _around(box, margin, lr_size)
-    whole = (0, lr_size[0], 0, lr_size[1])
-    return _crop_lr(maps[0], whole, cover).copy(), _crop_lr(maps[1], whole, cover).copy(), cover
+def _joint_boxes(store, box, margin: int, lr_size: tuple[int, int]):
+    """A tile's ``(store, cover)``: the store of the joint update's LR maps and the LR box ``box`` plus
+    ``margin`` LR pixels to read them on (``None`` when the layer is not joint)."""
+    return None if store is None else (store, _around(box, margin, lr_size))
 
 
 def _gather(pieces, grid: TileGrid, ratio: int, shape) -> np.ndarray:
@@ -518,6 +516,12 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     endmembers = hsi.w.float()
     w_m = srf @ endmembers
     s_hm = torch.from_numpy(s_h.astype(np.float32)).reshape(1, p, -1)
+    # the start's LR-grid state (H_h, S(H_m) in float64, the first LR abundances: 0.1 GB each at 4096² and
+    # p = 50) is not read again
+    del hsi, s_h, h_lr, pieces
+    # the joint layers' LR maps (λ Wᵀ Y_h, λ Wᵀ W S(H_m)) for the tiles to read their boxes from, not copies
+    # of the boxes in every task (they overlap, and the tasks of a pass are all built before it runs)
+    joint_store = lr_store(folder, "joint_maps", 2 * p, grid, "float32")
     # the LR side of the data (the layers' W update and HSI weight read it; the HR-MSI only by its shape)
     data = CoupledData(lr_hsi=y_h32, hr_msi=torch.zeros((1, msi_bands, 1)).expand(1, msi_bands, n_pixels),
                        srf=srf, degrade=None, delta=delta, sensor_features=sensor)
@@ -533,13 +537,13 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
             joint = isinstance(weight, torch.Tensor) or weight > 0
             if joint:  # λ Wᵀ Y_h and λ Wᵀ W H_h on the LR grid (joint_abundance_terms): tiles take Sᵀ of boxes
                 wt = endmembers.transpose(-1, -2)
-                a = (weight * (wt @ y_h32)).reshape(p, h, w).numpy()
-                b = (weight * ((wt @ endmembers) @ h_h)).reshape(p, h, w).numpy()
+                whole = (slice(None), slice(None))
+                joint_store.write_box(*whole, (weight * (wt @ y_h32)).reshape(p, h, w).numpy(), 0)
+                joint_store.write_box(*whole, (weight * ((wt @ endmembers) @ h_h)).reshape(p, h, w).numpy(), p)
         w_m_np = np.ascontiguousarray(w_m[0].numpy())
-        maps = (a, b) if joint else None
 
-        def joint_for(box, maps=maps):
-            return _joint_boxes(maps, box, margin, (h, w))
+        def joint_for(box, store=joint_store if joint else None):
+            return _joint_boxes(store, box, margin, (h, w))
 
         mat = exponent = None
         if hook is not None:
@@ -592,7 +596,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     lr_hsi = stored_lr(folder, lr, grid)
     lr_abund = lr_store(folder, "lr_abundances", p, grid, "float32")
     lr_abund.write_box(slice(None), slice(None), s_hm.reshape(p, h, w).numpy())
-    del lr, y_lr, y_h32, data, hsi, s_hm, sensor
+    del lr, y_lr, y_h32, data, s_hm, sensor
     r_store, u_store = lr_store(folder, "residual", bands, grid), lr_store(folder, "solution", bands, grid)
     corrected = ScratchStore(folder, "corrected", (bands, big_h, big_w), grid.tile)
     tasks = []

@@ -45,12 +45,15 @@ def msi_gain(srf: np.ndarray, w: np.ndarray) -> np.ndarray:
     return crt @ np.linalg.inv(srf @ crt)
 
 
-def _msi_corrected(msi_ext: np.ndarray, h: np.ndarray, w: np.ndarray, srf: np.ndarray, gain: np.ndarray,
-                   bands: slice = slice(None)) -> np.ndarray:
-    """``Z1 = W H + G (Y_m - R W H)`` on a box, the rows ``bands`` of it ``(b, y, x)`` float64 (``R W H`` as
-    ``(R W) H``: no band-deep array is needed for the MSI residual)."""
-    h64 = h.astype(np.float64)
-    d = np.maximum(np.asarray(msi_ext, dtype=np.float64), 0) - np.einsum("mp,pyx->myx", srf @ w, h64)
+def _msi_residual(msi: np.ndarray, h: np.ndarray, w: np.ndarray, srf: np.ndarray) -> np.ndarray:
+    """``Y_m - R W H`` on a box ``(l, y, x)`` float64, as ``(R W) H``: no band-deep array is needed."""
+    return np.maximum(np.asarray(msi, dtype=np.float64), 0) - np.einsum("mp,pyx->myx", srf @ w,
+                                                                        h.astype(np.float64))
+
+
+def _msi_corrected(h: np.ndarray, w: np.ndarray, gain: np.ndarray, d: np.ndarray, bands: slice) -> np.ndarray:
+    """The rows ``bands`` of ``Z1 = W H + G d`` on a box ``(b, y, x)`` float64, ``d`` the box's
+    :func:`_msi_residual` (computed once per task, not per group of bands)."""
     z = np.einsum("bp,pyx->byx", w[bands].astype(np.float32), h).astype(np.float64)
     return z + np.einsum("bm,myx->byx", gain[bands], d)
 
@@ -94,8 +97,9 @@ def _residual_tile(msi_ext, scratch: ScratchStore, lr: ScratchStore, r_store: Sc
     h = scratch.read(slice(t.ey0, t.ey1), slice(t.ex0, t.ex1))
     (ly, lx), (ey, ex) = t.lr_box(ratio), t.lr_ext_box(ratio)
     sums, step = [], max(1, CHUNK_BYTES // (8 * h.shape[1] * h.shape[2]))
+    d = _msi_residual(msi_ext, h, w, srf)
     for b in range(0, w.shape[0], step):
-        z1 = _msi_corrected(msi_ext, h, w, srf, gain, slice(b, b + step))
+        z1 = _msi_corrected(h, w, gain, d, slice(b, b + step))
         lr_z = spatial(torch.from_numpy(z1)[None])[0].numpy()
         own = lr_z[:, ly.start - ey.start : ly.stop - ey.start, lx.start - ex.start : lx.stop - ex.start]
         sums.append(store_residual(r_store, lr, t, ratio, own, b))
@@ -191,13 +195,13 @@ def _projected_tile(msi_ext, u_store: ScratchStore, scratch: ScratchStore, t: Ti
     if threads:
         set_torch_threads(threads)
     h = scratch.read(slice(t.y0, t.y1), slice(t.x0, t.x1))
-    msi_own = t.trim(msi_ext)
+    d = _msi_residual(t.trim(msi_ext), h, w, srf)
     ey, ex = t.lr_ext_box(ratio)
     step = writer.band_chunk if writer is not None else max(1, CHUNK_BYTES // (8 * h.shape[1] * h.shape[2]))
     out = []
     for b in range(0, w.shape[0], step):
         c = slice(b, b + step)
-        z1 = _msi_corrected(msi_own, h, w, srf, gain, c)
+        z1 = _msi_corrected(h, w, gain, d, c)
         u_ext = u_store.read(ey, ex, c)
         up = t.trim(spatial.adjoint(torch.from_numpy(np.ascontiguousarray(u_ext))[None])[0].numpy())
         z = np.maximum(z1 + up, 0).astype(np.float32)

@@ -364,7 +364,7 @@ def _corrected_tile(scratch: ScratchStore, corrected: ScratchStore, lr_hsi: Scra
     s_h = torch.from_numpy(lr_abund.read(ny, nx)).reshape(1, p, -1)
     res = torch.from_numpy(lr_hsi.read(ny, nx)).reshape(1, w.shape[0], -1) - w_t @ s_h
     guided, msi_step = float(steps[0]), float(steps[1])
-    oy, ox = t.y0 - ys.start, t.x0 - xs.start
+    oy, ox, own = t.y0 - ys.start, t.x0 - xs.start, _lr_box(t, ratio)
     sums = []
     with torch.no_grad():
         d = y - (srf_t @ w_t) @ h - guided * transfer(srf_t @ res, nb, sigma)  # Y_m - R Z
@@ -373,8 +373,7 @@ def _corrected_tile(scratch: ScratchStore, corrected: ScratchStore, lr_hsi: Scra
             z = w_t[:, c] @ h + guided * transfer(res[:, c], nb, sigma) + msi_step * (gain_t[:, c] @ d)
             z = z.reshape(-1, big_y, big_x)
             corrected.write(t, np.ascontiguousarray(z[:, oy : oy + t.y1 - t.y0, ox : ox + t.x1 - t.x0].numpy()), band=b)
-            sums.append(store_residual(r_store, lr_hsi, t, ratio, _degrade_on(spatial, z, region, _lr_box(t, ratio),
-                                                                                ratio), b))
+            sums.append(store_residual(r_store, lr_hsi, t, ratio, _degrade_on(spatial, z, region, own, ratio), b))
     return np.concatenate(sums)
 
 

@@ -76,3 +76,23 @@ def test_refusals_are_one_clear_error(runs):
         fuse_tiled(problem, "scalmu", tile=64, msi_pyramid=[[3, 5], [1, 5]])
     with pytest.raises(ProblemError, match="float32"):
         fuse_tiled(problem, "scalmu", tile=64, dtype="float64")
+
+
+def test_tiled_step3_when_the_images_disagree(cave_dir):
+    """With a PSF model 30 % too wide (the images disagree through it), the consistency layer's step 3
+    (the HSI correction less what the MSI sees of it, tile-wise) gives the whole-scene cube. The learned
+    parts are off: the shipped gate all but switches the HSI correction off, and step 3 with it."""
+    from fusion_explorer.metrics import evaluate
+    from fusion_explorer.physics import SensorPair
+    from fusion_explorer.problem import FusionProblem
+
+    scene = center_crop(fe.open_cube(cave_dir / "balloons_ms"), 128, 1)
+    sim = fe.simulate(scene, "gaussian-x8")
+    kernel = SensorPair("model", 8, sigma=1.3 * float(sim.sensors.sigma), offset=sim.offset).spatial().kernel.numpy()
+    problem = FusionProblem(sim.lr_hsi, sim.hr_msi, srf=sim.srf, ratio=8, psf=kernel, offset=sim.offset)
+    whole = fe.fuse(problem, "scalmu", device="cpu", learned=False, **OPTIONS).fused
+    tiled = fuse_tiled(problem, "scalmu", tile=32, workers=2, learned=False, **OPTIONS)
+    psnr_whole, psnr_tiled = evaluate(scene, whole, 8)["psnr"], evaluate(scene, tiled, 8)["psnr"]
+    assert psnr_whole > 40
+    assert abs(psnr_tiled - psnr_whole) < 0.05
+    assert np.sqrt(np.mean((tiled.values - whole.values) ** 2)) < 1e-3 * np.sqrt(np.mean(whole.values**2))

@@ -7,7 +7,8 @@ LR grid. A tile pass computes ``S(Z1)`` on each LR tile from its extended box (a
 a time) and writes the residual ``r`` on its LR box to a scratch store; the CG reads ``r`` a block of
 bands at a time (:func:`cg_block`), applies ``S Sᵀ`` tile by tile (it reaches twice the PSF's
 half-width, which the grid's halo covers) and writes ``u`` to another store; a last tile pass reads
-``u`` on its extended LR box and writes ``Z1 + Sᵀ u``, clipped at 0. The client holds no array
+``u`` on its extended LR box and writes ``Z1 + (I - G R) Sᵀ u`` (the HSI correction less what the MSI
+sees of it), clipped at 0. The client holds no array
 that is band-deep on the whole LR grid.
 """
 
@@ -17,6 +18,7 @@ import dask
 import numpy as np
 import torch
 
+from ..methods.unmixing import projection as _projection
 from .engine import Tile, TileGrid, set_torch_threads, tile_task
 from .io import CHUNK_BYTES, ScratchStore, ZarrCubeWriter
 
@@ -27,7 +29,7 @@ def _msi_box(msi, y: slice, x: slice):
 
 
 # (fusion_explorer.methods.unmixing.projection.project without the guided step: Z1 = Z + G (Y_m - R Z) per pixel,
-# then Z1 + Sᵀ (S Sᵀ + μ I)⁻¹ (Y_h - S Z1), the normal equations solved by CG on the LR grid)
+# then Z1 + (I - G R) Sᵀ (S Sᵀ + μ I)⁻¹ (Y_h - S Z1), the normal equations solved by CG on the LR grid)
 
 #: CG settings and the spectral prior's ridge, as fusion_explorer.methods.unmixing.projection
 CG_ITERATIONS, CG_TOLERANCE, DAMPING, RIDGE = 60, 1e-6, 1e-4, 1e-2
@@ -190,21 +192,33 @@ def _solve_normal(r, grid: TileGrid, spatial, damping: float = DAMPING, rs_all: 
 @tile_task
 def _projected_tile(msi_ext, u_store: ScratchStore, scratch: ScratchStore, t: Tile, w, srf, gain, spatial,
                     ratio: int, writer: ZarrCubeWriter | None, threads):
-    """``Z1 + Sᵀ u`` on the tile, clipped at 0 (a group of bands at a time, ``u`` read on the tile's
-    extended LR box)."""
+    """``Z1 + (I - G R) Sᵀ u`` on the tile, clipped at 0: the HSI correction less what the MSI sees of it
+    (:func:`~fusion_explorer.methods.unmixing.projection.project`'s step 3); a group of bands at a time,
+    ``u`` read on the tile's extended LR box. ``R Sᵀ u = Sᵀ (R u)``: ``R`` acts on bands and ``Sᵀ`` on
+    pixels, so no band-deep array is needed."""
     if threads:
         set_torch_threads(threads)
     h = scratch.read(slice(t.y0, t.y1), slice(t.x0, t.x1))
     d = _msi_residual(t.trim(msi_ext), h, w, srf)
     ey, ex = t.lr_ext_box(ratio)
     step = writer.band_chunk if writer is not None else max(1, CHUNK_BYTES // (8 * h.shape[1] * h.shape[2]))
+    bands = w.shape[0]
+
+    def up_of(v: np.ndarray) -> np.ndarray:  # Sᵀ of LR maps on the extended box, on the tile
+        return t.trim(spatial.adjoint(torch.from_numpy(np.ascontiguousarray(v))[None])[0].numpy())
+
+    msi_last = _projection.MSI_LAST
+    if msi_last:
+        ru = sum(np.einsum("mb,byx->myx", srf[:, b : b + step], u_store.read(ey, ex, slice(b, b + step)))
+                 for b in range(0, bands, step))
+        seen = up_of(ru)  # what the MSI sees of the HSI correction, R Sᵀ u = Sᵀ (R u)
     out = []
-    for b in range(0, w.shape[0], step):
+    for b in range(0, bands, step):
         c = slice(b, b + step)
-        z1 = _msi_corrected(h, w, gain, d, c)
-        u_ext = u_store.read(ey, ex, c)
-        up = t.trim(spatial.adjoint(torch.from_numpy(np.ascontiguousarray(u_ext))[None])[0].numpy())
-        z = np.maximum(z1 + up, 0).astype(np.float32)
+        z = _msi_corrected(h, w, gain, d, c) + up_of(u_store.read(ey, ex, c))
+        if msi_last:
+            z -= np.einsum("bm,myx->byx", gain[c], seen)
+        z = np.maximum(z, 0).astype(np.float32)
         if writer is not None:
             writer.write(t.y0, t.x0, z, band=b)
         else:

@@ -82,6 +82,7 @@ from ..methods.unmixing import (
     update_endmembers,
 )
 from ..methods.unmixing.guided import WINDOW, Neighbours, colour_neighbours, transfer
+from ..methods.unmixing import projection as _projection
 from ..methods.unmixing.projection import DAMPING, NOISE_WINDOW, sensor_features, spectral_prior
 from ..methods.unmixing.projection import msi_gain as projection_gain
 from .cnmf_stages import (
@@ -378,20 +379,35 @@ def _corrected_tile(scratch: ScratchStore, corrected: ScratchStore, lr_hsi: Scra
 
 
 @tile_task
-def _projected_tile(corrected: ScratchStore, u_store: ScratchStore, box, t: Tile, hsi_step: float, spatial,
-                    ratio: int, writer, threads):
-    """``Z1 + t_h Sᵀ u`` on the tile, clipped at 0 (``u`` read on the LR box ``box``): the fused cube;
-    with ``writer``, computed and written a chunk's bands at a time."""
+def _projected_tile(corrected: ScratchStore, u_store: ScratchStore, msi_own, box, t: Tile, srf, gain, steps,
+                    spatial, ratio: int, writer, threads):
+    """The fused cube on the tile, clipped at 0: ``Z1 + (I - t_m G R) t_h Sᵀ u`` (``u`` read on the LR box
+    ``box``): the HSI correction less what the MSI sees of it, as
+    :func:`~fusion_explorer.methods.unmixing.projection.project` (its step 3). ``R Sᵀ u = Sᵀ (R u)`` (``R``
+    acts on bands, ``Sᵀ`` on pixels) needs no band-deep array; the bands are computed (and written, with
+    ``writer``) a chunk at a time."""
     if threads:
         set_torch_threads(threads)
     step = corrected.band_chunk if writer is None else writer.band_chunk
     uy, ux = slice(box[0], box[1]), slice(box[2], box[3])
+    ys, xs = slice(t.y0, t.y1), slice(t.x0, t.x1)
+    hsi_step, msi_step = float(steps[2]), float(steps[1])
+    srf64, gain64 = srf.astype(np.float64), gain.astype(np.float64)
+    bands = corrected.shape[0]
+    msi_last = _projection.MSI_LAST and msi_step != 0
+    if msi_last:  # the part of the HSI correction the MSI sees, R t_h Sᵀ u = t_h Sᵀ (R u), on the tile
+        ru = sum(np.einsum("mb,byx->myx", srf64[:, b : b + step], u_store.read(uy, ux, slice(b, b + step)))
+                 for b in range(0, bands, step))
+        seen = hsi_step * _adjoint_on(spatial, ru, box, _lr_box(t, ratio), ratio).double().numpy()
     out = []
-    for b in range(0, corrected.shape[0], step):
+    for b in range(0, bands, step):
         c = slice(b, b + step)
-        z1 = torch.from_numpy(corrected.read(slice(t.y0, t.y1), slice(t.x0, t.x1), c))
+        z1 = torch.from_numpy(corrected.read(ys, xs, c))
         up = _adjoint_on(spatial, u_store.read(uy, ux, c), box, _lr_box(t, ratio), ratio)
-        z = (z1.double() + hsi_step * up).clamp_min(0).float().numpy()
+        z = z1.double() + hsi_step * up
+        if msi_last:
+            z -= msi_step * torch.from_numpy(np.einsum("bm,myx->byx", gain64[c], seen))
+        z = z.clamp_min(0).float().numpy()
         if writer is None:
             out.append(z)
         else:
@@ -612,8 +628,9 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     stage("consistency: CG on the LR grid")
     _solve_normal(r_store, grid, spatial, damping, rs_all=rs_all, out=u_store)
     tasks = [dask.delayed(_projected_tile, pure=False)(
-        corrected, u_store, _around(_lr_box(t, ratio), margin, (h, w)), t, float(steps[2]), spatial, ratio, writer,
-        threads) for t in grid]
+        corrected, u_store, msi_box(msi, slice(t.y0, t.y1), slice(t.x0, t.x1)), _around(_lr_box(t, ratio), margin,
+                                                                                        (h, w)),
+        t, srf_np, gain, steps, spatial, ratio, writer, threads) for t in grid]
     return runner.run_tiles(tasks, progress, "fused cube (tiles)")
 
 

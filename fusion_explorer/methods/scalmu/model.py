@@ -182,7 +182,8 @@ INPUT_DOC = {
 CONSISTENCY_DOC = {
     "guided_step": "t_g in (0, 1]: the fraction of the colour-guided transfer of the LR-HSI residual applied "
                    "(1 when plain).",
-    "msi_step": "t_m in (0, 1]: the fraction of the correction towards R Z = Y_m applied (1 when plain).",
+    "msi_step": "t_m in (0, 1]: the fraction of the correction towards R Z = Y_m applied, and of what the MSI "
+                "sees of the HSI correction removed from it (1 when plain).",
     "hsi_step": "t_h in (0, 1]: the fraction of the correction towards S Z = Y_h applied (1 when plain).",
     "ridge": "rho: the white share of the spectral prior C = W Wt/tr + rho I/L that shapes the MSI "
              "correction (default 0.01 when plain).",

@@ -170,6 +170,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["noise_aware"] = args.noise_aware
     if args.smooth_gate:
         overrides["smooth_gate"] = True
+    if args.fixed_steps:
+        overrides["fixed_steps"] = True
     cfg = TrainConfig(**overrides)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -218,6 +220,9 @@ def _add_train_parser(sub) -> None:
                         "drawn per item in [0, this] (0: every scene is exactly endmembers x abundances)")
     s.add_argument("--smooth-gate", action="store_true",
                    help="the consistency gate's outputs squashed without flat regions (the clamps saturate)")
+    s.add_argument("--fixed-steps", action="store_true",
+                   help="the consistency layer's steps fixed at 1 (its ridge and width at their defaults): "
+                        "the gate learns only the Wiener gains (needs --noise-aware, the default)")
     s.add_argument("--noise-aware", action=argparse.BooleanOptionalAction, default=None,
                    help="learned steps and HSI weights read the images' estimated noise")
     s.add_argument("--threads", type=_number(int), help="torch CPU threads")

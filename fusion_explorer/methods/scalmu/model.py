@@ -282,20 +282,29 @@ class ConsistencyLayer(nn.Module):
     (``expm1(WIENER_SCALE · clamp(g, 0, 1.5))``, 0 at initialisation). ``learned=False``
     runs full steps with the default ``ρ`` and ``σ`` and no Wiener terms (the ablation)."""
 
-    def __init__(self, hidden: int = 16, noise_aware: bool = False, smooth_gate: bool = False):
+    def __init__(self, hidden: int = 16, noise_aware: bool = False, smooth_gate: bool = False,
+                 fixed_steps: bool = False):
         super().__init__()
         self.noise_aware = bool(noise_aware)
+        # fixed_steps: full steps, the default ridge and width, nothing of them learned; the gate returns only
+        # the Wiener gains (the per-part ablation found the learned steps worth -0.05 dB on the zoo once the
+        # projection has its step 3, and 0.6 dB less on clean CAVE scenes: benchmarks/scalmu_training.md)
+        self.fixed_steps = bool(fixed_steps)
+        if self.fixed_steps and not self.noise_aware:
+            raise ValueError("fixed_steps leaves the gate only the Wiener gains: the network must be noise_aware")
+        n_steps = 0 if self.fixed_steps else 3
         # smooth_gate: squash the gate's outputs without flat regions where training can reach them
         # (steps σ(g + 5)/σ(5), Wiener exponent 1.5 tanh(g / 1.5)); the clamps of the first networks
         # saturate (benchmarks/scalmu_training.md). Both forms give full steps and no Wiener term at g = 0
         self.smooth_gate = bool(smooth_gate)
         # noise-aware: N_SENSOR more inputs (sensor_input) and 2 more outputs (the Wiener gains)
         self.gate = nn.Sequential(nn.Linear(3 + N_SENSOR * self.noise_aware, hidden), nn.SiLU(),
-                                  nn.Linear(hidden, 3 + 2 * self.noise_aware))
+                                  nn.Linear(hidden, n_steps + 2 * self.noise_aware))
         nn.init.zeros_(self.gate[-1].weight)
         nn.init.zeros_(self.gate[-1].bias)
-        self.log_ridge = nn.Parameter(torch.tensor(math.log(DEFAULT_RIDGE)))
-        self.log_sigma = nn.Parameter(torch.tensor(math.log(SIGMA)))
+        if not self.fixed_steps:
+            self.log_ridge = nn.Parameter(torch.tensor(math.log(DEFAULT_RIDGE)))
+            self.log_sigma = nn.Parameter(torch.tensor(math.log(SIGMA)))
 
     def outputs(self, z: torch.Tensor, data: CoupledData) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(steps (B, 3), wiener (B, 2) or None)``: the fractions ``t_g, t_m, t_h`` of the guided, MSI
@@ -312,6 +321,9 @@ class ConsistencyLayer(nn.Module):
             if self.noise_aware:
                 features = torch.cat([features, sensor_input(data, features.shape[0])], dim=-1)
         g = self.gate(features)
+        if self.fixed_steps:  # (the constructor made the network noise-aware)
+            exponent = 1.5 * torch.tanh(g / 1.5).clamp_min(0) if self.smooth_gate else g.clamp(0, 1.5)
+            return torch.ones(g.shape[0], 3, dtype=g.dtype, device=g.device), torch.expm1(WIENER_SCALE * exponent)
         if self.smooth_gate:
             steps = torch.sigmoid(g[:, :3] + 5.0) / torch.sigmoid(torch.tensor(5.0, dtype=g.dtype))
             exponent = 1.5 * torch.tanh(g[:, 3:] / 1.5).clamp_min(0)
@@ -332,7 +344,7 @@ class ConsistencyLayer(nn.Module):
         each image, ``(B,)``, or 0. ``learned``: True, False, or the :data:`LEARNED_PARTS` on (``"steps"``
         and ``"wiener"`` act here); off, a part is its plain value (full steps, the default ridge and
         width; no Wiener terms)."""
-        steps_on, wiener_on = _uses(learned, "steps"), _uses(learned, "wiener")
+        steps_on, wiener_on = _uses(learned, "steps") and not self.fixed_steps, _uses(learned, "wiener")
         ones = torch.ones(features.shape[0], 3, dtype=features.dtype, device=features.device)
         plain = (ones, torch.tensor(DEFAULT_RIDGE).to(features), torch.tensor(SIGMA).to(features))
         if not (steps_on or wiener_on):
@@ -356,7 +368,7 @@ class ConsistencyLayer(nn.Module):
         ``learned``, ``plain`` and ``learned_doc`` (see :data:`CONSISTENCY_DOC`). ``learned``: True,
         False, or the :data:`LEARNED_PARTS` on (``"steps"``, ``"wiener"`` act here)."""
         z = state.fused()
-        if not (_uses(learned, "steps") or _uses(learned, "wiener")):
+        if not ((_uses(learned, "steps") and not self.fixed_steps) or _uses(learned, "wiener")):
             return project(z, data, spectral_prior(state.endmembers, DEFAULT_RIDGE), neighbours=data.neighbours)
         with torch.no_grad():
             features = observation_features(z, data)
@@ -368,6 +380,9 @@ class ConsistencyLayer(nn.Module):
                  "sigma": sigma},
                 {"guided_step": 1.0, "msi_step": 1.0, "hsi_step": 1.0, "ridge": DEFAULT_RIDGE, "sigma": SIGMA},
                 CONSISTENCY_DOC))
+            if self.fixed_steps:
+                for key in ("guided_step", "msi_step", "hsi_step", "ridge", "sigma"):
+                    record["learned_doc"][key] += " Not learned by this network: fixed at the plain value."
             if wiener is not None:
                 record["learned"].update(msi_wiener=_arr(wiener[0, 0]), hsi_wiener=_arr(wiener[0, 1]))
                 record["plain"].update(msi_wiener=np.float32(0), hsi_wiener=np.float32(0))
@@ -393,17 +408,18 @@ class SCALMUNet(nn.Module):
     """
 
     def __init__(self, layers: int = 10, hidden: int = 16, max_log_exponent: float = 1.5, joint: bool = True,
-                 consistency: bool = True, noise_aware: bool = False, smooth_gate: bool = False):
+                 consistency: bool = True, noise_aware: bool = False, smooth_gate: bool = False,
+                 fixed_steps: bool = False):
         super().__init__()
         self.config = {"layers": int(layers), "hidden": int(hidden), "max_log_exponent": float(max_log_exponent),
                        "joint": bool(joint), "consistency": bool(consistency), "noise_aware": bool(noise_aware),
-                       "smooth_gate": bool(smooth_gate)}
+                       "smooth_gate": bool(smooth_gate), "fixed_steps": bool(fixed_steps)}
         self.abundance_nets = nn.ModuleList(PairPreconditioner(hidden, max_log_exponent) for _ in range(layers))
         self.endmember_nets = nn.ModuleList(PairPreconditioner(hidden, max_log_exponent) for _ in range(layers))
         self.log_hsi_weight = nn.Parameter(torch.zeros(layers))
         if noise_aware:  # log λ_k = a_k + b_k · sensor features (zero at initialisation: λ_k = balance)
             self.hsi_weight_noise = nn.Parameter(torch.zeros(layers, N_SENSOR))
-        self.consistency = ConsistencyLayer(hidden, noise_aware, smooth_gate) if consistency else None
+        self.consistency = ConsistencyLayer(hidden, noise_aware, smooth_gate, fixed_steps) if consistency else None
 
     def finish(self, state: CoupledState, data: CoupledData, learned: bool | frozenset = True,
                consistency: bool = True, record: dict | None = None) -> torch.Tensor:

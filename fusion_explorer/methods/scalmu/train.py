@@ -73,6 +73,8 @@ class TrainConfig:
     spectral_variability: float = 0.0
     # the consistency gate's outputs squashed without flat regions (model.ConsistencyLayer)
     smooth_gate: bool = False
+    # the consistency layer's steps, ridge and width fixed at their plain values; only the Wiener gains learned
+    fixed_steps: bool = False
 
     def __post_init__(self) -> None:
         if not self.spectral_variability >= 0:
@@ -81,7 +83,7 @@ class TrainConfig:
     def model_config(self) -> dict[str, Any]:
         return {"layers": self.layers, "hidden": self.hidden, "max_log_exponent": self.max_log_exponent,
                 "joint": self.joint, "consistency": self.consistency, "noise_aware": self.noise_aware,
-                "smooth_gate": self.smooth_gate}
+                "smooth_gate": self.smooth_gate, "fixed_steps": self.fixed_steps}
 
 
 def _save(checkpoint: dict, path: Path) -> None:

@@ -8,6 +8,8 @@ import numpy as np
 import fusion_explorer as fe
 from fusion_explorer.bench import center_crop
 from fusion_explorer.metrics import evaluate
+from fusion_explorer.physics import SensorPair
+from fusion_explorer.problem import FusionProblem
 from fusion_explorer.tiled import fuse_tiled
 
 
@@ -53,3 +55,13 @@ def assert_no_seams(r: dict) -> None:
         strip[:, b - 2 : b + 2] = True
     assert err[strip].mean() <= 1.05 * err[~strip].mean()
     assert diff[strip].mean() <= 1.5 * diff[~strip].mean()
+
+
+def model_psf_too_wide(problem, wider: float = 1.3) -> FusionProblem:
+    """``problem``'s images with, as their known PSF, a Gaussian ``wider`` times as wide as the one that made
+    them: the images disagree through the model, so the projection's step 3 (the HSI correction less what
+    the MSI sees of it) acts."""
+    kernel = SensorPair("model", problem.ratio, sigma=wider * float(problem.sensors.sigma),
+                        offset=problem.offset).spatial().kernel.numpy()
+    return FusionProblem(problem.lr_hsi, problem.hr_msi, srf=problem.srf, ratio=problem.ratio, psf=kernel,
+                         offset=problem.offset)

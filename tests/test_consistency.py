@@ -265,7 +265,6 @@ def test_wiener_msi_gain_damps_the_directions_the_srf_barely_sees():
     assert abs(float((srf @ wiener)[0, 2, 2]) - 1) < 0.05
 
 
-
 @pytest.mark.parametrize("wider", [1.0, 1.3])
 def test_step3_keeps_of_the_hsi_correction_what_the_msi_cannot_see(crop_problems, wider):
     """Step 3 (``msi_last``) on a real crop from CNMF's start, with the endmembers' prior and the guided
@@ -273,13 +272,11 @@ def test_step3_keeps_of_the_hsi_correction_what_the_msi_cannot_see(crop_problems
     images disagree through the model) the HSI correction without it undoes the MSI fit and costs dB, with
     it ``R Z = Y_m`` still holds and the cube is better than with no HSI correction at all."""
     from fusion_explorer.methods.scalmu.start import schedule_start
-    from fusion_explorer.physics import SensorPair
-    from fusion_explorer.problem import FusionProblem
+
+    from ._tiled import model_psf_too_wide
 
     truth, problems = crop_problems
-    sim = problems["gaussian-x8"][0]
-    kernel = SensorPair("model", 8, sigma=wider * float(sim.sensors.sigma), offset=sim.offset).spatial().kernel
-    problem = FusionProblem(sim.lr_hsi, sim.hr_msi, srf=sim.srf, ratio=8, psf=kernel.numpy(), offset=sim.offset)
+    problem = model_psf_too_wide(problems["gaussian-x8"][0], wider)
     schedule, _ = schedule_start(problem, device=torch.device("cpu"))
     state, data = schedule.state, schedule.data
     z, prior = state.fused(), spectral_prior(state.endmembers)

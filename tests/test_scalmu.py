@@ -278,7 +278,8 @@ def test_shipped_consistency_layer_trusts_clean_images_and_damps_noisy_ones(cave
     (s_clean, w_clean, f_clean), (s_noisy, w_noisy, f_noisy) = out["clean"], out["noisy"]
     assert f_noisy[0] > f_clean[0] + 2 and f_noisy[1] > f_clean[1] + 1.5  # the estimated noise reads the SNR
     assert net.config["fixed_steps"]
-    torch.testing.assert_close(s_clean, torch.ones(3)) and torch.testing.assert_close(s_noisy, torch.ones(3))
+    torch.testing.assert_close(s_clean, torch.ones(3))
+    torch.testing.assert_close(s_noisy, torch.ones(3))
     assert w_clean[0] < 1.0 and w_noisy[0] > w_clean[0] + 1.0
     damping = [float(w[1]) * 10 ** float(f[0]) for w, f in ((w_clean, f_clean), (w_noisy, f_noisy))]
     assert damping[1] > 100 * damping[0]

@@ -17,7 +17,7 @@ from fusion_explorer.io import write_zarr
 from fusion_explorer.metrics import evaluate
 from fusion_explorer.tiled import TiledProblem, fuse_tiled, open_lazy, validate_lazy
 
-from ._tiled import assert_matches_whole, assert_no_seams, whole_and_tiled
+from ._tiled import assert_matches_whole, assert_no_seams, model_psf_too_wide, whole_and_tiled
 
 CROP = 256
 #: protocol -> (crop, two tile sizes); CNMF with 40 inner iterations (default 200), to keep this file fast
@@ -261,25 +261,13 @@ def test_tile_task_results_own_their_memory():
     assert x == 3.0
 
 
-def _model_psf_too_wide(problem, wider: float = 1.3):
-    """``problem``'s images with a Gaussian PSF ``wider`` times too wide as the known PSF: the images disagree
-    through the model, so the projection's step 3 (the HSI correction less what the MSI sees) acts."""
-    from fusion_explorer.physics import SensorPair
-    from fusion_explorer.problem import FusionProblem
-
-    kernel = SensorPair("model", problem.ratio, sigma=wider * float(problem.sensors.sigma),
-                        offset=problem.offset).spatial().kernel.numpy()
-    return FusionProblem(problem.lr_hsi, problem.hr_msi, srf=problem.srf, ratio=problem.ratio, psf=kernel,
-                         offset=problem.offset)
-
-
 def test_consistency_projection_tile_wise_when_the_images_disagree(truth, monkeypatch):
     """With a PSF model that is not the images' (30 % too wide), the tiled projection's step 3 gives the
     whole-scene cube; step 3 is what keeps the projection from losing dB there."""
     from fusion_explorer.methods.unmixing import projection
 
     scene = center_crop(truth, 128, 1)
-    problem = _model_psf_too_wide(fe.simulate(scene, "gaussian-x8"))
+    problem = model_psf_too_wide(fe.simulate(scene, "gaussian-x8"))
     options = {"inner_iterations": 30, "consistency": "projection"}
     whole = fe.fuse(problem, "cnmf", device="cpu", **options).fused
     tiled = fuse_tiled(problem, "cnmf", tile=32, **options)

@@ -81,8 +81,8 @@ from ..methods.unmixing import (
     multiplicative,
     update_endmembers,
 )
-from ..methods.unmixing.guided import WINDOW, Neighbours, colour_neighbours, transfer
 from ..methods.unmixing import projection as _projection
+from ..methods.unmixing.guided import WINDOW, Neighbours, colour_neighbours, transfer
 from ..methods.unmixing.projection import DAMPING, NOISE_WINDOW, sensor_features, spectral_prior
 from ..methods.unmixing.projection import msi_gain as projection_gain
 from .cnmf_stages import (
@@ -379,8 +379,8 @@ def _corrected_tile(scratch: ScratchStore, corrected: ScratchStore, lr_hsi: Scra
 
 
 @tile_task
-def _projected_tile(corrected: ScratchStore, u_store: ScratchStore, msi_own, box, t: Tile, srf, gain, steps,
-                    spatial, ratio: int, writer, threads):
+def _projected_tile(corrected: ScratchStore, u_store: ScratchStore, box, t: Tile, srf, gain, steps, spatial,
+                    ratio: int, writer, threads):
     """The fused cube on the tile, clipped at 0: ``Z1 + (I - t_m G R) t_h Sᵀ u`` (``u`` read on the LR box
     ``box``): the HSI correction less what the MSI sees of it, as
     :func:`~fusion_explorer.methods.unmixing.projection.project` (its step 3). ``R Sᵀ u = Sᵀ (R u)`` (``R``
@@ -628,9 +628,8 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     stage("consistency: CG on the LR grid")
     _solve_normal(r_store, grid, spatial, damping, rs_all=rs_all, out=u_store)
     tasks = [dask.delayed(_projected_tile, pure=False)(
-        corrected, u_store, msi_box(msi, slice(t.y0, t.y1), slice(t.x0, t.x1)), _around(_lr_box(t, ratio), margin,
-                                                                                        (h, w)),
-        t, srf_np, gain, steps, spatial, ratio, writer, threads) for t in grid]
+        corrected, u_store, _around(_lr_box(t, ratio), margin, (h, w)), t, srf_np, gain, steps, spatial, ratio, writer,
+        threads) for t in grid]
     return runner.run_tiles(tasks, progress, "fused cube (tiles)")
 
 

@@ -306,6 +306,10 @@ class ConsistencyLayer(nn.Module):
             self.log_ridge = nn.Parameter(torch.tensor(math.log(DEFAULT_RIDGE)))
             self.log_sigma = nn.Parameter(torch.tensor(math.log(SIGMA)))
 
+    def _learns_steps(self, learned: bool | frozenset) -> bool:
+        """Whether the steps (with the ridge and width) come from the gate: ``"steps"`` on, and not fixed."""
+        return _uses(learned, "steps") and not self.fixed_steps
+
     def outputs(self, z: torch.Tensor, data: CoupledData) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(steps (B, 3), wiener (B, 2) or None)``: the fractions ``t_g, t_m, t_h`` of the guided, MSI
         and HSI corrections, and (noise-aware) the Wiener gains ``κ_m, κ_h``."""
@@ -344,7 +348,7 @@ class ConsistencyLayer(nn.Module):
         each image, ``(B,)``, or 0. ``learned``: True, False, or the :data:`LEARNED_PARTS` on (``"steps"``
         and ``"wiener"`` act here); off, a part is its plain value (full steps, the default ridge and
         width; no Wiener terms)."""
-        steps_on, wiener_on = _uses(learned, "steps") and not self.fixed_steps, _uses(learned, "wiener")
+        steps_on, wiener_on = self._learns_steps(learned), _uses(learned, "wiener")
         ones = torch.ones(features.shape[0], 3, dtype=features.dtype, device=features.device)
         plain = (ones, torch.tensor(DEFAULT_RIDGE).to(features), torch.tensor(SIGMA).to(features))
         if not (steps_on or wiener_on):
@@ -368,7 +372,7 @@ class ConsistencyLayer(nn.Module):
         ``learned``, ``plain`` and ``learned_doc`` (see :data:`CONSISTENCY_DOC`). ``learned``: True,
         False, or the :data:`LEARNED_PARTS` on (``"steps"``, ``"wiener"`` act here)."""
         z = state.fused()
-        if not ((_uses(learned, "steps") and not self.fixed_steps) or _uses(learned, "wiener")):
+        if not (self._learns_steps(learned) or _uses(learned, "wiener")):
             return project(z, data, spectral_prior(state.endmembers, DEFAULT_RIDGE), neighbours=data.neighbours)
         with torch.no_grad():
             features = observation_features(z, data)

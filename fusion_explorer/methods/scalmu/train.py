@@ -34,8 +34,9 @@ from .start import batch_start
 class TrainConfig:
     """Defaults: the shipped model's run (benchmarks/scalmu_training.md) but for ``fixed_steps``, which
     it set (``train scalmu --fixed-steps``): 384 zoo items of one 64x64 scene each, 48 validation items,
-    10 epochs; about 12 min on this 2-core CPU with one thread next to another training. ``data="protocol"`` with ``train_batches=96, val_batches=8, batch_size=4,
-    epochs=8, noise_aware=False`` is the earlier models' run. ``consistency``: end with the
+    10 epochs; about 12 min on this 2-core CPU with one thread next to another training.
+    ``data="protocol"`` with ``train_batches=96, val_batches=8, batch_size=4, epochs=8,
+    noise_aware=False`` is the earlier models' run. ``consistency``: end with the
     consistency layer and train through it."""
 
     layers: int = 10

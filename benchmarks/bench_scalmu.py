@@ -4,7 +4,8 @@ Quality (default): the CAVE scenes in ``../shared/data/cave`` (central ``--crop`
 ``gaussian-x8`` and ``mossfuse-cave-x32``, and two remote-sensing crops (Pavia University
 48x48x103, Samson 64x64x156; scaled to max 1) at ratio 4 (Gaussian sigma 2) with the Sentinel-2A
 SRF restricted to the cube's range. Rows: bicubic, cnmf (defaults), scalmu (shipped weights),
-``scalmu plain`` (same layers, learned parts off) and, for the K ablation, separately trained
+``scalmu plain`` (same layers, learned parts off), ``scalmu without its learned PART`` (one of
+the learned parts off, the others on: the per-part ablation; pick rows with ``--only``) and, for the K ablation, separately trained
 networks (``--ablation K=PATH ...``, e.g. ``5=/tmp/k5/scalmu.pt``). ``--full``: whole 512x512
 CAVE scenes (cnmf, scalmu, and scalmu with CNMF's own full-resolution MSI stage as its start,
 ``msi_pyramid=None``, instead of the default coarse-to-fine one; on crops under 256x256 the two
@@ -38,6 +39,7 @@ import torch
 from fusion_explorer.bench import cave_scenes, center_crop, load_scene, remote_crops
 from fusion_explorer.memory import keep_freed_memory
 from fusion_explorer.methods import fuse
+from fusion_explorer.methods.scalmu.model import LEARNED_PARTS
 from fusion_explorer.metrics import evaluate
 from fusion_explorer.physics import get_protocol, make_protocol, simulate
 from fusion_explorer.problem import FusionProblem
@@ -94,6 +96,8 @@ def runs(checkpoint: str | None, ablation: dict[str, str]) -> dict[str, tuple[st
         "scalmu plain (learned off: plain MU, consistency at full steps)": ("scalmu", {**ck, "learned": False}),
         "cnmf start only (K=0)": ("scalmu", {**ck, "layers": 0}),
     }
+    for part in LEARNED_PARTS:  # the per-part ablation: one learned part off, the others on
+        out[f"scalmu without its learned {part}"] = ("scalmu", {**ck, "ablate": part})
     for k, path in ablation.items():
         out[f"scalmu K={k} (trained)"] = ("scalmu", {"checkpoint": path})
         out[f"scalmu K={k} plain"] = ("scalmu", {"checkpoint": path, "learned": False})

@@ -57,6 +57,8 @@ METHODS = {
     "scalmu-plain": ("scalmu", {"learned": False}),
     # the per-part ablation: one learned part off, the others on
     **{f"scalmu-no-{part}": ("scalmu", {"ablate": part}) for part in LEARNED_PARTS},
+    # the consistency layer's MSI residual not denoised (hand-built, not learned; on in every variant above)
+    "scalmu-no-denoise": ("scalmu", {"denoise": False}),
 }
 #: MossFuse's self-supervised fit per problem (issue 20: "report MossFuse's self-supervised fit on the crops
 #: where it is affordable"): from scratch, this many Adam steps (``--mossfuse-steps``) at this network width.
@@ -287,7 +289,7 @@ def ablation(records: list[dict], methods: list[str]) -> list[str]:
     runs = {(r["scene"], r["case"], r["method"]): r for r in records if r["kind"] == "method" and "psnr" in r}
     lines = []
     for base in methods:
-        variants = [f"{base}-no-{p}" for p in LEARNED_PARTS if f"{base}-no-{p}" in methods]
+        variants = [f"{base}-no-{p}" for p in (*LEARNED_PARTS, "denoise") if f"{base}-no-{p}" in methods]
         if not variants:
             continue
         variants += [f"{base}-plain"] if f"{base}-plain" in methods else []
@@ -298,8 +300,10 @@ def ablation(records: list[dict], methods: list[str]) -> list[str]:
                  for v in variants]
         lines += [f"### what each learned part of {base} brings", "",
                   f"Mean PSNR (dB) of {base} minus the same network with one learned part off (the others on); "
-                  "'plain (all)': every part off. Positive: the part helps. Over the problems where every variant "
-                  "ran.", "", "| axis | row | n | " + " | ".join(heads) + " |", "|---|---|---|" + "---|" * len(heads)]
+                  "'plain (all)': every part off; 'denoise': the hand-built denoising of the MSI residual off "
+                  "(it is on in every other variant, plain included). Positive: the part helps. Over the problems "
+                  "where every variant ran.", "", "| axis | row | n | " + " | ".join(heads) + " |",
+                  "|---|---|---|" + "---|" * len(heads)]
         rows: dict[tuple[str, str], list] = {("all", "all"): keys}
         for axis, key in ABLATION_AXES.items():
             for k in keys:

@@ -5,8 +5,9 @@ Quality (default): the CAVE scenes in ``../shared/data/cave`` (central ``--crop`
 48x48x103, Samson 64x64x156; scaled to max 1) at ratio 4 (Gaussian sigma 2) with the Sentinel-2A
 SRF restricted to the cube's range. Rows: bicubic, cnmf (defaults), scalmu (shipped weights),
 ``scalmu plain`` (same layers, learned parts off), ``scalmu without its learned PART`` (one of
-the learned parts off, the others on: the per-part ablation; pick rows with ``--only``) and, for the K ablation, separately trained
-networks (``--ablation K=PATH ...``, e.g. ``5=/tmp/k5/scalmu.pt``). ``--full``: whole 512x512
+the learned parts off, the others on: the per-part ablation; pick rows with ``--only``) and, for the K
+ablation, separately trained networks (``--ablation K=PATH ...``, e.g. ``5=/tmp/k5/scalmu.pt``).
+``--full``: whole 512x512
 CAVE scenes (cnmf, scalmu, and scalmu with CNMF's own full-resolution MSI stage as its start,
 ``msi_pyramid=None``, instead of the default coarse-to-fine one; on crops under 256x256 the two
 are the same).

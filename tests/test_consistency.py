@@ -13,6 +13,8 @@ from fusion_explorer.methods import fuse
 from fusion_explorer.methods.guided import BRIGHTNESS_WEIGHT, NEIGHBOURS, WINDOW, data_neighbours, transfer
 from fusion_explorer.methods.unmixing import CoupledData, flat_adjoint, flat_degradation
 from fusion_explorer.methods.unmixing.projection import (
+    common_noise_level,
+    denoise_residual,
     msi_gain,
     observation_features,
     project,
@@ -293,3 +295,33 @@ def test_step3_keeps_of_the_hsi_correction_what_the_msi_cannot_see(crop_problems
         assert float((data.hr_msi - data.srf @ out["without"]).norm()) > 0.3 * before
         assert psnr["step 3"] > psnr["without"] + 3.0
         assert psnr["step 3"] > psnr["no HSI step"]
+
+
+def test_residual_denoising_is_lees_filter(crop_problems):
+    """:func:`denoise_residual` against SciPy's own local Wiener filter (``scipy.signal.wiener``, zero
+    padding: compared away from the borders) on a real MSI with white noise: the same filter, and it
+    brings the noisy image closer to the clean one; at noise 0 it returns its input."""
+    from scipy.signal import wiener
+
+    _, problems = crop_problems
+    problem = problems["gaussian-x8"][0]
+    clean = torch.as_tensor(problem.hr_msi.values, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    sigma = 0.02
+    noisy = clean + sigma * torch.randn(clean.shape, generator=gen, dtype=torch.float64)
+    size = tuple(clean.shape[1:])
+    out = denoise_residual(noisy.flatten(1)[None], sigma**2, size, half_window=2)[0].reshape(clean.shape)
+    ref = np.stack([wiener(b, mysize=5, noise=sigma**2) for b in noisy.numpy()])
+    inner = (slice(None), slice(2, -2), slice(2, -2))
+    np.testing.assert_allclose(out.numpy()[inner], ref[inner], atol=1e-9)
+    assert float((out - clean).square().mean()) < 0.5 * float((noisy - clean).square().mean())
+    same = denoise_residual(noisy.flatten(1)[None], 0.0, size)[0].reshape(clean.shape)
+    torch.testing.assert_close(same, noisy)
+
+
+def test_common_noise_level_is_what_both_images_show():
+    """The MSI residual is denoised at the smaller of the two images' noise levels, and not at all when
+    either image is too small for an estimate (NaN)."""
+    assert common_noise_level((-3.4, -3.5)) == -3.5
+    assert common_noise_level((-5.9, -3.8)) == -5.9  # texture the LR-HSI averages away is not noise
+    assert common_noise_level((float("nan"), -3.8)) == -float("inf")

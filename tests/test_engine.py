@@ -45,10 +45,11 @@ def _arrays_bytes(trace: list[dict]) -> int:
 @pytest.mark.parametrize("consistency", [False, True], ids=["no-consistency", "consistency"])
 def test_plain_scalmu_layers_are_cnmf_coupled_iterations(crop, consistency):
     """SCALMU with its learned parts off and K layers equals CNMF's schedule followed by K coupled
-    iterations (and, with the consistency layer, CNMF's nothing-learned ``consistency="guided"``)."""
+    iterations (and, with the consistency layer, CNMF's nothing-learned ``consistency="guided"``, which
+    does not denoise the MSI residual: SCALMU's consistency layer does by default, ``denoise=False`` here)."""
     problem, truth = crop
     plain = fuse(problem, "scalmu", device="cpu", learned=False, layers=K, init_iterations=INIT,
-                 consistency=consistency)
+                 consistency=consistency, denoise=False)
     cnmf = fuse(problem, "cnmf", device="cpu", inner_iterations=INIT, coupled_steps=K,
                 consistency="guided" if consistency else False)
     assert plain.params["n_endmembers"] == cnmf.params["n_endmembers"]
@@ -123,7 +124,8 @@ def test_scalmu_trace_stores_the_learned_parts_per_layer(crop):
     last = result.trace[-1]
     assert set(last["learned"]) == {"guided_step", "msi_step", "hsi_step", "ridge", "sigma",  # the gate's steps
                                     "msi_wiener", "hsi_wiener",  # its Wiener gains, and what it read:
-                                    "noise_level", "srf_estimated", "psf_misfit"}
+                                    "noise_level", "srf_estimated", "psf_misfit",
+                                    "msi_residual_noise"}  # and the level its MSI residual is denoised at
     assert float(last["plain"]["msi_wiener"]) == 0.0 and float(last["learned"]["msi_wiener"]) >= 0.0
     assert last["learned"]["noise_level"].shape == (2,)
     assert 0 < float(last["learned"]["msi_step"]) <= 1

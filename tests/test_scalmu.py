@@ -78,9 +78,11 @@ def test_non_negative_by_construction(start):
 
 
 def test_untrained_consistency_layer_is_the_exact_projection(start):
-    """At initialisation the learned steps are 1 (guided transfer, then the exact projections): the
-    output reproduces both noise-free images."""
+    """At initialisation the learned steps are 1 (guided transfer, then the exact projections): without the
+    denoising of the MSI residual the output reproduces both noise-free images; with it (the default) it
+    is the same projection of the residual denoised at the images' common noise level."""
     from fusion_explorer.methods.consistency import DEFAULT_RIDGE, project, spectral_prior
+    from fusion_explorer.methods.unmixing.projection import residual_noise
 
     batch = training_batch(3, 2, size=32, wavelength="cave", ratios=(4,), per_sample_noise=False, snr_hsi_db=None,
                            snr_msi_db=None)
@@ -88,10 +90,14 @@ def test_untrained_consistency_layer_is_the_exact_projection(start):
     net = SCALMUNet(2)
     with torch.no_grad():
         last = net(state, data)
-        z = net.finish(last, data)
+        z = net.finish(last, data, denoise=False)
         torch.testing.assert_close(net.consistency.steps(last.fused(), data), torch.ones(2, 3))
-        exact = project(last.fused(), data, spectral_prior(last.endmembers, DEFAULT_RIDGE), neighbours=data.neighbours)
+        prior = spectral_prior(last.endmembers, DEFAULT_RIDGE)
+        exact = project(last.fused(), data, prior, neighbours=data.neighbours)
         torch.testing.assert_close(z, exact)
+        denoised = project(last.fused(), data, prior, neighbours=data.neighbours, msi_denoise=residual_noise(data))
+        torch.testing.assert_close(net.finish(last, data), denoised)
+        assert not torch.equal(denoised, exact)
         assert float((data.hr_msi - data.srf @ z).norm()) < 2e-3 * float((data.hr_msi - data.srf @ last.fused()).norm())
         torch.testing.assert_close(net.finish(last, data, consistency=False), last.fused().clamp_min(0))
 
@@ -283,6 +289,28 @@ def test_shipped_consistency_layer_trusts_clean_images_and_damps_noisy_ones(cave
     assert w_clean[0] < 1.0 and w_noisy[0] > w_clean[0] + 1.0
     damping = [float(w[1]) * 10 ** float(f[0]) for w, f in ((w_clean, f_clean), (w_noisy, f_noisy))]
     assert damping[1] > 100 * damping[0]
+
+
+def test_consistency_layer_denoises_the_msi_residual_of_noisy_images(cave_dir):
+    """The MSI correction of the consistency layer applied to the MSI residual through a local Wiener
+    filter at the noise level both images show (hand-built, on by default): on a real crop with white noise
+    on both images it stops the correction copying the MSI's noise into every band; on noise-free images
+    it changes almost nothing. Measured here (balloons 128x128, x8, shipped weights, PSF given): 55.19
+    against 55.23 dB clean, 46.05 against 44.97 dB at 35 dB SNR, 41.80 against 40.54 at 30 dB."""
+    from fusion_explorer.bench import center_crop, load_scene
+    from fusion_explorer.metrics import evaluate
+    from fusion_explorer.physics import get_protocol, simulate
+
+    truth = center_crop(load_scene(cave_dir / "balloons_ms"), 128, 32)
+    gain = {}
+    for name, protocol in (("clean", "gaussian-x8"), ("noisy", get_protocol("gaussian-x8").with_(snr_db=35.0))):
+        problem = simulate(truth, protocol)
+        on = fuse(problem, "scalmu", device="cpu", trace_budget_mb=0)
+        off = fuse(problem, "scalmu", device="cpu", trace_budget_mb=0, denoise=False)
+        assert on.params["denoise"] and not off.params["denoise"]
+        gain[name] = evaluate(truth, on.fused, 8)["psnr"] - evaluate(truth, off.fused, 8)["psnr"]
+    assert gain["noisy"] > 0.5
+    assert abs(gain["clean"]) < 0.1
 
 
 def test_noise_features_follow_the_snr_on_a_real_crop(cave_dir):

@@ -83,7 +83,16 @@ from ..methods.unmixing import (
 )
 from ..methods.unmixing import projection as _projection
 from ..methods.unmixing.guided import WINDOW, Neighbours, colour_neighbours, transfer
-from ..methods.unmixing.projection import DAMPING, NOISE_WINDOW, sensor_features, spectral_prior
+from ..methods.unmixing.projection import (
+    DAMPING,
+    DENOISE_HALF_WINDOW,
+    NOISE_WINDOW,
+    common_noise_level,
+    denoise_residual,
+    noise_levels,
+    sensor_features,
+    spectral_prior,
+)
 from ..methods.unmixing.projection import msi_gain as projection_gain
 from .cnmf_stages import (
     THRESHOLD,
@@ -101,7 +110,7 @@ from .io import CHUNK_BYTES, ScratchStore
 
 #: the options tiled scalmu takes, with the whole-scene defaults
 DEFAULTS = {"checkpoint": None, "learned": True, "layers": None, "init_iterations": None, "msi_pyramid": "auto",
-            "n_endmembers": None, "consistency": True, "dtype": "float32"}
+            "n_endmembers": None, "consistency": True, "dtype": "float32", "denoise": True}
 
 
 def check_options(options: dict, problem) -> dict:
@@ -111,6 +120,8 @@ def check_options(options: dict, problem) -> dict:
         raise ProblemError(f"tiled scalmu does not take option(s) {', '.join(unknown)}; it takes "
                            f"{', '.join(sorted(DEFAULTS))}")
     opts = {**DEFAULTS, **options}
+    if not isinstance(opts["denoise"], bool):
+        raise ProblemError(f"denoise must be true or false; got {opts['denoise']!r}")
     if opts["dtype"] != "float32":
         raise ProblemError("tiled scalmu runs in float32 (the LR-grid start in float64); got dtype "
                            f"{opts['dtype']!r}")
@@ -339,7 +350,7 @@ def _neighbours_on(msi_nb, lr_msi_nb: np.ndarray, nb_box, region, ratio: int, of
 @tile_task
 def _corrected_tile(scratch: ScratchStore, corrected: ScratchStore, lr_hsi: ScratchStore, lr_abund: ScratchStore,
                     r_store: ScratchStore, msi_nb, lr_msi_nb, nb_box, region, t: Tile, w, srf, gain, steps, sigma,
-                    ratio: int, offset: int, spatial, threads) -> np.ndarray:
+                    ratio: int, offset: int, spatial, threads, msi_denoise: float = 0.0) -> np.ndarray:
     """The consistency layer up to its HSI step on ``region``: ``Z = W H_m``, the guided transfer of the LR
     residual ``Y_h - W S(H_m)`` (``t_g`` of it; computed on the neighbour box from the stored LR-HSI and
     ``S(H_m)``), the MSI correction ``t_m G (Y_m - R Z)``; writes the tile's ``Z1`` to ``corrected`` and
@@ -348,7 +359,10 @@ def _corrected_tile(scratch: ScratchStore, corrected: ScratchStore, lr_hsi: Scra
     Computed :attr:`~.io.ScratchStore.band_chunk` bands at a time (a 512-px tile's 128 bands and
     the transfer's temporaries took about 0.7 GB per task). The MSI residual needs ``R Z`` over
     all bands: the transfer weighs every band alike, so ``R·transfer(res) = transfer(R·res)``, and
-    ``R Z = (R W) H_m + t_g transfer(R res)`` needs no band-deep array."""
+    ``R Z = (R W) H_m + t_g transfer(R res)`` needs no band-deep array. ``msi_denoise``: the noise power
+    the MSI residual is denoised at first (0: not); ``region`` then reaches
+    :data:`~fusion_explorer.methods.unmixing.projection.DENOISE_HALF_WINDOW` HR pixels beyond the pixels whose
+    values count, so the filter's windows there are the whole scene's."""
     if threads:
         set_torch_threads(threads)
     nb = _neighbours_on(msi_nb, lr_msi_nb, nb_box, region, ratio, offset)
@@ -369,6 +383,8 @@ def _corrected_tile(scratch: ScratchStore, corrected: ScratchStore, lr_hsi: Scra
     sums = []
     with torch.no_grad():
         d = y - (srf_t @ w_t) @ h - guided * transfer(srf_t @ res, nb, sigma)  # Y_m - R Z
+        if msi_denoise > 0:
+            d = denoise_residual(d, msi_denoise, (big_y, big_x))
         for b in range(0, w.shape[0], corrected.band_chunk):
             c = slice(b, b + corrected.band_chunk)
             z = w_t[:, c] @ h + guided * transfer(res[:, c], nb, sigma) + msi_step * (gain_t[:, c] @ d)
@@ -496,7 +512,10 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     # the sensor features: the LR-HSI and the MSI's central window, as the whole-scene start reads them
     top, left = max(0, (big_h - NOISE_WINDOW) // 2), max(0, (big_w - NOISE_WINDOW) // 2)
     centre = runner.compute(msi.data[:, top : top + NOISE_WINDOW, left : left + NOISE_WINDOW])[0]
-    sensor = sensor_features(raw, np.asarray(centre), False, None)[None]
+    levels = noise_levels(raw, np.asarray(centre))
+    sensor = sensor_features(raw, np.asarray(centre), False, None, levels)[None]
+    # the level the consistency layer denoises the MSI residual at (as the whole-scene start sets it)
+    denoise_level = common_noise_level(levels) if opts["denoise"] else -math.inf
     del raw
 
     def stage(text: str) -> None:
@@ -606,6 +625,9 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
         prior = spectral_prior(endmembers, ridge)
         gain = np.ascontiguousarray(projection_gain(srf, prior, msi_noise)[0].numpy())
     damping = DAMPING + float(hsi_noise.reshape(-1)[0]) if isinstance(hsi_noise, torch.Tensor) else DAMPING + hsi_noise
+    # the MSI residual's noise power (projection.residual_noise) and the LR pixels its filter reaches
+    msi_denoise = 10.0**denoise_level * yy_m / (msi_bands * n_pixels)
+    margin_c = margin_s + (math.ceil(DENOISE_HALF_WINDOW / ratio) if msi_denoise > 0 else 0)
     # from here on the LR grid's band-deep arrays live on disk (tiled.consistency): the LR-HSI and S(H_m)
     # for the tasks' residual boxes, r and u for the CG
     lr_hsi = stored_lr(folder, lr, grid)
@@ -616,14 +638,14 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     corrected = ScratchStore(folder, "corrected", (bands, big_h, big_w), grid.tile)
     tasks = []
     for t in grid:
-        region = _around(_lr_box(t, ratio), margin_s, (h, w))
+        region = _around(_lr_box(t, ratio), margin_c, (h, w))
         ny, nx = _neighbour_box(region[0], region[1], h), _neighbour_box(region[2], region[3], w)
         nb_box = (*ny, *nx)
         my, mx = _hr(nb_box, ratio)
         lr_cut = (slice(None), slice(*ny), slice(*nx))
         tasks.append(dask.delayed(_corrected_tile, pure=False)(
             stores[cur], corrected, lr_hsi, lr_abund, r_store, msi_box(msi, my, mx), lr_msi[lr_cut].copy(), nb_box,
-            region, t, w_final, srf_np, gain, steps, sigma, ratio, offset, spatial, threads))
+            region, t, w_final, srf_np, gain, steps, sigma, ratio, offset, spatial, threads, msi_denoise))
     rs_all = np.sum(runner.run_tiles(tasks, progress, "consistency: guided + MSI step, S(Z) (tiles)"), axis=0)
     stage("consistency: CG on the LR grid")
     _solve_normal(r_store, grid, spatial, damping, rs_all=rs_all, out=u_store)

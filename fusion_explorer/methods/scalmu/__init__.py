@@ -94,6 +94,7 @@ def scalmu(
     dtype: str = "float32",
     trace_budget_mb: float = 256.0,
     consistency: bool = True,
+    denoise: bool = True,
 ) -> FusionResult:
     """Fuse with SCALMU.
 
@@ -112,7 +113,10 @@ def scalmu(
     ``trace_budget_mb`` memory for the trace (:class:`..unmixing.trace.TraceRecorder`; layers are
     thinned evenly past it);
     ``consistency=False`` skips the consistency layer (output ``W H_m`` of the last layer, the
-    ablation; with ``learned=False`` the layer is the exact projection).
+    ablation; with ``learned=False`` the layer is the exact projection); ``denoise=False`` applies the
+    consistency layer's MSI correction to the raw MSI residual instead of the residual denoised at the
+    two images' common estimated noise level (:func:`..unmixing.projection.residual_noise`; hand-built,
+    on with the learned parts on or off).
 
     ``trace``: the CNMF start (its last iterate), the layers, and (with the consistency layer) a
     last step whose ``fused`` cube is the output while its endmembers and abundances are the last
@@ -156,7 +160,7 @@ def scalmu(
         state = schedule.state
         if consistent:
             parts: dict = {}
-            z = net.finish(state, data, use, True, record=parts)
+            z = net.finish(state, data, use, True, record=parts, denoise=bool(denoise))
             record_stage(schedule, z, f"consistency layer ({'learned steps' if use else 'exact'})", **parts)
         else:
             z = net.finish(state, data, use, False)
@@ -171,6 +175,7 @@ def scalmu(
         "learned": bool(use),
         "learned_parts": [part for part in LEARNED_PARTS if part in use],
         "consistency": consistent,
+        "denoise": bool(denoise) and consistent,
         "init_iterations": init_iters,
         "msi_pyramid": [list(x) for x in info["msi_pyramid"]] if info["msi_pyramid"] else None,
         "n_endmembers": p,

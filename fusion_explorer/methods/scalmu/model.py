@@ -55,7 +55,7 @@ from torch import nn
 from ...errors import ProblemError
 from ..unmixing import CoupledData, CoupledState, coupled_step, tiny
 from ..unmixing.guided import SIGMA
-from ..unmixing.projection import DEFAULT_RIDGE, observation_features, project, spectral_prior
+from ..unmixing.projection import DEFAULT_RIDGE, observation_features, project, residual_noise, spectral_prior
 
 #: features per endmember and per pair of endmembers
 N_NODE, N_PAIR = 3, 3
@@ -177,6 +177,9 @@ INPUT_DOC = {
     "srf_estimated": "1 when the SRF was estimated from the images (not given), else 0 (an input, not learned).",
     "psf_misfit": "log10 relative misfit of the Gaussian PSF fitted to the images (-6 when the PSF was given): high "
                   "when the PSF is not Gaussian, or the images are noisy or misregistered (an input, not learned).",
+    "msi_residual_noise": "log10 of the noise power relative to the MSI's power with which the MSI residual is "
+                          "denoised (a local Wiener filter) before the MSI correction: the smaller of the two "
+                          "images' estimated noise levels (hand-built, not learned; -12: not denoised).",
 }
 #: one sentence per learned part of the consistency layer
 CONSISTENCY_DOC = {
@@ -367,13 +370,17 @@ class ConsistencyLayer(nn.Module):
         return t, ridge, sigma, wiener, msi_noise, hsi_noise
 
     def forward(self, state: CoupledState, data: CoupledData, learned: bool | frozenset = True,
-                record: dict | None = None) -> torch.Tensor:
+                record: dict | None = None, denoise: bool = True) -> torch.Tensor:
         """``Z`` ``(B, L, N)``; ``record``: a dict that receives the parts applied (item 0) under
         ``learned``, ``plain`` and ``learned_doc`` (see :data:`CONSISTENCY_DOC`). ``learned``: True,
-        False, or the :data:`LEARNED_PARTS` on (``"steps"``, ``"wiener"`` act here)."""
+        False, or the :data:`LEARNED_PARTS` on (``"steps"``, ``"wiener"`` act here). ``denoise``: the
+        MSI residual is denoised at :func:`~fusion_explorer.methods.unmixing.projection.residual_noise`'s
+        level before the MSI correction (hand-built: with the learned parts on and off alike)."""
         z = state.fused()
+        noise = residual_noise(data) if denoise else None
         if not (self._learns_steps(learned) or _uses(learned, "wiener")):
-            return project(z, data, spectral_prior(state.endmembers, DEFAULT_RIDGE), neighbours=data.neighbours)
+            return project(z, data, spectral_prior(state.endmembers, DEFAULT_RIDGE), neighbours=data.neighbours,
+                           msi_denoise=noise)
         with torch.no_grad():
             features = observation_features(z, data)
         t, ridge, sigma, wiener, msi_noise, hsi_noise = self.parameters_for(features, data, learned)
@@ -393,9 +400,15 @@ class ConsistencyLayer(nn.Module):
                 record["learned_doc"].update(msi_wiener=CONSISTENCY_DOC["msi_wiener"],
                                              hsi_wiener=CONSISTENCY_DOC["hsi_wiener"])
                 _record_inputs(record, data)
+            relative = -12.0 if noise is None else float(  # (-12: the floor of observation_features' logs)
+                (noise[0] / data.hr_msi[0].square().mean().clamp_min(1e-30)).clamp_min(1e-12).log10())
+            for key in ("learned", "plain"):
+                record[key]["msi_residual_noise"] = np.float32(relative)
+            record["learned_doc"]["msi_residual_noise"] = INPUT_DOC["msi_residual_noise"]
         prior = spectral_prior(state.endmembers, ridge)
-        return project(z, data, prior, neighbours=data.neighbours, guided_step=t[:, 0],
-                       sigma=sigma, msi_step=t[:, 1], hsi_step=t[:, 2], msi_noise=msi_noise, hsi_noise=hsi_noise)
+        return project(z, data, prior, neighbours=data.neighbours, guided_step=t[:, 0], sigma=sigma,
+                       msi_step=t[:, 1], hsi_step=t[:, 2], msi_noise=msi_noise, hsi_noise=hsi_noise,
+                       msi_denoise=noise)
 
 
 class SCALMUNet(nn.Module):
@@ -426,12 +439,13 @@ class SCALMUNet(nn.Module):
         self.consistency = ConsistencyLayer(hidden, noise_aware, smooth_gate, fixed_steps) if consistency else None
 
     def finish(self, state: CoupledState, data: CoupledData, learned: bool | frozenset = True,
-               consistency: bool = True, record: dict | None = None) -> torch.Tensor:
+               consistency: bool = True, record: dict | None = None, denoise: bool = True) -> torch.Tensor:
         """The fused cube ``(B, L, N)`` from the last layer's iterate: through the consistency layer
         when the network has one (and ``consistency``), else ``W H_m``; non-negative either way.
-        ``record``: receives the consistency layer's learned parts (see :meth:`ConsistencyLayer.forward`)."""
+        ``record``: receives the consistency layer's learned parts; ``denoise``: its MSI-residual
+        denoising (see :meth:`ConsistencyLayer.forward`)."""
         if self.consistency is not None and consistency:
-            return self.consistency(state, data, learned, record)
+            return self.consistency(state, data, learned, record, denoise)
         return state.fused().clamp_min(0)
 
     def hsi_weight(self, k: int, data: CoupledData, learned: bool | frozenset = True) -> torch.Tensor | float:

@@ -22,7 +22,7 @@ from ...problem import FusionProblem
 from ..cnmf import start_schedule
 from ..unmixing import CoupledData, CoupledState, flat_adjoint, flat_degradation
 from ..unmixing.guided import data_neighbours
-from ..unmixing.projection import sensor_features
+from ..unmixing.projection import common_noise_level, noise_levels, sensor_features
 from ..unmixing.schedule import Schedule
 from ..unmixing.setup import SUM_TO_ONE_SCALE, default_n_endmembers
 from ..unmixing.trace import TraceRecorder
@@ -72,8 +72,10 @@ def schedule_start(
     )
     spatial, data = prepared.spatial, schedule.data
     data.neighbours = data_neighbours(data, prepared.hr_size, prepared.lr_size, spatial.ratio, spatial.offset)
-    features = sensor_features(problem.lr_hsi, problem.hr_msi, prepared.srf_estimated, prepared.psf_misfit)
+    levels = noise_levels(problem.lr_hsi, problem.hr_msi)
+    features = sensor_features(problem.lr_hsi, problem.hr_msi, prepared.srf_estimated, prepared.psf_misfit, levels)
     data.sensor_features = features[None].to(device)
+    data.msi_noise_level = torch.tensor([common_noise_level(levels)], dtype=dtype, device=device)
     info = {"msi_pyramid": pyramid, "psf": prepared.psf_note, "n_endmembers": prepared.p,
             "sum_to_one": data.delta, "srf_estimated": prepared.srf_estimated, "vca_pixels": prepared.vca_pixels}
     return schedule, info
@@ -136,8 +138,10 @@ def batch_start(
     # Gaussian in float64, so the operator (and the training start) would not stay bit-identical
     spatial = SpatialDegradation(batch.psf.double(), batch.ratio, batch.offset, batch.degradation.border)
     data = CoupledData(y_h, y_m, srf, flat_degradation(spatial, (big_h, big_w)), delta,
-                       flat_adjoint(spatial, (h, w)))
+                       flat_adjoint(spatial, (h, w)), hr_size=(big_h, big_w))
     data.neighbours = data_neighbours(data, (big_h, big_w), (h, w), spatial.ratio, spatial.offset)
-    data.sensor_features = torch.stack([sensor_features(batch.lr_hsi[i], batch.hr_msi[i], False)
-                                        for i in range(n_items)])  # the SRF and the PSF are given
+    levels = [noise_levels(batch.lr_hsi[i], batch.hr_msi[i]) for i in range(n_items)]
+    data.sensor_features = torch.stack([sensor_features(batch.lr_hsi[i], batch.hr_msi[i], False, levels=lv)
+                                        for i, lv in enumerate(levels)])  # the SRF and the PSF are given
+    data.msi_noise_level = torch.tensor([common_noise_level(lv) for lv in levels])
     return state, data, batch.truth.reshape(n_items, bands, big_n).float()

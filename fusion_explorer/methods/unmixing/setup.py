@@ -154,7 +154,7 @@ def prepare(
         if sum_to_one is not None
         else 2 * math.sqrt(float(y_m.mean()) / SUM_TO_ONE_SCALE) / msi_bands**3
     )
-    data = CoupledData(y_h, y_m, srf, degrade, delta, flat_adjoint(spatial, (h, w)))
+    data = CoupledData(y_h, y_m, srf, degrade, delta, flat_adjoint(spatial, (h, w)), hr_size=(big_h, big_w))
     endmembers = torch.as_tensor(w0, dtype=dtype, device=device)[None]
     state = CoupledState(
         endmembers=endmembers,

@@ -103,7 +103,9 @@ class CoupledData:
     :func:`fusion_explorer.methods.unmixing.projection.project`); ``sensor_features`` ``(B, 4)``
     what is known of the sensor pair (:func:`.projection.sensor_features`: the estimated noise of
     the LR-HSI and the MSI, whether the SRF was estimated, how well a Gaussian PSF fits), read by
-    learned layers that adapt to it.
+    learned layers that adapt to it; ``hr_size`` ``(Y, X)`` the HR image the flat pixels come from and
+    ``msi_noise_level`` ``(B,)`` the log10 noise-to-signal power at which the consistency projection
+    denoises the MSI residual (:func:`.projection.common_noise_level`; ``None``: not denoised).
     """
 
     lr_hsi: torch.Tensor
@@ -114,6 +116,8 @@ class CoupledData:
     upsample: Callable[[torch.Tensor], torch.Tensor] | None = None
     neighbours: Any = None
     sensor_features: torch.Tensor | None = None
+    hr_size: tuple[int, int] | None = None
+    msi_noise_level: torch.Tensor | None = None
 
     @property
     def balance(self) -> float:

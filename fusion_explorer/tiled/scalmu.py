@@ -295,7 +295,8 @@ def _layer_apply_tile(src: ScratchStore, dst: ScratchStore, msi_region, joint, r
                       mat, exponent, spatial, ratio: int, threads):
     """One layer's ``H_m`` update on ``region`` (the tile plus the PSF's reach), re-weighted by the
     layer's ``P, γ`` when learned; writes the tile's pixels to ``dst``; returns ``S(H_m)`` on the tile's
-    LR box and the tile's ``Σ |Y_m - W_m H_m|²``."""
+    LR box (float32: what the layers read; the client gathers a whole LR grid of them) and the tile's
+    ``Σ |Y_m - W_m H_m|²``."""
     if threads:
         set_torch_threads(threads)
     own = _lr_box(t, ratio)
@@ -317,7 +318,7 @@ def _layer_apply_tile(src: ScratchStore, dst: ScratchStore, msi_region, joint, r
     dst.write(t, np.ascontiguousarray(mine.numpy()))
     y_own = y[:, oy : oy + t.y1 - t.y0, ox : ox + t.x1 - t.x0].reshape(y.shape[0], -1)
     res = y_own - torch.from_numpy(w_m) @ mine.reshape(p, -1)
-    return _degrade_on(spatial, new, region, own, ratio), float(res.double().square().sum())
+    return _degrade_on(spatial, new, region, own, ratio).astype(np.float32), float(res.double().square().sum())
 
 
 @tile_task
@@ -440,8 +441,13 @@ def _joint_boxes(store, box, margin: int, lr_size: tuple[int, int]):
     return None if store is None else (store, _around(box, margin, lr_size))
 
 
-def _gather(pieces, grid: TileGrid, ratio: int, shape) -> np.ndarray:
-    out = np.zeros(shape, dtype=np.float64)
+def _gather(pieces, grid: TileGrid, ratio: int, shape, dtype=np.float64) -> np.ndarray:
+    """The tiles' LR-box ``pieces`` as one LR-grid array of ``dtype``: float32 where the reader takes float32
+    (the same numbers as a float64 gather cast afterwards). At 8192² a layer's float64 pieces, their float64
+    gather and its float32 copy were three ``(p, 1024, 1024)`` arrays at once (0.23 GiB each in float64 at
+    p = 30); the 8192² run of 2026-12-07 failed under ulimit -v 3 GiB on an allocation of 0.30 GiB in
+    the layers, which we read as this gather (not confirmed: the run printed no stage)."""
+    out = np.zeros(shape, dtype=dtype)
     for t, piece in zip(grid, pieces, strict=True):
         out[(slice(None), *t.lr_box(ratio))] = piece
     return out
@@ -540,7 +546,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
             stores[0], msi_box(msi, *_hr(region, ratio)), region, t, spatial, ratio, threads))
     pieces = runner.run_tiles(tasks, progress, "SCALMU start: S(H_m) (tiles)")
     s_h = _gather([q[0] for q in pieces], grid, ratio, (p, h, w))
-    lr_msi = _gather([q[1] for q in pieces], grid, ratio, (msi_bands, h, w)).astype(np.float32)
+    lr_msi = _gather([q[1] for q in pieces], grid, ratio, (msi_bands, h, w), np.float32)
     yy_m = math.fsum(q[2] for q in pieces)
     outer_round(hsi, s_h, msi_bands, init, THRESHOLD)
 
@@ -596,7 +602,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
                 mat, exponent, spatial, ratio, threads))
         pieces = runner.run_tiles(tasks, progress, f"SCALMU layer {k + 1}: update (tiles)")
         cur = 1 - cur
-        s_hm = torch.from_numpy(_gather([q[0] for q in pieces], grid, ratio, (p, h, w)).astype(np.float32))
+        s_hm = torch.from_numpy(_gather([q[0] for q in pieces], grid, ratio, (p, h, w), np.float32))
         s_hm = s_hm.reshape(1, p, -1)
         msi_sum = math.fsum(q[1] for q in pieces)
 

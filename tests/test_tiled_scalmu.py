@@ -118,3 +118,16 @@ def test_tiled_denoising_of_the_msi_residual(cave_dir, proto, crop, tile):
     assert abs(psnr["tiled"] - psnr["whole"]) < 0.05
     assert np.sqrt(np.mean((tiled.values - whole.values) ** 2)) < 1e-4 * np.sqrt(np.mean(whole.values**2))
     assert psnr["tiled"] > psnr["raw"] + 0.2  # the denoising acts here
+
+
+def test_results_placed_in_batches(runs, monkeypatch):
+    """The client places a pass's per-tile results into its LR-grid arrays a batch of tiles at a time
+    (``PLACE_BATCH``, so that it never holds a whole pass's results beside the arrays): batches of 3 of the
+    16 tiles give the cube of the default (one batch here)."""
+    import fusion_explorer.tiled.scalmu as tiled_scalmu
+
+    r = runs["gaussian-x8"]
+    assert len(r["problem"].hr_msi.x) // r["tile"] * len(r["problem"].hr_msi.y) // r["tile"] > 3
+    monkeypatch.setattr(tiled_scalmu, "PLACE_BATCH", 3)
+    again = fuse_tiled(r["problem"], "scalmu", tile=r["tile"], workers=2, **OPTIONS)
+    np.testing.assert_allclose(again.values, r["small"].values, rtol=0, atol=1e-6)

@@ -441,16 +441,25 @@ def _joint_boxes(store, box, margin: int, lr_size: tuple[int, int]):
     return None if store is None else (store, _around(box, margin, lr_size))
 
 
-def _gather(pieces, grid: TileGrid, ratio: int, shape, dtype=np.float64) -> np.ndarray:
-    """The tiles' LR-box ``pieces`` as one LR-grid array of ``dtype``: float32 where the reader takes float32
-    (the same numbers as a float64 gather cast afterwards). At 8192² a layer's float64 pieces, their float64
-    gather and its float32 copy were three ``(p, 1024, 1024)`` arrays at once (0.23 GiB each in float64 at
-    p = 30); the 8192² run of 2026-12-07 failed under ulimit -v 3 GiB on an allocation of 0.30 GiB in
-    the layers, which we read as this gather (not confirmed: the run printed no stage)."""
-    out = np.zeros(shape, dtype=dtype)
-    for t, piece in zip(grid, pieces, strict=True):
-        out[(slice(None), *t.lr_box(ratio))] = piece
-    return out
+#: tiles per batch of a pass whose results the client places into LR-grid arrays: it then holds one batch of
+#: results beside the arrays instead of the whole pass's (at 8192² the start's float64 S(H_m) pieces are a
+#: second (p, 1024, 1024) float64 array, 0.3 GB at p ≈ 38, and the first 8192² runs failed under ulimit -v
+#: 3 GiB right after that pass, on an allocation of that size)
+PLACE_BATCH = 32
+
+
+def _run_placed(runner: Runner, tasks: list, grid: TileGrid, place, progress, stage: str) -> None:
+    """Run ``tasks`` (one per tile of ``grid``, in its order) :data:`PLACE_BATCH` at a time, calling
+    ``place(tile, result)`` for each result as its batch ends (in tile order, whatever the batch size)."""
+    tiles, total = list(grid), len(tasks)
+    for b in range(0, total, PLACE_BATCH):
+        def ticks(done: int, _total: int, info: dict, b: int = b) -> None:
+            if progress is not None:
+                progress(b + done, total, info)
+
+        for t, result in zip(tiles[b : b + PLACE_BATCH], runner.run_tiles(tasks[b : b + PLACE_BATCH], ticks, stage),
+                             strict=True):
+            place(t, result)
 
 
 def _abundance_parameters(net, sums, n_pixels: int, w: torch.Tensor, w_m: torch.Tensor, h_h: torch.Tensor):
@@ -544,10 +553,15 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
         region = _around(_lr_box(t, ratio), margin_s, (h, w))
         tasks.append(dask.delayed(_start_degrade_tile, pure=False)(
             stores[0], msi_box(msi, *_hr(region, ratio)), region, t, spatial, ratio, threads))
-    pieces = runner.run_tiles(tasks, progress, "SCALMU start: S(H_m) (tiles)")
-    s_h = _gather([q[0] for q in pieces], grid, ratio, (p, h, w))
-    lr_msi = _gather([q[1] for q in pieces], grid, ratio, (msi_bands, h, w), np.float32)
-    yy_m = math.fsum(q[2] for q in pieces)
+    s_h, lr_msi, yy = np.zeros((p, h, w)), np.zeros((msi_bands, h, w), np.float32), []
+
+    def place_start(t: Tile, q, s_h=s_h, lr_msi=lr_msi, yy=yy) -> None:
+        box = (slice(None), *t.lr_box(ratio))
+        s_h[box], lr_msi[box] = q[0], q[1]
+        yy.append(q[2])
+
+    _run_placed(runner, tasks, grid, place_start, progress, "SCALMU start: S(H_m) (tiles)")
+    yy_m = math.fsum(yy)
     outer_round(hsi, s_h, msi_bands, init, THRESHOLD)
 
     # 2. the layers (float32, as the whole-scene run)
@@ -558,7 +572,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     s_hm = torch.from_numpy(s_h.astype(np.float32)).reshape(1, p, -1)
     # the start's LR-grid state (H_h, S(H_m) in float64, the first LR abundances: 0.1 GB each at 4096² and
     # p = 50) is not read again
-    del hsi, s_h, h_lr, pieces
+    del hsi, s_h, h_lr
     # the joint layers' LR maps (λ Wᵀ Y_h, λ Wᵀ W S(H_m)) for the tiles to read their boxes from, not copies
     # of the boxes in every task (they overlap, and the tasks of a pass are all built before it runs)
     joint_store = lr_store(folder, "joint_maps", 2 * p, grid, "float32")
@@ -600,11 +614,16 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
             tasks.append(dask.delayed(_layer_apply_tile, pure=False)(
                 stores[cur], stores[1 - cur], msi_box(msi, ys, xs), joint_for(region), region, t, w_m_np, delta,
                 mat, exponent, spatial, ratio, threads))
-        pieces = runner.run_tiles(tasks, progress, f"SCALMU layer {k + 1}: update (tiles)")
+        s_new, msi_sums = np.zeros((p, h, w), np.float32), []
+
+        def place_layer(t: Tile, q, s_new=s_new, msi_sums=msi_sums) -> None:
+            s_new[(slice(None), *t.lr_box(ratio))] = q[0]
+            msi_sums.append(q[1])
+
+        _run_placed(runner, tasks, grid, place_layer, progress, f"SCALMU layer {k + 1}: update (tiles)")
         cur = 1 - cur
-        s_hm = torch.from_numpy(_gather([q[0] for q in pieces], grid, ratio, (p, h, w), np.float32))
-        s_hm = s_hm.reshape(1, p, -1)
-        msi_sum = math.fsum(q[1] for q in pieces)
+        s_hm = torch.from_numpy(s_new).reshape(1, p, -1)
+        msi_sum = math.fsum(msi_sums)
 
     w_final = np.ascontiguousarray(endmembers[0].numpy())
     if not consistent:

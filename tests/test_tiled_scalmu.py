@@ -76,10 +76,10 @@ def test_refusals_are_one_clear_error(runs):
         fuse_tiled(problem, "scalmu", tile=64, msi_pyramid=[[3, 5], [1, 5]])
     with pytest.raises(ProblemError, match="float32"):
         fuse_tiled(problem, "scalmu", tile=64, dtype="float64")
-    with pytest.raises(ProblemError, match="denoise must be true or false"):
-        fuse_tiled(problem, "scalmu", tile=64, denoise="False")
-    with pytest.raises(ProblemError, match="expected bool"):  # (the method registry checks the whole-scene run)
-        fe.fuse(problem, "scalmu", device="cpu", denoise="False")
+    for run in (lambda **o: fuse_tiled(problem, "scalmu", tile=64, **o),  # the same check as the whole scene's
+                lambda **o: fe.fuse(problem, "scalmu", device="cpu", **o)):
+        with pytest.raises(ProblemError, match="option denoise='False' of method 'scalmu': expected bool"):
+            run(denoise="False")
 
 
 def test_tiled_step3_when_the_images_disagree(cave_dir):

@@ -65,6 +65,7 @@ import numpy as np
 import torch
 
 from ..errors import ProblemError
+from ..methods.base import check_options as check_method_options
 from ..methods.cnmf import _pyramid_levels
 from ..methods.scalmu import load_model
 from ..methods.scalmu.model import (
@@ -119,9 +120,8 @@ def check_options(options: dict, problem) -> dict:
     if unknown:
         raise ProblemError(f"tiled scalmu does not take option(s) {', '.join(unknown)}; it takes "
                            f"{', '.join(sorted(DEFAULTS))}")
+    check_method_options("scalmu", options)  # the values' types, as the whole-scene method checks them
     opts = {**DEFAULTS, **options}
-    if not isinstance(opts["denoise"], bool):
-        raise ProblemError(f"denoise must be true or false; got {opts['denoise']!r}")
     if opts["dtype"] != "float32":
         raise ProblemError("tiled scalmu runs in float32 (the LR-grid start in float64); got dtype "
                            f"{opts['dtype']!r}")

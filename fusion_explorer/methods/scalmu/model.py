@@ -400,8 +400,8 @@ class ConsistencyLayer(nn.Module):
                 record["learned_doc"].update(msi_wiener=CONSISTENCY_DOC["msi_wiener"],
                                              hsi_wiener=CONSISTENCY_DOC["hsi_wiener"])
                 _record_inputs(record, data)
-            relative = -12.0 if noise is None else float(  # (-12: the floor of observation_features' logs)
-                (noise[0] / data.hr_msi[0].square().mean().clamp_min(1e-30)).clamp_min(1e-12).log10())
+            # the level residual_noise applied (-12, the floor of observation_features' logs: none)
+            relative = -12.0 if noise is None else max(float(data.msi_noise_level.reshape(-1)[0]), -12.0)
             for key in ("learned", "plain"):
                 record[key]["msi_residual_noise"] = np.float32(relative)
             record["learned_doc"]["msi_residual_noise"] = INPUT_DOC["msi_residual_noise"]

@@ -568,28 +568,36 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     _run_placed(runner, tasks, grid, place_start, progress, "SCALMU start: S(H_m) (tiles)")
     yy_m = math.fsum(yy)
     s_hm = torch.from_numpy(s_h.astype(np.float32)).reshape(1, p, -1)  # (the outer round takes s_h over)
-    lr = problem.lr_values()
-    hsi.y = torch.from_numpy(lr.reshape(1, bands, -1))
+    hsi.y = torch.from_numpy(problem.lr_values().reshape(1, bands, -1))
     outer_round(hsi, s_h, msi_bands, init, THRESHOLD)
 
     # 2. the layers (float32, as the whole-scene run)
     srf = torch.as_tensor(srf64, dtype=torch.float32)[None]
-    y_h32 = hsi.y
     endmembers = hsi.w.float()
     w_m = srf @ endmembers
+
+    def lr_data(y_h: torch.Tensor | None = None, sensor=sensor):
+        """The LR-HSI ``(1, L, n)`` (read again unless given) and the LR side of the data: the layers' ``W``
+        update and HSI weight read it, the HR-MSI only by its shape. The layers' tile passes read neither,
+        so each layer reads the LR-HSI again (0.5 GB at 8192²) instead of holding it through its passes."""
+        y_h = torch.from_numpy(problem.lr_values().reshape(1, bands, -1)) if y_h is None else y_h
+        return y_h, CoupledData(lr_hsi=y_h, hr_msi=torch.zeros((1, msi_bands, 1)).expand(1, msi_bands, n_pixels),
+                                srf=srf, degrade=None, delta=delta, sensor_features=sensor)
+
+    y_h32, data = lr_data(hsi.y)
     del hsi, s_h  # the start's float64 H_h (0.3 GB at 8192² and p ≈ 38) is not read again
     # the joint layers' LR maps (λ Wᵀ Y_h, λ Wᵀ W S(H_m)) for the tiles to read their boxes from, not copies
     # of the boxes in every task (they overlap, and the tasks of a pass are all built before it runs)
     joint_store = lr_store(folder, "joint_maps", 2 * p, grid, "float32")
-    # the LR side of the data (the layers' W update and HSI weight read it; the HR-MSI only by its shape)
-    data = CoupledData(lr_hsi=y_h32, hr_msi=torch.zeros((1, msi_bands, 1)).expand(1, msi_bands, n_pixels),
-                       srf=srf, degrade=None, delta=delta, sensor_features=sensor)
     cur, msi_sum = 0, None
     for k in range(k_layers):
         j = min(k, net.layers - 1)
+        if data is None:
+            y_h32, data = lr_data()
         with torch.no_grad():
             hook, weight, _ = net.layer(k, data, learned)
-            state = CoupledState(endmembers, s_hm.clamp_min(0), torch.zeros((1, p, 1)), w_m)
+            # H_h = S(H_m)₊, clamped in place: this s_hm is replaced by the layer's own before anything else reads it
+            state = CoupledState(endmembers, s_hm.clamp_min_(0), torch.zeros((1, p, 1)), w_m)
             state = update_endmembers(state, data, hook)
             endmembers, h_h = state.endmembers, state.abundances_lr
             w_m = srf @ endmembers
@@ -601,18 +609,21 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
                 joint_store.write_box(*whole, (wt @ y_h32).mul_(weight).reshape(p, h, w).numpy(), 0)
                 joint_store.write_box(*whole, ((wt @ endmembers) @ h_h).mul_(weight).reshape(p, h, w).numpy(), p)
         w_m_np = np.ascontiguousarray(w_m[0].numpy())
+        learned_hook = hook is not None
+        y_h32 = data = hook = state = None  # (read again by the next layer)
 
         def joint_for(box, store=joint_store if joint else None):
             return _joint_boxes(store, box, margin, (h, w))
 
         mat = exponent = None
-        if hook is not None:
+        if learned_hook:
             tasks = [dask.delayed(_layer_sums_tile, pure=False)(
                 stores[cur], msi_box(msi, slice(t.y0, t.y1), slice(t.x0, t.x1)), joint_for(_lr_box(t, ratio)), t,
                 w_m_np, delta, spatial, ratio, threads) for t in grid]
             parts = runner.run_tiles(tasks, progress, f"SCALMU layer {k + 1}: features (tiles)")
             sums = [np.sum([q[i] for q in parts], axis=0) for i in range(4)]
             mat, exponent = _abundance_parameters(net.abundance_nets[j], sums, n_pixels, endmembers, w_m, h_h)
+        del h_h  # (this layer's s_hm, replaced below)
         tasks = []
         for t in grid:
             region = _around(_lr_box(t, ratio), margin_s, (h, w))
@@ -643,6 +654,9 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
             stores[cur], msi_box(msi, slice(t.y0, t.y1), slice(t.x0, t.x1)), t, w_m_np, threads) for t in grid]
         msi_sum = math.fsum(runner.run_tiles(tasks, progress, "consistency: MSI residual (tiles)"))
     srf_np = np.ascontiguousarray(srf[0].numpy())
+    if data is None:
+        y_h32, data = lr_data()
+    lr = y_h32.reshape(bands, h, w).numpy()
     y_lr = lr.reshape(bands, -1)
     lr_msi_flat = lr_msi.reshape(msi_bands, -1)
     features = torch.tensor([[_rel(lr_msi_flat - srf_np @ y_lr, lr_msi_flat),

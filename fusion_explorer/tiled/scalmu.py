@@ -591,7 +591,6 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     joint_store = lr_store(folder, "joint_maps", 2 * p, grid, "float32")
     cur, msi_sum = 0, None
     for k in range(k_layers):
-        j = min(k, net.layers - 1)
         if data is None:
             y_h32, data = lr_data()
         with torch.no_grad():
@@ -622,7 +621,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
                 w_m_np, delta, spatial, ratio, threads) for t in grid]
             parts = runner.run_tiles(tasks, progress, f"SCALMU layer {k + 1}: features (tiles)")
             sums = [np.sum([q[i] for q in parts], axis=0) for i in range(4)]
-            mat, exponent = _abundance_parameters(net.abundance_nets[j], sums, n_pixels, endmembers, w_m, h_h)
+            mat, exponent = _abundance_parameters(net.abundance_nets[k], sums, n_pixels, endmembers, w_m, h_h)
         del h_h  # (this layer's s_hm, replaced below)
         tasks = []
         for t in grid:

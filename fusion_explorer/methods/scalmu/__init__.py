@@ -104,7 +104,8 @@ def scalmu(
     comma-separated list of ``preconditioners`` (the layers' matrices and exponents),
     ``hsi_weights`` (the layers' LR-HSI weights), ``steps`` (the consistency layer's steps, ridge
     and width) and ``wiener`` (its Wiener gains) (the per-part ablation); ``layers`` overrides ``K`` (extra
-    layers repeat the last one); ``init_iterations`` the CNMF start's inner iterations (default:
+    layers are CNMF's plain coupled MU step: a learned layer is not repeated outside its schedule);
+    ``init_iterations`` the CNMF start's inner iterations (default:
     the checkpoint's training value); ``msi_pyramid`` the start's coarse-to-fine MSI stage (CNMF's
     option; ``"auto"``, the default, = ``[[4, 200], [2, 100], [1, 40]]`` from 256x256 pixels up and
     CNMF's own full-resolution stage below, where the network was trained; ``None`` = always

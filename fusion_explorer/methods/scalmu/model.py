@@ -487,12 +487,19 @@ class SCALMUNet(nn.Module):
 
     def layer(self, k: int, data: CoupledData, learned: bool | frozenset = True):
         """Layer ``k``'s ``(hook, hsi_weight, parts)`` (:data:`~fusion_explorer.methods.unmixing.schedule.Layer`):
-        layers past the trained count repeat the last one; ``parts()``, called after the step, gives
-        the trace keys ``learned`` / ``plain`` / ``learned_doc`` (none when not ``learned``)."""
-        j = min(k, self.layers - 1)
-        weight = self.hsi_weight(j, data, learned)
+        layers past the trained count are CNMF's plain coupled MU step; ``parts()``, called after the step,
+        gives the trace keys ``learned`` / ``plain`` / ``learned_doc`` (none when not ``learned``).
+
+        Why plain past the trained count: training shaped each learned layer for its place in a
+        ``K``-step schedule, and a learned step repeated outside it is unchecked. Its exponents may
+        over-relax the MU (up to ``e^1.5``): repeated ten times, the last layer of one trained network
+        (z12 in benchmarks/scalmu_training.md) drove a 64x64 CAVE crop to non-finite values. The plain
+        MU step never increases CNMF's cost, so extra layers are safe to ask for."""
+        if k >= self.layers:
+            return None, 0.0, dict
+        weight = self.hsi_weight(k, data, learned)
         applied: dict = {}
-        return self.hook(j, learned, applied), weight, lambda: _layer_parts(applied, weight)
+        return self.hook(k, learned, applied), weight, lambda: _layer_parts(applied, weight)
 
     def forward(
         self,
@@ -507,7 +514,7 @@ class SCALMUNet(nn.Module):
 
         ``learned=False`` runs the same number of plain coupled MU steps (the ablation; a set of
         :data:`LEARNED_PARTS` keeps those on);
-        ``layers`` beyond the trained count repeat the last layer.
+        ``layers`` beyond the trained count are plain coupled MU steps (:meth:`layer`).
         """
         for k in range(self.layers if layers is None else int(layers)):
             hook, weight, _ = self.layer(k, data, learned)

@@ -260,3 +260,7 @@ class ScratchStore:
 
     def read(self, y: slice, x: slice, rows: slice = slice(None)) -> np.ndarray:
         return zarr.open_array(self.path, mode="r")[rows, y, x]
+
+    def remove(self) -> None:
+        """Delete the store from disk once no pass reads it again (frees its space before the run ends)."""
+        shutil.rmtree(self.path, ignore_errors=True)

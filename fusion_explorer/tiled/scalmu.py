@@ -691,6 +691,10 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
             stores[cur], corrected, lr_hsi, lr_abund, r_store, msi_box(msi, my, mx), lr_msi[lr_cut].copy(), nb_box,
             region, t, w_final, srf_np, gain, steps, sigma, ratio, offset, spatial, threads, msi_denoise))
     rs_all = np.sum(runner.run_tiles(tasks, progress, "consistency: guided + MSI step, S(Z) (tiles)"), axis=0)
+    # H_m is not read again: its two stores (p bands over the HR grid, 15 GB at 8192² and p ≈ 38) go before
+    # the last pass writes the output beside Z1
+    for store in (*stores, lr_abund):
+        store.remove()
     stage("consistency: CG on the LR grid")
     _solve_normal(r_store, grid, spatial, damping, rs_all=rs_all, out=u_store)
     tasks = [dask.delayed(_projected_tile, pure=False)(

@@ -608,14 +608,13 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
                 joint_store.write_box(*whole, (wt @ y_h32).mul_(weight).reshape(p, h, w).numpy(), 0)
                 joint_store.write_box(*whole, ((wt @ endmembers) @ h_h).mul_(weight).reshape(p, h, w).numpy(), p)
         w_m_np = np.ascontiguousarray(w_m[0].numpy())
-        learned_hook = hook is not None
-        y_h32 = data = hook = state = None  # (read again by the next layer)
+        y_h32 = data = state = None  # (read again by the next layer)
 
         def joint_for(box, store=joint_store if joint else None):
             return _joint_boxes(store, box, margin, (h, w))
 
         mat = exponent = None
-        if learned_hook:
+        if hook is not None:
             tasks = [dask.delayed(_layer_sums_tile, pure=False)(
                 stores[cur], msi_box(msi, slice(t.y0, t.y1), slice(t.x0, t.x1)), joint_for(_lr_box(t, ratio)), t,
                 w_m_np, delta, spatial, ratio, threads) for t in grid]

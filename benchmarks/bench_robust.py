@@ -59,6 +59,10 @@ METHODS = {
     **{f"scalmu-no-{part}": ("scalmu", {"ablate": part}) for part in LEARNED_PARTS},
     # the consistency layer's MSI residual not denoised (hand-built, not learned; on in every variant above)
     "scalmu-no-denoise": ("scalmu", {"denoise": False}),
+    # the learned Wiener gains against hand-set ones: only the gains learned (the layers plain), and the plain
+    # pipeline with the gains fixed at kappa (1: the textbook linear-MMSE gain for the estimated noise)
+    "scalmu-wiener-only": ("scalmu", {"ablate": "preconditioners,hsi_weights"}),
+    **{f"scalmu-plain-wiener{k:g}": ("scalmu", {"learned": False, "wiener": float(k)}) for k in (1, 100)},
 }
 #: MossFuse's self-supervised fit per problem (issue 20: "report MossFuse's self-supervised fit on the crops
 #: where it is affordable"): from scratch, this many Adam steps (``--mossfuse-steps``) at this network width.

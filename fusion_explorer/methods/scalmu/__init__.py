@@ -14,6 +14,7 @@ Training: :mod:`.train` (``fusion-explorer train scalmu``).
 
 from __future__ import annotations
 
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -95,6 +96,7 @@ def scalmu(
     trace_budget_mb: float = 256.0,
     consistency: bool = True,
     denoise: bool = True,
+    wiener: float | None = None,
 ) -> FusionResult:
     """Fuse with SCALMU.
 
@@ -117,7 +119,10 @@ def scalmu(
     ablation; with ``learned=False`` the layer is the exact projection); ``denoise=False`` applies the
     consistency layer's MSI correction to the raw MSI residual instead of the residual denoised at the
     two images' common estimated noise level (:func:`..unmixing.projection.residual_noise`; hand-built,
-    on with the learned parts on or off).
+    on with the learned parts on or off); ``wiener``: a hand-set Wiener gain ``κ >= 0`` for both images'
+    corrections in place of the learned gains (nothing learned: ``learned=False, wiener=1`` is the plain
+    pipeline with the textbook linear-MMSE gain at the estimated noise, the baseline the learned gains are
+    measured against in benchmarks/RESULTS.md; ``0`` is the exact projection).
 
     ``trace``: the CNMF start (its last iterate), the layers, and (with the consistency layer) a
     last step whose ``fused`` cube is the output while its endmembers and abundances are the last
@@ -130,6 +135,8 @@ def scalmu(
     if dtype not in ("float32", "float64"):
         raise ProblemError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
     tdtype = torch.float32 if dtype == "float32" else torch.float64
+    if wiener is not None and not (math.isfinite(float(wiener)) and float(wiener) >= 0):
+        raise ProblemError(f"wiener must be a finite number >= 0 (a fixed Wiener gain); got {wiener!r}")
     net, ckpt = load_model(checkpoint, map_location=device)
     net = net.to(device=device, dtype=tdtype)
     k_layers = net.layers if layers is None else int(layers)
@@ -161,8 +168,9 @@ def scalmu(
         state = schedule.state
         if consistent:
             parts: dict = {}
-            z = net.finish(state, data, use, True, record=parts, denoise=bool(denoise))
-            record_stage(schedule, z, f"consistency layer ({'learned steps' if use else 'exact'})", **parts)
+            z = net.finish(state, data, use, True, record=parts, denoise=bool(denoise), fixed_wiener=wiener)
+            how = "learned steps" if use else "exact" if wiener is None else f"Wiener gain {float(wiener):g}"
+            record_stage(schedule, z, f"consistency layer ({how})", **parts)
         else:
             z = net.finish(state, data, use, False)
     if progress is not None:
@@ -177,6 +185,7 @@ def scalmu(
         "learned_parts": [part for part in LEARNED_PARTS if part in use],
         "consistency": consistent,
         "denoise": bool(denoise) and consistent,
+        "wiener": None if wiener is None or not consistent else float(wiener),
         "init_iterations": init_iters,
         "msi_pyramid": [list(x) for x in info["msi_pyramid"]] if info["msi_pyramid"] else None,
         "n_endmembers": p,

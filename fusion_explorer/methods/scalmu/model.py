@@ -344,25 +344,31 @@ class ConsistencyLayer(nn.Module):
         """``(B, 3)``: the fractions ``t_g, t_m, t_h`` of the guided, MSI and HSI corrections."""
         return self.outputs(z, data)[0]
 
-    def parameters_for(self, features: torch.Tensor, data: CoupledData, learned: bool | frozenset = True) -> tuple:
+    def parameters_for(self, features: torch.Tensor, data: CoupledData, learned: bool | frozenset = True,
+                       fixed_wiener: float | None = None) -> tuple:
         """What the projection applies, from the observation ``features`` ``(B, 3)``: ``(steps (B, 3),
         ridge, sigma, wiener, msi_noise, hsi_noise)``: ``wiener`` the gains ``κ_m, κ_h`` ``(B, 2)`` (None
         when off or not noise-aware), the noise terms ``κ`` times the estimated noise-to-signal power of
         each image, ``(B,)``, or 0. ``learned``: True, False, or the :data:`LEARNED_PARTS` on (``"steps"``
         and ``"wiener"`` act here); off, a part is its plain value (full steps, the default ridge and
-        width; no Wiener terms)."""
+        width; no Wiener terms). ``fixed_wiener``: ``κ_m = κ_h`` = this number in place of the gains
+        (learned or off): the hand-set Wiener gain the learned ones are compared with (1: the textbook
+        linear MMSE gain for the estimated noise, if the prior had the signal's power)."""
         steps_on, wiener_on = self._learns_steps(learned), _uses(learned, "wiener")
         ones = torch.ones(features.shape[0], 3, dtype=features.dtype, device=features.device)
         plain = (ones, torch.tensor(DEFAULT_RIDGE).to(features), torch.tensor(SIGMA).to(features))
+        fixed = None if fixed_wiener is None else torch.full((features.shape[0], 2), float(fixed_wiener)).to(features)
+        if fixed is not None and data.sensor_features is None:
+            raise ValueError("a fixed Wiener gain needs the noise estimates: data.sensor_features must be set")
         if not (steps_on or wiener_on):
-            return (*plain, None, 0.0, 0.0)
-        t, wiener = self.gate_outputs(features, data)
-        if steps_on:
-            ridge, sigma = self.log_ridge.clamp(-12, 2).exp(), self.log_sigma.clamp(-6, 0).exp()
+            t, ridge, sigma, wiener = *plain, fixed
         else:
-            t, ridge, sigma = plain
-        if not wiener_on:
-            wiener = None
+            t, wiener = self.gate_outputs(features, data)
+            if steps_on:
+                ridge, sigma = self.log_ridge.clamp(-12, 2).exp(), self.log_sigma.clamp(-6, 0).exp()
+            else:
+                t, ridge, sigma = plain
+            wiener = fixed if fixed is not None else wiener if wiener_on else None
         msi_noise = hsi_noise = 0.0
         if wiener is not None:  # κ times the estimated noise-to-signal power of each image
             power = 10.0 ** data.sensor_features.reshape(-1, N_SENSOR)[:, :2].to(wiener)
@@ -370,20 +376,21 @@ class ConsistencyLayer(nn.Module):
         return t, ridge, sigma, wiener, msi_noise, hsi_noise
 
     def forward(self, state: CoupledState, data: CoupledData, learned: bool | frozenset = True,
-                record: dict | None = None, denoise: bool = True) -> torch.Tensor:
+                record: dict | None = None, denoise: bool = True, fixed_wiener: float | None = None) -> torch.Tensor:
         """``Z`` ``(B, L, N)``; ``record``: a dict that receives the parts applied (item 0) under
         ``learned``, ``plain`` and ``learned_doc`` (see :data:`CONSISTENCY_DOC`). ``learned``: True,
         False, or the :data:`LEARNED_PARTS` on (``"steps"``, ``"wiener"`` act here). ``denoise``: the
         MSI residual is denoised at :func:`~fusion_explorer.methods.unmixing.projection.residual_noise`'s
-        level before the MSI correction (hand-built: with the learned parts on and off alike)."""
+        level before the MSI correction (hand-built: with the learned parts on and off alike).
+        ``fixed_wiener``: a hand-set Wiener gain in place of the learned ones (:meth:`parameters_for`)."""
         z = state.fused()
         noise = residual_noise(data) if denoise else None
-        if not (self._learns_steps(learned) or _uses(learned, "wiener")):
+        if not (self._learns_steps(learned) or _uses(learned, "wiener")) and fixed_wiener is None:
             return project(z, data, spectral_prior(state.endmembers, DEFAULT_RIDGE), neighbours=data.neighbours,
                            msi_denoise=noise)
         with torch.no_grad():
             features = observation_features(z, data)
-        t, ridge, sigma, wiener, msi_noise, hsi_noise = self.parameters_for(features, data, learned)
+        t, ridge, sigma, wiener, msi_noise, hsi_noise = self.parameters_for(features, data, learned, fixed_wiener)
         t = t[..., None, None]
         if record is not None:
             record.update(_parts(
@@ -399,6 +406,9 @@ class ConsistencyLayer(nn.Module):
                 record["plain"].update(msi_wiener=np.float32(0), hsi_wiener=np.float32(0))
                 record["learned_doc"].update(msi_wiener=CONSISTENCY_DOC["msi_wiener"],
                                              hsi_wiener=CONSISTENCY_DOC["hsi_wiener"])
+                if fixed_wiener is not None:
+                    for key in ("msi_wiener", "hsi_wiener"):
+                        record["learned_doc"][key] += f" Not learned in this run: fixed at {float(fixed_wiener):g}."
                 _record_inputs(record, data)
             # the level residual_noise applied (-12, the floor of observation_features' logs: none)
             relative = -12.0 if noise is None else max(float(data.msi_noise_level.reshape(-1)[0]), -12.0)
@@ -439,13 +449,15 @@ class SCALMUNet(nn.Module):
         self.consistency = ConsistencyLayer(hidden, noise_aware, smooth_gate, fixed_steps) if consistency else None
 
     def finish(self, state: CoupledState, data: CoupledData, learned: bool | frozenset = True,
-               consistency: bool = True, record: dict | None = None, denoise: bool = True) -> torch.Tensor:
+               consistency: bool = True, record: dict | None = None, denoise: bool = True,
+               fixed_wiener: float | None = None) -> torch.Tensor:
         """The fused cube ``(B, L, N)`` from the last layer's iterate: through the consistency layer
         when the network has one (and ``consistency``), else ``W H_m``; non-negative either way.
         ``record``: receives the consistency layer's learned parts; ``denoise``: its MSI-residual
-        denoising (see :meth:`ConsistencyLayer.forward`)."""
+        denoising (see :meth:`ConsistencyLayer.forward`); ``fixed_wiener``: a hand-set Wiener gain in place
+        of the learned ones (:meth:`ConsistencyLayer.parameters_for`)."""
         if self.consistency is not None and consistency:
-            return self.consistency(state, data, learned, record, denoise)
+            return self.consistency(state, data, learned, record, denoise, fixed_wiener)
         return state.fused().clamp_min(0)
 
     def hsi_weight(self, k: int, data: CoupledData, learned: bool | frozenset = True) -> torch.Tensor | float:

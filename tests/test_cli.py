@@ -137,6 +137,13 @@ def test_fuse_tiled_round_trip(cave_dir, tmp_path, capsys):
         assert main([*common, *extra]) == 2
         lines = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.strip()]
         assert len(lines) == 1 and needle in lines[0], lines
+    # the PSF not given: fitted as the whole-scene run fits it (here on the whole scene), said in the provenance
+    blind = [*common[:7], *common[9:]]
+    assert main([*blind, "--tile", "64", "--out", str(tmp_path / "blind.zarr")]) == 0
+    fitted = xr.open_dataset(tmp_path / "blind.zarr", engine="zarr", consolidated=False)["fused"]
+    assert fitted.attrs["psf"].startswith("estimated Gaussian") and "offset 3" in fitted.attrs["psf"]
+    diff = fitted.values - whole.values
+    assert np.sqrt(np.mean(diff**2)) < 0.05 * np.sqrt(np.mean(whole.values**2))  # a fit close to the true PSF
 
 
 def test_simulate_with_a_zoo_degradation(cave_dir, tmp_path):

@@ -276,3 +276,32 @@ def test_consistency_projection_tile_wise_when_the_images_disagree(truth, monkey
     assert np.sqrt(np.mean((tiled.values - whole.values) ** 2)) < 1e-4 * np.sqrt(np.mean(whole.values**2))
     monkeypatch.setattr(projection, "MSI_LAST", False)
     assert evaluate(scene, fuse_tiled(problem, "cnmf", tile=32, **options), 8)["psnr"] < psnr["tiled"] - 1.0
+
+
+def test_an_unknown_psf_is_fitted_on_a_central_window(truth, monkeypatch):
+    """Without a PSF the tiled run fits the whole-scene methods' blind Gaussian on the central
+    ``PSF_WINDOW`` LR pixels a side: on a scene no larger than the window it is the whole-scene run's own fit
+    (so tiled = whole, as with a known PSF), on a larger one a fit of the window that finds the PSF that made
+    the images; the output's attrs say what was fitted, and where."""
+    from fusion_explorer.problem import FusionProblem
+    from fusion_explorer.tiled import problem as tiled_problem
+
+    given = fe.simulate(center_crop(truth, 128, 1), "gaussian-x8")
+    hidden = FusionProblem(given.lr_hsi, given.hr_msi, srf=given.srf, ratio=8)
+    whole = fe.fuse(hidden, "cnmf", device="cpu", inner_iterations=20)
+    tiled = fuse_tiled(hidden, "cnmf", tile=64, workers=2, inner_iterations=20)
+    assert whole.params["psf"].startswith("estimated Gaussian")
+    assert tiled.attrs["psf"].startswith(whole.params["psf"].split(" (")[0])  # the same sigma and offset
+    assert "fitted on the whole scene" in tiled.attrs["psf"]
+    np.testing.assert_allclose(tiled.values, whole.fused.values, atol=1e-4)
+
+    big = fe.simulate(truth, "gaussian-x8")  # 256² HR, 32² LR: a window of 16² LR pixels is a quarter of it
+    monkeypatch.setattr(tiled_problem, "PSF_WINDOW", 16)
+    fitted = TiledProblem.from_problem(FusionProblem(big.lr_hsi, big.hr_msi, srf=big.srf, ratio=8))
+    fitted = fitted.with_estimated_psf()
+    print("\n", fitted.attrs["psf"])
+    assert "fitted on the central 128x128 HR pixels" in fitted.attrs["psf"]
+    assert fitted.offset == big.offset
+    true = big.sensors.spatial().kernel.numpy()
+    assert fitted.psf.shape == true.shape and np.abs(fitted.psf - true).sum() < 0.1
+    assert fitted.psf_misfit < 0.01

@@ -169,6 +169,8 @@ def fuse_tiled(
         raise ProblemError(f"method {method!r} has no tiled version{why}; tiled methods: {', '.join(TILED_METHODS)}")
     if isinstance(problem, FusionProblem):
         problem = TiledProblem.from_problem(problem)
+    if method != "bicubic" and problem.psf is None:  # fitted on a central window (bicubic reads no PSF)
+        problem = problem.with_estimated_psf()
     if method == "bicubic" and options:
         raise ProblemError(f"tiled bicubic takes no options; got {', '.join(sorted(options))}")
     if method == "scalmu":
@@ -190,6 +192,8 @@ def fuse_tiled(
     params = {k: v for k, v in opts.items() if k != "levels"}
     attrs.update(kind="fused HR-HSI", method=method, method_params=repr({**params, "seed": seed}), ratio=ratio,
                  srf=problem.srf.name, tiled=f"tiles of {tile} px, halo {grid.halo} px", tile=tile)
+    if "psf" in problem.attrs and method != "bicubic":
+        attrs["psf"] = problem.attrs["psf"]
     scratch_root = Path(workdir) if workdir is not None else (Path(out).resolve().parent if out else None)
     folder = Path(tempfile.mkdtemp(prefix=".fusion-explorer-tiles-", dir=scratch_root))
     writer = None

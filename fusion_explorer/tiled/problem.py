@@ -22,6 +22,10 @@ from ..physics import SpatialDegradation, default_offset
 from ..problem import PairShape
 from .io import as_lazy, validate_lazy
 
+#: LR pixels a side of the central window a tiled run fits an unknown PSF on (1024² HR pixels at x8):
+#: the PSF is the same everywhere in the scene, and the fit reads both images whole
+PSF_WINDOW = 128
+
 
 @dataclass
 class TiledProblem(PairShape):
@@ -69,12 +73,41 @@ class TiledProblem(PairShape):
         if self.offset is not None and not (int(self.offset) == self.offset and 0 <= self.offset < self.ratio):
             raise ProblemError(f"offset must be an integer in 0..{self.ratio - 1}; got {self.offset!r}")
 
+    def with_estimated_psf(self) -> TiledProblem:
+        """The problem with its unknown PSF fitted on the central :data:`PSF_WINDOW` square of LR pixels
+        (and the HR pixels they cover): the blind Gaussian fit the whole-scene methods run on the whole
+        images (:func:`~fusion_explorer.methods.unmixing.setup.spatial_model_fit`; on a scene no larger
+        than the window, the same fit). ``attrs`` gain ``psf`` (what was fitted, where) and ``psf_misfit``
+        (the fit's relative misfit, which SCALMU's learned parts read). A known PSF is kept as it is."""
+        from ..methods.unmixing.estimate import estimate_gaussian_psf
+        from ..physics import SensorPair
+
+        if self.psf is not None:
+            return self
+        (h, w), r = self.lr_size, self.ratio
+        ly0, lx0 = max(0, (h - PSF_WINDOW) // 2), max(0, (w - PSF_WINDOW) // 2)
+        ly1, lx1 = min(h, ly0 + PSF_WINDOW), min(w, lx0 + PSF_WINDOW)
+        lr = _window(self.lr_hsi, ly0, ly1, lx0, lx1)
+        msi = _window(self.hr_msi, ly0 * r, ly1 * r, lx0 * r, lx1 * r)
+        sigma, offset, misfit = estimate_gaussian_psf(lr, msi, r)
+        op = SensorPair("estimated PSF", r, sigma=sigma, offset=offset).spatial()
+        where = "the whole scene" if (ly1 - ly0, lx1 - lx0) == (h, w) else (
+            f"the central {(ly1 - ly0) * r}x{(lx1 - lx0) * r} HR pixels")
+        attrs = {**self.attrs, "psf": f"estimated Gaussian, sigma {sigma:.3f}, offset {offset} (relative misfit "
+                                     f"{misfit:.2e}; fitted on {where})", "psf_misfit": float(misfit)}
+        return TiledProblem(self.lr_hsi, self.hr_msi, self.srf, r, op.kernel.numpy(), op.offset, op.border, attrs)
+
     def spatial_operator(self) -> SpatialDegradation:
         if self.psf is None:
             raise ProblemError("tiled cnmf needs a known PSF (--protocol or --psf-sigma): estimating it needs "
                                "the whole scene")
         offset = self.offset if self.offset is not None else default_offset(self.ratio)
         return SpatialDegradation(self.psf, self.ratio, offset, self.border)
+
+    @property
+    def psf_misfit(self) -> float | None:
+        """The relative misfit of the PSF fitted by :meth:`with_estimated_psf` (``None``: the PSF was given)."""
+        return self.attrs.get("psf_misfit")
 
     def lr_values(self) -> np.ndarray:
         """The LR-HSI ``(L, h, w)`` float32 in memory, negatives clipped to 0.
@@ -106,3 +139,12 @@ class TiledProblem(PairShape):
                 raise ProblemError(f"the LR-HSI and the HR-MSI are on different scales (the HR-MSI's mean is "
                                    f"{factor:.3g} times the SRF applied to the LR-HSI); put both on one scale")
         return msi_stats
+
+
+def _window(cube: xr.DataArray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """``cube[:, y0:y1, x0:x1]`` in memory, float64, negatives set to 0 (as the fused inputs are clipped)."""
+    data = cube.data[:, y0:y1, x0:x1]
+    out = np.asarray(data.compute() if hasattr(data, "compute") else data, dtype=np.float64)
+    if not np.isfinite(out).all():
+        raise CubeError("the images have non-finite values (NaN or Inf) where the PSF is fitted")
+    return np.maximum(out, 0)

@@ -130,9 +130,9 @@ def check_options(options: dict, problem) -> dict:
         if v is not None and (isinstance(v, bool) or int(v) != v or v < (0 if name == "layers" else 1)):
             raise ProblemError(f"{name} must be a {'non-negative' if name == 'layers' else 'positive'} integer; "
                                f"got {v!r}")
-    if problem.psf is None:
-        raise ProblemError("tiled scalmu needs a known PSF (--protocol or --psf-sigma): estimating it needs the "
-                           "whole scene")
+    if problem.psf is None:  # (fuse_tiled fits it first: TiledProblem.with_estimated_psf)
+        raise ProblemError("tiled scalmu needs a known PSF (--protocol or --psf-sigma) or one fitted first "
+                           "(TiledProblem.with_estimated_psf, which fuse_tiled runs)")
     pyramid = resolve_pyramid(opts["msi_pyramid"], problem.hr_size)
     levels = _pyramid_levels([list(x) for x in pyramid] if pyramid else None)
     bad = [f for f, _ in levels if problem.ratio % f]
@@ -528,7 +528,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     top, left = max(0, (big_h - NOISE_WINDOW) // 2), max(0, (big_w - NOISE_WINDOW) // 2)
     centre = runner.compute(msi.data[:, top : top + NOISE_WINDOW, left : left + NOISE_WINDOW])[0]
     levels = noise_levels(raw, np.asarray(centre))
-    sensor = sensor_features(raw, np.asarray(centre), False, None, levels)[None]
+    sensor = sensor_features(raw, np.asarray(centre), False, problem.psf_misfit, levels)[None]
     # the level the consistency layer denoises the MSI residual at (as the whole-scene start sets it)
     denoise_level = common_noise_level(levels) if opts["denoise"] else -math.inf
     del raw

@@ -201,11 +201,12 @@ def run_measured(cmd: list[str], env: dict | None = None) -> dict:
 
 
 def fuse_cmd(folder: Path, out: Path, method: str, tile: int, scheduler: str, workers: int,
-             options: list[str] | None = None) -> list[str]:
+             options: list[str] | None = None, blind_psf: bool = False) -> list[str]:
+    """The CLI command; ``blind_psf``: without the PSF and offset (the tiled run fits them on a window)."""
+    psf = [] if blind_psf else ["--psf-sigma", str(SIGMA), "--psf-size", str(KSIZE), "--offset", str(OFFSET)]
     cmd = [*CLI, "fuse", "--lr-hsi", str(folder / "lr_hsi.zarr"), "--hr-msi", str(folder / "hr_msi.zarr"),
-           "--srf", str(folder / "srf.nc"), "--ratio", str(RATIO), "--psf-sigma", str(SIGMA), "--psf-size",
-           str(KSIZE), "--offset", str(OFFSET), "--method", method, "--tile", str(tile), "--scheduler", scheduler,
-           "--workers", str(workers), "--quiet", "--overwrite", "--out", str(out)]
+           "--srf", str(folder / "srf.nc"), "--ratio", str(RATIO), *psf, "--method", method, "--tile", str(tile),
+           "--scheduler", scheduler, "--workers", str(workers), "--quiet", "--overwrite", "--out", str(out)]
     for option in [*(CNMF_OPTIONS if method == "cnmf" else []), *(options or [])]:
         cmd += ["--option", option]
     return cmd
@@ -218,14 +219,21 @@ def cmd_run(args) -> dict:
                  "tile": args.tile, "scheduler": args.scheduler, "workers": args.workers}
     if args.option:
         row["options"] = list(args.option)
+    if args.blind_psf:
+        row["psf"] = "not given (fitted by the CLI)"
     if not (folder / "hr_msi.zarr").exists():
         row.update(make_inputs(scene, folder))
     out = folder / f"fused_{args.method}_{args.scheduler}{args.workers}.zarr"
     row.update(run_measured(fuse_cmd(folder, out, args.method, args.tile, args.scheduler, args.workers,
-                                     args.option)))
+                                     args.option, args.blind_psf)))
     row["hr_megapixels_per_s"] = round(args.size**2 / 1e6 / row["seconds"], 3)
     if row["rc"] == 0 and not args.no_score:
         row.update(score(scene, out))
+    if row["rc"] == 0 and args.blind_psf:  # what the CLI fitted (the scene's PSF: Gaussian sigma SIGMA, offset OFFSET)
+        import xarray as xr
+
+        with xr.open_dataset(out, engine="zarr", consolidated=False) as ds:
+            row["psf_fitted"] = ds["fused"].attrs.get("psf")
     shutil.rmtree(out, ignore_errors=True)
     row["load_average_1min_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(row), flush=True)
@@ -344,6 +352,7 @@ def main(argv=None) -> None:
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-score", action="store_true")
+    s.add_argument("--blind-psf", action="store_true", help="leave the PSF and offset out: the CLI fits them")
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a method option passed to the CLI (repeatable; recorded in the row)")
     s.add_argument("--workdir", default="/tmp/fusion-explorer-scale-bench")

@@ -99,8 +99,8 @@ class TiledProblem(PairShape):
 
     def spatial_operator(self) -> SpatialDegradation:
         if self.psf is None:
-            raise ProblemError("tiled cnmf needs a known PSF (--protocol or --psf-sigma): estimating it needs "
-                               "the whole scene")
+            raise ProblemError("tiled cnmf needs a PSF: a known one (--protocol or --psf-sigma) or one fitted "
+                               "first (TiledProblem.with_estimated_psf, which fuse_tiled runs)")
         offset = self.offset if self.offset is not None else default_offset(self.ratio)
         return SpatialDegradation(self.psf, self.ratio, offset, self.border)
 

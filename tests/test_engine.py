@@ -45,13 +45,14 @@ def _arrays_bytes(trace: list[dict]) -> int:
 @pytest.mark.parametrize("consistency", [False, True], ids=["no-consistency", "consistency"])
 def test_plain_scalmu_layers_are_cnmf_coupled_iterations(crop, consistency):
     """SCALMU with its learned parts off and K layers equals CNMF's schedule followed by K coupled
-    iterations (and, with the consistency layer, CNMF's nothing-learned ``consistency="guided"``, which
-    does not denoise the MSI residual: SCALMU's consistency layer does by default, ``denoise=False`` here)."""
+    iterations (and, with the consistency layer, CNMF's nothing-learned ``consistency="guided"``, both
+    denoising the MSI residual at the level both images show, the default of each)."""
     problem, truth = crop
     plain = fuse(problem, "scalmu", device="cpu", learned=False, layers=K, init_iterations=INIT,
-                 consistency=consistency, denoise=False)
+                 consistency=consistency)
     cnmf = fuse(problem, "cnmf", device="cpu", inner_iterations=INIT, coupled_steps=K,
                 consistency="guided" if consistency else False)
+    assert plain.params["denoise"] == cnmf.params["denoise"] == consistency
     assert plain.params["n_endmembers"] == cnmf.params["n_endmembers"]
     np.testing.assert_allclose(plain.fused.values, cnmf.fused.values, rtol=0, atol=1e-6)
     np.testing.assert_allclose(plain.endmembers, cnmf.endmembers, rtol=0, atol=1e-6)

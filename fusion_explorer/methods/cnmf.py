@@ -36,6 +36,7 @@ from ..errors import ProblemError
 from ..problem import FusionProblem, FusionResult
 from .base import ProgressCallback, register
 from .unmixing import consistency as consistency_stage
+from .unmixing.projection import common_noise_level, noise_levels
 from .unmixing.schedule import CHECK_EVERY, TILE_PIXELS, Schedule  # noqa: F401  (importable from here)
 from .unmixing.setup import (  # noqa: F401  (importable from here, as before the engine moved)
     MIN_MSI_BANDS,
@@ -119,6 +120,7 @@ def cnmf(
     msi_pyramid: Sequence[Sequence[int]] | None = None,
     coupled_steps: int = 0,
     consistency: bool | str = False,
+    denoise: bool = True,
 ) -> FusionResult:
     """Fuse by coupled NMF.
 
@@ -166,6 +168,10 @@ def cnmf(
       with nothing learned. The output is then no longer ``W H_m``: ``endmembers`` and
       ``abundances`` stay those of the unmixing; the trace's last step holds the output and the
       correction map.
+    - ``denoise`` (``"guided"`` only): its MSI correction is made from the MSI residual denoised at the
+      noise level both images show (a local Wiener filter, :func:`.unmixing.projection.denoise_residual`;
+      hand-built, as in SCALMU's consistency layer with or without its learned parts), so that the
+      correction does not copy the MSI's noise into every band; ``False``: from the raw residual.
 
     ``progress(done, total, info)`` is called every few iterations; raising from it cancels.
     ``stages``: ``HSI init``, ``MSI init``, ``round k``, then ``coupled steps`` and ``consistency``
@@ -192,6 +198,9 @@ def cnmf(
     if coupled_steps:
         schedule.coupled_steps(int(coupled_steps))
     state, data = schedule.state, schedule.data
+    if mode == "guided" and denoise:  # the level the MSI residual is denoised at (as SCALMU's start sets it)
+        levels = noise_levels(problem.lr_hsi, problem.hr_msi)
+        data.msi_noise_level = torch.tensor([common_noise_level(levels)], dtype=tdtype, device=device)
     if mode is not None:
         z = consistency_stage.project_plain(schedule, mode)
         consistency_stage.record_stage(schedule, z, f"consistency ({mode})")
@@ -213,6 +222,7 @@ def cnmf(
         "msi_pyramid": [list(level) for level in _pyramid_levels(msi_pyramid)] or None,
         "coupled_steps": int(coupled_steps),
         "consistency": mode or False,
+        "denoise": bool(denoise) and mode == "guided",
         "dtype": dtype,
         "seed": seed,
     }

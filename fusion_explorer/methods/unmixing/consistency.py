@@ -7,7 +7,9 @@ Modes (``cnmf(consistency=...)``; SCALMU's plain consistency layer is ``"guided"
 - ``"projection"``: the smallest change, in the metric of the endmembers' spectral prior, with
   ``R Z = Y_m`` and ``S Z = Y_h``;
 - ``"guided"`` (or ``True``): first carry the LR-HSI residual ``Y_h - S Z`` to the HR pixels of the
-  same colour (:mod:`.guided`), then the projection.
+  same colour (:mod:`.guided`), then the projection, its MSI correction made from the MSI residual
+  denoised at the noise level both images show when the data carry one (``CoupledData.msi_noise_level``;
+  :func:`.projection.residual_noise`): SCALMU's consistency layer with nothing learned.
 
 The stage is recorded as one trace step (stage ``consistency``, one iteration after the last
 update) holding the output cube as ``fused`` and the per-pixel norm of the correction ``Z - W H_m``
@@ -23,7 +25,7 @@ import torch
 
 from ...errors import ProblemError
 from .guided import data_neighbours
-from .projection import project, spectral_prior
+from .projection import project, residual_noise, spectral_prior
 from .schedule import Schedule
 
 #: the accepted ``consistency`` options
@@ -40,15 +42,17 @@ def check_mode(mode) -> str | None:
 
 
 def project_plain(schedule: Schedule, mode: str) -> torch.Tensor:
-    """``Z`` ``(1, L, N)``: ``W H_m`` moved onto both images in ``mode`` (nothing learned)."""
+    """``Z`` ``(1, L, N)``: ``W H_m`` moved onto both images in ``mode`` (nothing learned; ``"guided"``
+    denoises the MSI residual when ``data.msi_noise_level`` is set)."""
     data, state = schedule.data, schedule.state
-    nb = None
+    nb = noise = None
     if mode == "guided":
         nb = data.neighbours
         if nb is None:
             spatial = schedule.spatial
             nb = data_neighbours(data, schedule.hr_size, schedule.lr_size, spatial.ratio, spatial.offset)
-    return project(state.fused(), data, spectral_prior(state.endmembers), neighbours=nb)
+        noise = residual_noise(data)
+    return project(state.fused(), data, spectral_prior(state.endmembers), neighbours=nb, msi_denoise=noise)
 
 
 def correction_map(z: torch.Tensor, schedule: Schedule) -> np.ndarray:

@@ -174,6 +174,23 @@ def test_local_cluster_matches_threads(truth):
     assert np.abs(threads.values - procs.values).max() < 1e-5
 
 
+def test_a_scheduler_address_and_a_client_match_threads(truth):
+    """The same call on any dask cluster: by its scheduler's address (the runner connects, and disconnects at
+    the end) or through a ``distributed.Client`` the caller holds (left open), with the threaded numbers."""
+    from distributed import Client, LocalCluster
+
+    problem = fe.simulate(center_crop(truth, 64, 1), "gaussian-x8")
+    threads = fuse_tiled(problem, "cnmf", tile=32, inner_iterations=10)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        by_address = fuse_tiled(problem, "cnmf", tile=32, inner_iterations=10, scheduler=cluster.scheduler_address)
+        with Client(cluster) as client:
+            by_client = fuse_tiled(problem, "cnmf", tile=32, inner_iterations=10, scheduler=client)
+            assert client.status == "running"  # the caller's client is not closed
+            assert [c for c in cluster.scheduler.clients if c != "fire-and-forget"] == [client.id]  # the other left
+    for cube in (by_address, by_client):
+        assert np.abs(threads.values - cube.values).max() < 1e-5
+
+
 def test_refusals_are_one_clear_error(truth):
     problem = fe.simulate(center_crop(truth, 128, 1), "gaussian-x8")
     with pytest.raises(ProblemError, match="no tiled version"):

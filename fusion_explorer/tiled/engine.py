@@ -147,6 +147,7 @@ class Runner:
             raise ProblemError(f"workers must be >= 1; got {workers!r}")
         self.client = None
         self.cluster = None
+        self.own_client = False  # a client this runner connected (closed by close()), not the caller's
         self.kind = "threads"
         if scheduler is None or scheduler == "threads":
             return
@@ -174,7 +175,7 @@ class Runner:
                 raise ProblemError(f"cannot reach the dask scheduler at {scheduler} ({exc})") from None
             finally:
                 quiet.setLevel(level)
-            self.kind = "address"
+            self.kind, self.own_client = "address", True
             self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
         else:  # a Client
             self.client = scheduler
@@ -196,6 +197,9 @@ class Runner:
             self.client.close()
             self.cluster.close()
             self.client = self.cluster = None
+        elif self.own_client:  # connected to a scheduler address: disconnect (the cluster is not ours)
+            self.client.close()
+            self.client, self.own_client = None, False
 
     def compute(self, *collections: Any) -> tuple:
         """``dask.compute`` on this scheduler."""

@@ -147,7 +147,6 @@ class Runner:
             raise ProblemError(f"workers must be >= 1; got {workers!r}")
         self.client = None
         self.cluster = None
-        self.own_client = False  # a client this runner connected (closed by close()), not the caller's
         self.kind = "threads"
         if scheduler is None or scheduler == "threads":
             return
@@ -175,7 +174,7 @@ class Runner:
                 raise ProblemError(f"cannot reach the dask scheduler at {scheduler} ({exc})") from None
             finally:
                 quiet.setLevel(level)
-            self.kind, self.own_client = "address", True
+            self.kind = "address"
             self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
         else:  # a Client
             self.client = scheduler
@@ -197,9 +196,9 @@ class Runner:
             self.client.close()
             self.cluster.close()
             self.client = self.cluster = None
-        elif self.own_client:  # connected to a scheduler address: disconnect (the cluster is not ours)
+        elif self.kind == "address" and self.client is not None:  # our connection: close it (not the cluster)
             self.client.close()
-            self.client, self.own_client = None, False
+            self.client = None
 
     def compute(self, *collections: Any) -> tuple:
         """``dask.compute`` on this scheduler."""

@@ -79,8 +79,7 @@ class TiledProblem(PairShape):
         images (:func:`~fusion_explorer.methods.unmixing.setup.spatial_model_fit`; on a scene no larger
         than the window, the same fit). ``attrs`` gain ``psf`` (what was fitted, where) and ``psf_misfit``
         (the fit's relative misfit, which SCALMU's learned parts read). A known PSF is kept as it is."""
-        from ..methods.unmixing.estimate import estimate_gaussian_psf
-        from ..physics import SensorPair
+        from ..methods.unmixing.setup import gaussian_psf_fit
 
         if self.psf is not None:
             return self
@@ -89,12 +88,10 @@ class TiledProblem(PairShape):
         ly1, lx1 = min(h, ly0 + PSF_WINDOW), min(w, lx0 + PSF_WINDOW)
         lr = _window(self.lr_hsi, ly0, ly1, lx0, lx1)
         msi = _window(self.hr_msi, ly0 * r, ly1 * r, lx0 * r, lx1 * r)
-        sigma, offset, misfit = estimate_gaussian_psf(lr, msi, r)
-        op = SensorPair("estimated PSF", r, sigma=sigma, offset=offset).spatial()
         where = "the whole scene" if (ly1 - ly0, lx1 - lx0) == (h, w) else (
             f"the central {(ly1 - ly0) * r}x{(lx1 - lx0) * r} HR pixels")
-        attrs = {**self.attrs, "psf": f"estimated Gaussian, sigma {sigma:.3f}, offset {offset} (relative misfit "
-                                     f"{misfit:.2e}; fitted on {where})", "psf_misfit": float(misfit)}
+        op, note, misfit = gaussian_psf_fit(lr, msi, r, where)
+        attrs = {**self.attrs, "psf": note, "psf_misfit": misfit}
         return TiledProblem(self.lr_hsi, self.hr_msi, self.srf, r, op.kernel.numpy(), op.offset, op.border, attrs)
 
     def spatial_operator(self) -> SpatialDegradation:

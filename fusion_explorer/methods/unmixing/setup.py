@@ -48,10 +48,18 @@ def spatial_model_fit(problem: FusionProblem, psf: str = "estimate") -> tuple[Sp
         return spatial, "known", None
     if psf == "paper":
         return default_spatial_operator(problem.ratio), "Gaussian, FWHM = ratio (paper default)", None
-    sigma, offset, misfit = estimate_gaussian_psf(problem.lr_hsi.values, problem.hr_msi.values, problem.ratio)
-    note = f"estimated Gaussian, sigma {sigma:.3f}, offset {offset} (relative misfit {misfit:.2e})"
+    return gaussian_psf_fit(problem.lr_hsi.values, problem.hr_msi.values, problem.ratio)
+
+
+def gaussian_psf_fit(lr_hsi: np.ndarray, hr_msi: np.ndarray, ratio: int,
+                     where: str | None = None) -> tuple[SpatialDegradation, str, float]:
+    """The blind Gaussian PSF (:func:`estimate_gaussian_psf`) as ``(operator, note, relative misfit)``;
+    ``where``: what the images are, said in the note (e.g. a window of a larger scene)."""
+    sigma, offset, misfit = estimate_gaussian_psf(lr_hsi, hr_msi, ratio)
+    fitted = f"; fitted on {where}" if where else ""
+    note = f"estimated Gaussian, sigma {sigma:.3f}, offset {offset} (relative misfit {misfit:.2e}{fitted})"
     # the operator the fit scored (estimate_gaussian_psf): default kernel size, reflect border
-    return SensorPair("estimated PSF", problem.ratio, sigma=sigma, offset=offset).spatial(), note, float(misfit)
+    return SensorPair("estimated PSF", ratio, sigma=sigma, offset=offset).spatial(), note, float(misfit)
 
 
 def flat_images(problem: FusionProblem, device, dtype: torch.dtype):
@@ -166,5 +174,5 @@ def prepare(
                     psf_misfit)
 
 
-__all__ = ["Prepared", "prepare", "spatial_model", "default_spatial_operator", "flat_images",
+__all__ = ["Prepared", "prepare", "spatial_model", "gaussian_psf_fit", "default_spatial_operator", "flat_images",
            "default_n_endmembers", "n_endmembers_for", "SUM_TO_ONE_SCALE", "MIN_MSI_BANDS"]

@@ -63,6 +63,9 @@ METHODS = {
     # pipeline with the gains fixed at kappa (1: the textbook linear-MMSE gain for the estimated noise)
     "scalmu-wiener-only": ("scalmu", {"ablate": "preconditioners,hsi_weights"}),
     **{f"scalmu-plain-wiener{k:g}": ("scalmu", {"learned": False, "wiener": float(k)}) for k in (1, 100)},
+    # the mean of the fused cubes from VCA seeds 0-3 (fuse(..., starts=4): the start's luck averaged out)
+    "scalmu-starts4": ("scalmu", {"starts": 4}),
+    "cnmf-guided-starts4": ("cnmf", {"consistency": "guided", "starts": 4}),
 }
 #: MossFuse's self-supervised fit per problem (issue 20: "report MossFuse's self-supervised fit on the crops
 #: where it is affordable"): from scratch, this many Adam steps (``--mossfuse-steps``) at this network width.

@@ -10,6 +10,8 @@ how much of the numbers is that start:
   (same scene, same seed, so the same start) ``scalmu − cnmf-guided`` and ``scalmu − scalmu-plain``.
 - ``--probe endmembers``: the same methods at seed 0 with ``p`` = 10, 20, the default and the band
   count ``L``.
+- ``--probe starts``: the same methods with ``fuse(..., starts=N)``, N = 1, 2, 4: the mean of the fused
+  cubes from seeds ``0..N-1``.
 
 Full 512x512 CAVE scenes of ``../shared/data/cave`` (the 4 shared ones), PSF hidden (only the SRF and
 the ratio given). Records go to ``benchmarks/results/clean_gap_PROBE.json`` after every run; the
@@ -44,9 +46,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def settings(probe: str, seeds: int, bands: int) -> list[dict]:
-    """The starts a probe runs: ``{"seed", "n_endmembers"}`` (``None``: the default rule)."""
+    """The starts a probe runs: ``{"seed", "n_endmembers"[, "starts"]}`` (``None``: the default rule)."""
     if probe == "seeds":
         return [{"seed": s, "n_endmembers": None} for s in range(seeds)]
+    if probe == "starts":
+        return [{"seed": 0, "n_endmembers": None, "starts": n} for n in (1, 2, 4)]
     return [{"seed": 0, "n_endmembers": p} for p in (10, 20, None, bands)]
 
 
@@ -79,8 +83,8 @@ def _per_scene(psnr: dict, scenes: list[str], method: str, start) -> np.ndarray:
 
 def tables(records: list[dict], probe: str) -> str:
     """Markdown: mean PSNR per method and start, and the paired differences (same scene and start)."""
-    key = "seed" if probe == "seeds" else "n_endmembers"
-    label = "seed" if probe == "seeds" else "p (None: default)"
+    key = {"seeds": "seed", "endmembers": "n_endmembers", "starts": "starts"}[probe]
+    label = {"seeds": "seed", "endmembers": "p (None: default)", "starts": "starts (seeds 0..N-1, mean)"}[probe]
     lines = []
     for protocol in dict.fromkeys(r["protocol"] for r in records):
         rows = [r for r in records if r["protocol"] == protocol]
@@ -111,7 +115,7 @@ def tables(records: list[dict], probe: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--probe", choices=("seeds", "endmembers"), required=True)
+    ap.add_argument("--probe", choices=("seeds", "endmembers", "starts"), required=True)
     ap.add_argument("--seeds", type=int, default=4, help="seeds 0..S-1 (--probe seeds)")
     ap.add_argument("--protocols", nargs="*", help="gaussian-x8, mossfuse-cave-x32 (default: both)")
     ap.add_argument("--suffix", default="", help="results file clean_gap_PROBE{SUFFIX}.json")

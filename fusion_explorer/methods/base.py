@@ -64,16 +64,22 @@ class MethodInfo:
     function: Method
     description: str
     iterative: bool = False
+    #: the result depends on ``seed`` through a random start (VCA's endmembers): ``fuse(..., starts=N)``
+    #: may average N runs from seeds ``seed .. seed + N - 1``
+    random_start: bool = False
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
 
 
-def register(name: str, description: str = "", *, iterative: bool = False) -> Callable[[Method], Method]:
-    """Decorator: make a method available by ``name`` everywhere (CLI, benchmark, app)."""
+def register(name: str, description: str = "", *, iterative: bool = False,
+             random_start: bool = False) -> Callable[[Method], Method]:
+    """Decorator: make a method available by ``name`` everywhere (CLI, benchmark, app). ``random_start``:
+    the method starts from a seeded random draw (see :attr:`MethodInfo.random_start`)."""
 
     def deco(fn: Method) -> Method:
-        _REGISTRY[name] = MethodInfo(name, fn, description or (fn.__doc__ or "").strip().split("\n")[0], iterative)
+        _REGISTRY[name] = MethodInfo(name, fn, description or (fn.__doc__ or "").strip().split("\n")[0], iterative,
+                                     random_start)
         return fn
 
     return deco
@@ -188,15 +194,28 @@ def fuse(
     device: Any = "auto",
     progress: ProgressCallback | None = None,
     seed: int = 0,
+    starts: int = 1,
     **options: Any,
 ) -> FusionResult:
-    """Run a registered method on ``problem``; time it and stamp provenance on the fused cube."""
+    """Run a registered method on ``problem``; time it and stamp provenance on the fused cube.
+
+    ``starts``: for a method with a random start (``cnmf``, ``scalmu``: VCA picks the endmembers' pixels
+    along random directions), the fused cube is the mean of ``starts`` runs from seeds ``seed, seed + 1,
+    ...``; the result's endmembers, abundances and trace are the first run's. One start's luck moves a
+    full CAVE scene by up to 3.5 dB (benchmarks/RESULTS.md, "What moves the clean-protocol numbers"):
+    the runs put what the MSI cannot see in different places, and their mean cancels part of it. Costs
+    ``starts`` times the time."""
     info = get_method(method)
     check_options(method, options)
+    if isinstance(starts, bool) or not isinstance(starts, int | np.integer) or starts < 1:
+        raise ProblemError(f"starts must be a positive integer; got {starts!r}")
+    if starts > 1 and not info.random_start:
+        seeded = ", ".join(n for n, m in sorted(_REGISTRY.items()) if m.random_start)
+        raise ProblemError(f"method {method!r} has no random start: starts={starts} would repeat one result "
+                           f"(methods with one: {seeded})")
     dev = _usable_device(device)
-    torch.manual_seed(seed)
     start = time.perf_counter()
-    result = info.function(problem, device=dev, progress=progress, seed=seed, **options)
+    result = _run_starts(info, problem, dev, progress, int(seed), int(starts), options)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     result.seconds = time.perf_counter() - start
@@ -226,3 +245,27 @@ def fuse(
     # the fused cube lies on the HR-MSI's pixels: give it their y/x coordinates (so it aligns with the truth)
     result.fused = with_pixel_coords(result.fused, problem.hr_msi)
     return result
+
+
+def _run_starts(info: MethodInfo, problem: FusionProblem, device: torch.device, progress: ProgressCallback | None,
+                seed: int, starts: int, options: dict) -> FusionResult:
+    """``info``'s method from ``starts`` seeds; the first run's result with the mean fused cube
+    (summed in float64, one cube at a time)."""
+    def run(i: int) -> FusionResult:
+        torch.manual_seed(seed + i)
+        report = progress
+        if progress is not None and starts > 1:  # one bar over all runs
+            def report(done: int, total: int, extra: dict, i: int = i) -> None:
+                progress(i * total + done, starts * total, {**extra, "start": f"{i + 1}/{starts}"})
+        return info.function(problem, device=device, progress=report, seed=seed + i, **options)
+
+    first = run(0)
+    if starts == 1:
+        return first
+    total = np.asarray(first.fused.values, dtype=np.float64).copy()
+    for i in range(1, starts):
+        total += np.asarray(run(i).fused.values, dtype=np.float64)
+    first.fused = first.fused.copy(data=(total / starts).astype(first.fused.dtype))
+    first.params = {**first.params, "starts": starts, "seeds": list(range(seed, seed + starts)),
+                    "fused": f"mean of {starts} runs; endmembers, abundances and trace are seed {seed}'s"}
+    return first

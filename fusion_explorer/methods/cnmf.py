@@ -99,7 +99,8 @@ def start_schedule(
     return schedule, prepared, costs
 
 
-@register("cnmf", "coupled NMF unmixing (Yokoya et al. 2012): interpretable endmembers and abundances", iterative=True)
+@register("cnmf", "coupled NMF unmixing (Yokoya et al. 2012): interpretable endmembers and abundances", iterative=True,
+          random_start=True)
 def cnmf(
     problem: FusionProblem,
     *,

@@ -78,6 +78,7 @@ def load_model(
     "scalmu",
     "unrolled CNMF with learned adaptive multiplicative updates, trained on synthetic dead leaves",
     iterative=True,
+    random_start=True,
 )
 def scalmu(
     problem: FusionProblem,

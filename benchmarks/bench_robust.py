@@ -261,10 +261,15 @@ def add_checkpoints(specs: list[str] | None) -> list[str]:
     return labels
 
 
+def scored_runs(records: list[dict]) -> dict[tuple[str, str, str], dict]:
+    """The method records that have scores, by ``(scene, case, method)``."""
+    return {(r["scene"], r["case"], r["method"]): r for r in records if r["kind"] == "method" and "psnr" in r}
+
+
 def against(records: list[dict], methods: list[str], reference: str = "cnmf") -> list[str]:
     """Markdown lines: each method's per-problem PSNR difference to ``reference`` (mean, worst, and how
     many problems lie more than 0.3 dB below it: issue 20's "no case more than 0.3 dB below cnmf")."""
-    runs = {(r["scene"], r["case"], r["method"]): r for r in records if r["kind"] == "method" and "psnr" in r}
+    runs = scored_runs(records)
     keys = {(s, c) for s, c, m in runs if m == reference}
     lines = [f"### against {reference}, problem by problem", "",
              "| method | n | mean ΔPSNR dB | worst ΔPSNR dB (problem) | problems > 0.3 dB below | mean ΔSAM ° |",
@@ -293,7 +298,7 @@ def ablation(records: list[dict], methods: list[str]) -> list[str]:
     """Markdown: for each scalmu label ``L`` run with its ``L-no-PART`` variants, what each learned part
     brings per axis row: mean PSNR of ``L`` minus that of ``L`` with the part off (and minus ``L-plain``,
     all parts off), over the problems where all of them ran."""
-    runs = {(r["scene"], r["case"], r["method"]): r for r in records if r["kind"] == "method" and "psnr" in r}
+    runs = scored_runs(records)
     lines = []
     for base in methods:
         variants = [f"{base}-no-{p}" for p in (*LEARNED_PARTS, "denoise") if f"{base}-no-{p}" in methods]
@@ -331,7 +336,7 @@ def hand_set_wiener(records: list[dict], methods: list[str]) -> list[str]:
     if "scalmu-wiener-only" not in methods or not hand or "cnmf" not in methods:
         return []
     compared = ["scalmu-plain", *hand, "scalmu-wiener-only"]
-    runs = {(r["scene"], r["case"], r["method"]): r for r in records if r["kind"] == "method" and "psnr" in r}
+    runs = scored_runs(records)
     keys = sorted({(s, c) for s, c, m in runs if all((s, c, v) in runs for v in (*compared, "cnmf"))})
     if not keys:
         return []
@@ -366,7 +371,7 @@ def set_mossfuse_steps(steps: int | None) -> None:
 def per_problem(records: list[dict], methods: list[str]) -> list[str]:
     """Markdown: PSNR / SAM of every method on every scene and case, then the means over the problems where
     all of them ran (written when ``mossfuse-fit`` ran: a small run, read problem by problem)."""
-    runs = {(r["scene"], r["case"], r["method"]): r for r in records if r["kind"] == "method" and "psnr" in r}
+    runs = scored_runs(records)
     keys = list(dict.fromkeys((r["scene"], r["case"]) for r in records if r["kind"] == "method"))
     lines = ["### problem by problem", "", "Cells: PSNR dB / SAM °; '—': failed or not run.", "",
              "| scene | case | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]

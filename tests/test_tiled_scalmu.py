@@ -148,3 +148,28 @@ def test_an_unknown_psf_is_fitted_and_read_by_the_learned_parts(runs):
     assert consistency["psf_misfit"] > -6  # fitted, not given (-6)
     # (1.1e-6 here; with the misfit not passed to the learned parts, 1.4e-3)
     np.testing.assert_allclose(tiled.values, whole.fused.values, atol=1e-5)
+
+
+def test_a_network_with_an_abundance_prior_tiles_as_the_whole_scene(cave_dir, tmp_path):
+    """A network with the learned abundance prior (scalmu.model.AbundancePrior, here the shipped weights with
+    a strong prior added): every layer's tiles search the colour neighbours of their HR pixels and pull H_m
+    towards the transfer of S(H_m) as the whole-scene layer does, so tiled = whole up to rounding, and the
+    prior changes the result (it is applied, not skipped)."""
+    import torch
+
+    from fusion_explorer.methods.scalmu import load_model
+    from fusion_explorer.methods.scalmu.model import SCALMUNet
+
+    shipped, _ = load_model()
+    net = SCALMUNet(**{**shipped.config, "abundance_prior": True})
+    net.load_state_dict(shipped.state_dict(), strict=False)
+    with torch.no_grad():
+        net.prior.log_weight.copy_(torch.tensor([[1.0, 3.0]]).log().expand(net.layers, 2))
+    path = tmp_path / "prior.pt"
+    torch.save({"config": {"model": net.config, "init_iterations": 20}, "model": net.state_dict()}, path)
+    r = whole_and_tiled(fe.open_cube(cave_dir / "balloons_ms"), "scalmu", {"gaussian-x8": (128, 32, 64)},
+                        checkpoint=str(path), **OPTIONS)["gaussian-x8"]
+    assert_matches_whole(r, 40)
+    assert np.abs(r["small"].values - r["large"].values).max() < 1e-5
+    without = fe.fuse(r["problem"], "scalmu", device="cpu", checkpoint=str(path), ablate="prior", **OPTIONS)
+    assert np.abs(without.fused.values - r["whole"].values).max() > 1e-3

@@ -164,7 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     overrides = {k: getattr(args, k) for k in ("epochs", "layers", "train_batches", "val_batches", "batch_size",
                                                "size", "init_iterations", "lr", "seed", "max_log_exponent", "data",
-                                               "spectral_variability")
+                                               "spectral_variability", "large_every")
                  if getattr(args, k) is not None}
     if args.noise_aware is not None:
         overrides["noise_aware"] = args.noise_aware
@@ -172,6 +172,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["smooth_gate"] = True
     if args.fixed_steps:
         overrides["fixed_steps"] = True
+    if args.abundance_prior:
+        overrides["abundance_prior"] = True
+    if args.prior_ratio:
+        overrides["prior_ratio"] = True
     cfg = TrainConfig(**overrides)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -223,6 +227,13 @@ def _add_train_parser(sub) -> None:
     s.add_argument("--fixed-steps", action="store_true",
                    help="the consistency layer's steps fixed at 1 (its ridge and width at their defaults): "
                         "the gate learns only the Wiener gains (needs --noise-aware, the default)")
+    s.add_argument("--abundance-prior", action="store_true",
+                   help="every layer's abundance update also pulls H_m towards the colour-guided transfer of its "
+                        "LR abundances, with learned weights (scalmu.model.AbundancePrior)")
+    s.add_argument("--prior-ratio", action="store_true",
+                   help="the abundance prior's weights also read the ratio (with --abundance-prior)")
+    s.add_argument("--large-every", type=_number(int, positive=False),
+                   help="zoo items: every N-th is a 128-px scene at x32 (0: none; 64-px items cannot hold x32)")
     s.add_argument("--noise-aware", action=argparse.BooleanOptionalAction, default=None,
                    help="learned steps and HSI weights read the images' estimated noise")
     s.add_argument("--threads", type=_number(int), help="torch CPU threads")

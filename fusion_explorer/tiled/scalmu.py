@@ -73,6 +73,8 @@ from ..methods.scalmu.model import (
     _node_features,
     _pair_features,
     _relaxed_numerator,
+    prior_scale,
+    prior_terms,
 )
 from ..methods.scalmu.start import resolve_pyramid
 from ..methods.unmixing import (
@@ -262,11 +264,13 @@ def _start_degrade_tile(scratch: ScratchStore, msi_region, region, t: Tile, spat
     return _degrade_on(spatial, h, region, own, ratio), _degrade_on(spatial, y, region, own, ratio), yy
 
 
-def _terms(h: torch.Tensor, y: torch.Tensor, w_m: np.ndarray, delta: float, joint, region, spatial, ratio: int):
+def _terms(h: torch.Tensor, y: torch.Tensor, w_m: np.ndarray, delta: float, joint, region, spatial, ratio: int,
+           prior=None):
     """The ``H_m`` update's numerator and denominator ``(1, p, pixels)`` on the HR pixels of the LR box
     ``region``: CNMF's MSI terms, plus (a joint layer) ``Sᵀ(λ Wᵀ Y_h)`` and ``Sᵀ(λ Wᵀ W H_h)`` from the
     LR maps ``a, b`` read on the LR box ``cover`` from ``joint = (store, cover)`` (rows ``a`` then ``b``;
-    :func:`~fusion_explorer.methods.unmixing.joint_abundance_terms`)."""
+    :func:`~fusion_explorer.methods.unmixing.joint_abundance_terms`), plus (a network with an abundance
+    prior) the prior's terms (:func:`_prior_on`)."""
     p, l = h.shape[0], y.shape[0]
     num, den = abundance_terms(y.reshape(1, l, -1), torch.from_numpy(w_m)[None], h.reshape(1, p, -1), delta)
     if joint is not None:
@@ -274,11 +278,28 @@ def _terms(h: torch.Tensor, y: torch.Tensor, w_m: np.ndarray, delta: float, join
         cover = (slice(box[0], box[1]), slice(box[2], box[3]))
         num.add_(_adjoint_on(spatial, store.read(*cover, slice(0, p)), box, region, ratio).reshape(1, p, -1))
         den.add_(_adjoint_on(spatial, store.read(*cover, slice(p, 2 * p)), box, region, ratio).reshape(1, p, -1))
+    if prior is not None:
+        num, den = _prior_on(prior, num, den, h.reshape(1, p, -1), region, ratio)
     return num, den
 
 
+def _prior_on(prior, num: torch.Tensor, den: torch.Tensor, h: torch.Tensor, region, ratio: int):
+    """The abundance prior's terms (:func:`~fusion_explorer.methods.scalmu.model.prior_terms`) on the HR pixels
+    of the LR box ``region``: ``A`` the guided transfer of ``S(H_m)`` (read from ``store`` on the neighbour box)
+    by the colour neighbours of those pixels, searched on the neighbour box as the consistency pass searches
+    them. ``prior = (store, msi, lr_msi, nb_box, offset, scale, weight, tau)``: ``msi`` and ``lr_msi`` over
+    ``nb_box`` (:func:`_neighbour_box` of ``region``), ``scale, weight, tau`` the layer's (global)."""
+    store, msi_nb, lr_msi_nb, nb_box, offset, scale, weight, tau = prior
+    nb = _neighbours_on(msi_nb, lr_msi_nb, nb_box, region, ratio, offset)
+    s_h = torch.from_numpy(store.read(slice(nb_box[0], nb_box[1]), slice(nb_box[2], nb_box[3])))
+    target = transfer(s_h.reshape(1, h.shape[1], -1), nb).clamp_min(0)
+    return prior_terms(num, den, h, target, torch.tensor(scale).reshape(1, 1, 1), torch.from_numpy(weight)[None],
+                       torch.tensor(tau))
+
+
 @tile_task
-def _layer_sums_tile(scratch: ScratchStore, msi_own, joint, t: Tile, w_m, delta, spatial, ratio: int, threads):
+def _layer_sums_tile(scratch: ScratchStore, msi_own, joint, t: Tile, w_m, delta, spatial, ratio: int, threads,
+                     prior=None):
     """The tile's parts of the scene-wide sums the layer's ``H_m`` preconditioner reads: ``Σ num``,
     ``Σ den``, ``Σ H_m`` ``(p,)`` and ``H_m H_mᵀ`` ``(p, p)``, float64."""
     if threads:
@@ -286,13 +307,13 @@ def _layer_sums_tile(scratch: ScratchStore, msi_own, joint, t: Tile, w_m, delta,
     own = _lr_box(t, ratio)
     h = torch.from_numpy(scratch.read(slice(t.y0, t.y1), slice(t.x0, t.x1)))
     with torch.no_grad():
-        num, den = _terms(h, _msi(msi_own), w_m, delta, joint, own, spatial, ratio)
+        num, den = _terms(h, _msi(msi_own), w_m, delta, joint, own, spatial, ratio, prior)
     return (_pixel_sums(num[0]), _pixel_sums(den[0]), *_pixel_sums(h.reshape(h.shape[0], -1), gram=True))
 
 
 @tile_task
 def _layer_apply_tile(src: ScratchStore, dst: ScratchStore, msi_region, joint, region, t: Tile, w_m, delta,
-                      mat, exponent, spatial, ratio: int, threads):
+                      mat, exponent, spatial, ratio: int, threads, prior=None):
     """One layer's ``H_m`` update on ``region`` (the tile plus the PSF's reach), re-weighted by the
     layer's ``P, γ`` when learned; writes the tile's pixels to ``dst``; returns ``S(H_m)`` on the tile's
     LR box (float32: what the layers read; the client gathers a whole LR grid of them) and the tile's
@@ -305,7 +326,7 @@ def _layer_apply_tile(src: ScratchStore, dst: ScratchStore, msi_region, joint, r
     p, big_y, big_x = h.shape
     y = _msi(msi_region)
     with torch.no_grad():
-        num, den = _terms(h, y, w_m, delta, joint, region, spatial, ratio)
+        num, den = _terms(h, y, w_m, delta, joint, region, spatial, ratio, prior)
         if mat is not None:  # the learned hook's arithmetic (fusion_explorer.methods.scalmu.model._reweight)
             mat_t, exp_t = torch.from_numpy(mat)[None], torch.from_numpy(exponent)[None]
             num = _mix(mat_t, num, True)
@@ -589,6 +610,16 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     # the joint layers' LR maps (λ Wᵀ Y_h, λ Wᵀ W S(H_m)) for the tiles to read their boxes from, not copies
     # of the boxes in every task (they overlap, and the tasks of a pass are all built before it runs)
     joint_store = lr_store(folder, "joint_maps", 2 * p, grid, "float32")
+    # the abundance prior's S(H_m), for the tiles to read their neighbour boxes from (networks with one)
+    use_prior = learned and net.prior is not None
+    prior_store = lr_store(folder, "prior_lr_abundances", p, grid, "float32") if use_prior else None
+
+    def prior_for(region, scale, weight, tau):
+        """A task's ``prior`` argument (:func:`_prior_on`) for the HR pixels of the LR box ``region``."""
+        ny, nx = _neighbour_box(region[0], region[1], h), _neighbour_box(region[2], region[3], w)
+        return (prior_store, msi_box(msi, *_hr((*ny, *nx), ratio)), lr_msi[:, slice(*ny), slice(*nx)].copy(),
+                (*ny, *nx), offset, scale, weight, tau)
+
     cur, msi_sum = 0, None
     for k in range(k_layers):
         if data is None:
@@ -601,6 +632,11 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
             endmembers, h_h = state.endmembers, state.abundances_lr
             w_m = srf @ endmembers
             joint = isinstance(weight, torch.Tensor) or weight > 0
+            prior_args = None
+            if use_prior:  # the layer's weights (scene-wide) and the S(H_m) its tiles pull towards
+                prior_weight, tau = net.prior.weights(k, data)
+                prior_args = (float(prior_scale(w_m)), np.ascontiguousarray(prior_weight[0].numpy()), float(tau))
+                prior_store.write_box(slice(None), slice(None), h_h.reshape(p, h, w).numpy())
             if joint:  # λ Wᵀ Y_h and λ Wᵀ W H_h on the LR grid (joint_abundance_terms): tiles take Sᵀ of boxes
                 wt = endmembers.transpose(-1, -2)
                 whole = (slice(None), slice(None))
@@ -617,7 +653,8 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
         if hook is not None:
             tasks = [dask.delayed(_layer_sums_tile, pure=False)(
                 stores[cur], msi_box(msi, slice(t.y0, t.y1), slice(t.x0, t.x1)), joint_for(_lr_box(t, ratio)), t,
-                w_m_np, delta, spatial, ratio, threads) for t in grid]
+                w_m_np, delta, spatial, ratio, threads,
+                prior_for(_lr_box(t, ratio), *prior_args) if prior_args else None) for t in grid]
             parts = runner.run_tiles(tasks, progress, f"SCALMU layer {k + 1}: features (tiles)")
             sums = [np.sum([q[i] for q in parts], axis=0) for i in range(4)]
             mat, exponent = _abundance_parameters(net.abundance_nets[k], sums, n_pixels, endmembers, w_m, h_h)
@@ -628,7 +665,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
             ys, xs = _hr(region, ratio)
             tasks.append(dask.delayed(_layer_apply_tile, pure=False)(
                 stores[cur], stores[1 - cur], msi_box(msi, ys, xs), joint_for(region), region, t, w_m_np, delta,
-                mat, exponent, spatial, ratio, threads))
+                mat, exponent, spatial, ratio, threads, prior_for(region, *prior_args) if prior_args else None))
         s_new, msi_sums = np.zeros((p, h, w), np.float32), []
 
         def place_layer(t: Tile, q, s_new=s_new, msi_sums=msi_sums) -> None:
@@ -692,7 +729,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     rs_all = np.sum(runner.run_tiles(tasks, progress, "consistency: guided + MSI step, S(Z) (tiles)"), axis=0)
     # H_m is not read again: its two stores (p bands over the HR grid, 15 GB at 8192² and p ≈ 38) go before
     # the last pass writes the output beside Z1
-    for store in (*stores, lr_abund):
+    for store in (*stores, lr_abund, *([prior_store] if prior_store is not None else [])):
         store.remove()
     stage("consistency: CG on the LR grid")
     _solve_normal(r_store, grid, spatial, damping, rs_all=rs_all, out=u_store)

@@ -26,7 +26,7 @@ from ...problem import FusionProblem, FusionResult
 from ..base import ProgressCallback, register
 from ..unmixing.consistency import fused_bytes, record_stage
 from ..unmixing.trace import TraceRecorder, evenly
-from .model import LEARNED_PARTS, SCALMUNet, learned_parts, n_parameters
+from .model import SCALMUNet, learned_parts, n_parameters
 from .start import schedule_start
 
 #: the shipped weights (``fusion_explorer/data/scalmu_default.pt``)
@@ -106,7 +106,8 @@ def scalmu(
     layer at full steps (the ablation); ``ablate``: learned parts to switch off alone, a
     comma-separated list of ``preconditioners`` (the layers' matrices and exponents),
     ``hsi_weights`` (the layers' LR-HSI weights), ``steps`` (the consistency layer's steps, ridge
-    and width) and ``wiener`` (its Wiener gains) (the per-part ablation); ``layers`` overrides ``K`` (extra
+    and width), ``wiener`` (its Wiener gains) and ``prior`` (the layers' abundance prior, in networks
+    trained with one) (the per-part ablation); ``layers`` overrides ``K`` (extra
     layers are CNMF's plain coupled MU step: a learned layer is not repeated outside its schedule);
     ``init_iterations`` the CNMF start's inner iterations (default:
     the checkpoint's training value); ``msi_pyramid`` the start's coarse-to-fine MSI stage (CNMF's
@@ -158,8 +159,8 @@ def scalmu(
     trace.begin("start", 0)
     schedule.record(f"CNMF start (VCA + HSI/MSI unmixing) · iteration {schedule.iteration}", schedule.state,
                     forced=True)
-    use = learned_parts(learned, ablate)
-    kind = "plain" if not use else "learned" if len(use) == len(LEARNED_PARTS) else "partly learned"
+    use = learned_parts(learned, ablate) & frozenset(net.parts)
+    kind = "plain" if not use else "learned" if len(use) == len(net.parts) else "partly learned"
     data = schedule.data
     with torch.no_grad():
         schedule.coupled_steps(
@@ -183,7 +184,7 @@ def scalmu(
         "checkpoint": str(checkpoint) if checkpoint is not None else f"shipped ({DEFAULT_CHECKPOINT})",
         "layers": k_layers,
         "learned": bool(use),
-        "learned_parts": [part for part in LEARNED_PARTS if part in use],
+        "learned_parts": [part for part in net.parts if part in use],
         "consistency": consistent,
         "denoise": bool(denoise) and consistent,
         "wiener": None if wiener is None or not consistent else float(wiener),

@@ -54,7 +54,7 @@ from torch import nn
 
 from ...errors import ProblemError
 from ..unmixing import CoupledData, CoupledState, coupled_step, tiny
-from ..unmixing.guided import SIGMA
+from ..unmixing.guided import SIGMA, transfer
 from ..unmixing.projection import DEFAULT_RIDGE, observation_features, project, residual_noise, spectral_prior
 
 #: features per endmember and per pair of endmembers
@@ -169,6 +169,11 @@ LAYER_DOC = {
     "endmember_exponent": "eta (p,) raises each endmember's W step ratio to a power (1 when plain).",
     "hsi_weight": "lambda weights the LR-HSI term added to the H_m update (0 when plain: CNMF fits H_m "
                   "to the MSI alone); a noise-aware network computes it from the estimated noise of both images.",
+    "prior_weight": "mu = (mu_all, mu_above) >= 0, relative to the MSI endmembers' mean squared norm: the weight "
+                    "of the pull of H_m towards A, the colour-guided transfer of its own LR abundances, on every "
+                    "abundance and, added, on those more than tau times above A (0 when plain: no prior).",
+    "prior_threshold": "tau: how many times above A an abundance must be for the second weight to act on it "
+                       "(a soft threshold; the blow-ups the MSI cannot see).",
 }
 #: the trace's sentences for the sensor features noise-aware networks read (inputs, not learned)
 INPUT_DOC = {
@@ -242,8 +247,9 @@ def _record_inputs(record: dict, data: CoupledData) -> None:
 
 #: SCALMU's learned parts, each of which can be switched off alone (the per-part ablation):
 #: the layers' re-weighting matrices and exponents, the layers' LR-HSI weights ``λ_k``, the
-#: consistency layer's steps (with its ridge and similarity width) and its Wiener gains
-LEARNED_PARTS = ("preconditioners", "hsi_weights", "steps", "wiener")
+#: consistency layer's steps (with its ridge and similarity width) and its Wiener gains, and the
+#: layers' abundance prior (networks trained with one, :class:`AbundancePrior`)
+LEARNED_PARTS = ("preconditioners", "hsi_weights", "steps", "wiener", "prior")
 
 
 def learned_parts(learned: bool | str | Iterable[str] = True, off: str | Iterable[str] | None = None) -> frozenset:
@@ -421,6 +427,82 @@ class ConsistencyLayer(nn.Module):
                        msi_denoise=noise)
 
 
+#: initial weights ``(μ_all, μ_above)`` and threshold ``τ`` of the abundance prior (generic small values:
+#: training sets them)
+PRIOR_INIT = (0.1, 0.1, 2.0)
+
+
+class AbundancePrior(nn.Module):
+    """A learned abundance-space regulariser for the ``H_m`` update of every layer: the term
+    ``½ Σ μ ⊙ (H_m - A)²`` joins the update's objective (``num += μ A``, ``den += μ H_m``: still
+    multiplicative and non-negative), with ``A = transfer(S(H_m))`` the colour-guided transfer
+    (:func:`~fusion_explorer.methods.unmixing.guided.transfer`) of the layer's own LR abundances.
+
+    Why: with 3 MSI bands and ``p ≈ 30`` endmembers the MSI fit leaves most abundance directions free,
+    and the LR-HSI constrains only their block means; MU then settles them wherever its start points, and
+    one bad start blows up a few abundances (thread_spools x32: 71 % of the squared error in 1 % of the
+    pixels, benchmarks/RESULTS.md). ``A`` gives each HR pixel the abundances of the LR pixels of its
+    colour: where the MSI sees a direction the MSI term dominates, where it does not the prior does.
+
+    ``μ = s · (e^{a_k} + e^{b_k} · sigmoid(4 (log(H_m/A) - log τ_k)))``, ``s`` the mean squared norm of the
+    MSI endmembers (so ``μ`` is relative to the MSI term's curvature): a weight on every abundance and one
+    that acts only on abundances well above ``A``. Noise-aware networks add ``c_k · sensor features`` to
+    ``a_k`` and ``b_k``, ratio-aware ones ``r_k log2(ratio) / 5``. Learned: ``a, b, log τ`` (and ``c``,
+    ``r``) per layer, about 15 numbers a layer."""
+
+    def __init__(self, layers: int, noise_aware: bool, ratio_aware: bool = False):
+        super().__init__()
+        mu_all, mu_above, tau = PRIOR_INIT
+        self.log_weight = nn.Parameter(torch.tensor([[math.log(mu_all), math.log(mu_above)]] * layers))
+        self.log_threshold = nn.Parameter(torch.full((layers,), math.log(tau)))
+        self.noise = nn.Parameter(torch.zeros(layers, 2, N_SENSOR)) if noise_aware else None
+        # the target A is the transfer of LR abundances: how far it can be trusted depends on how many HR
+        # pixels an LR pixel mixes, so the weights may also read log2(ratio) / 5 (0 at initialisation)
+        self.ratio = nn.Parameter(torch.zeros(layers, 2)) if ratio_aware else None
+
+    def weights(self, k: int, data: CoupledData) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(μ_all, μ_above)`` ``(B, 2)`` (before the scale ``s``) and ``τ`` ``()`` of layer ``k``."""
+        log_w = self.log_weight[k].expand(data.hr_msi.shape[0], 2)
+        if self.noise is not None:
+            log_w = log_w + sensor_input(data, data.hr_msi.shape[0]) @ self.noise[k].transpose(0, 1)
+        if self.ratio is not None:
+            ratio_feature = math.log2(data.hr_msi.shape[-1] / data.lr_hsi.shape[-1]) / 10  # = log2(ratio) / 5
+            log_w = log_w + self.ratio[k] * ratio_feature
+        return log_w.clamp(-10, 4).exp(), self.log_threshold[k].clamp(-1, 3).exp()
+
+    def terms(self, k: int, num: torch.Tensor, den: torch.Tensor, state: CoupledState,
+              data: CoupledData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(num + μ A, den + μ H_m, (μ_all, μ_above) of item 0, τ)``; unchanged without colour neighbours."""
+        weight, tau = self.weights(k, data)
+        if data.neighbours is None:
+            return num, den, weight[0], tau
+        with torch.no_grad():  # the prior's target and scale: features, as the other layers' are
+            target = transfer(state.abundances_lr, data.neighbours).clamp_min(0)
+            scale = prior_scale(state.msi_endmembers)
+        num, den = prior_terms(num, den, state.abundances, target, scale, weight, tau)
+        return num, den, weight[0], tau
+
+
+def prior_scale(msi_endmembers: torch.Tensor) -> torch.Tensor:
+    """``s`` ``(B, 1, 1)``: the mean squared norm of the MSI endmembers ``W_m`` ``(B, l, p)`` (the scale of
+    the MSI term's curvature in the ``H_m`` update), which the prior's weights are relative to."""
+    return msi_endmembers.square().sum(dim=-2).mean(dim=-1)[:, None, None]
+
+
+def prior_terms(num: torch.Tensor, den: torch.Tensor, h: torch.Tensor, target: torch.Tensor, scale: torch.Tensor,
+                weight: torch.Tensor, tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The abundance prior added to an ``H_m`` update's ``num, den`` ``(B, p, pixels)``: ``(num + μ A,
+    den + μ H_m)`` with ``μ = s (μ_all + μ_above sigmoid(4 (log(H_m / A) - log τ)))``, ``A = target``,
+    ``s = scale`` ``(B, 1, 1)``, ``weight`` ``(B, 2)`` the two weights (:class:`AbundancePrior`). Also what
+    tiled SCALMU applies tile by tile (:mod:`fusion_explorer.tiled.scalmu`)."""
+    with torch.no_grad():
+        t = tiny(h.dtype)
+        log_ratio = (h + t).log() - (target + t).log()
+    above = torch.sigmoid(4 * (log_ratio - tau.log()))
+    mu = scale * (weight[:, 0, None, None] + weight[:, 1, None, None] * above)
+    return num + mu * target, den + mu * h
+
+
 class SCALMUNet(nn.Module):
     """``layers`` learned coupled steps; ``hidden`` the MLP width; exponents in
     ``[exp(-1.5), exp(max_log_exponent)]``. Parameters: ~1k per layer.
@@ -436,17 +518,19 @@ class SCALMUNet(nn.Module):
 
     def __init__(self, layers: int = 10, hidden: int = 16, max_log_exponent: float = 1.5, joint: bool = True,
                  consistency: bool = True, noise_aware: bool = False, smooth_gate: bool = False,
-                 fixed_steps: bool = False):
+                 fixed_steps: bool = False, abundance_prior: bool = False, prior_ratio: bool = False):
         super().__init__()
         self.config = {"layers": int(layers), "hidden": int(hidden), "max_log_exponent": float(max_log_exponent),
                        "joint": bool(joint), "consistency": bool(consistency), "noise_aware": bool(noise_aware),
-                       "smooth_gate": bool(smooth_gate), "fixed_steps": bool(fixed_steps)}
+                       "smooth_gate": bool(smooth_gate), "fixed_steps": bool(fixed_steps),
+                       "abundance_prior": bool(abundance_prior), "prior_ratio": bool(prior_ratio)}
         self.abundance_nets = nn.ModuleList(PairPreconditioner(hidden, max_log_exponent) for _ in range(layers))
         self.endmember_nets = nn.ModuleList(PairPreconditioner(hidden, max_log_exponent) for _ in range(layers))
         self.log_hsi_weight = nn.Parameter(torch.zeros(layers))
         if noise_aware:  # log λ_k = a_k + b_k · sensor features (zero at initialisation: λ_k = balance)
             self.hsi_weight_noise = nn.Parameter(torch.zeros(layers, N_SENSOR))
         self.consistency = ConsistencyLayer(hidden, noise_aware, smooth_gate, fixed_steps) if consistency else None
+        self.prior = AbundancePrior(layers, noise_aware, prior_ratio) if abundance_prior else None
 
     def finish(self, state: CoupledState, data: CoupledData, learned: bool | frozenset = True,
                consistency: bool = True, record: dict | None = None, denoise: bool = True,
@@ -475,13 +559,28 @@ class SCALMUNet(nn.Module):
     def layers(self) -> int:
         return self.config["layers"]
 
-    def hook(self, k: int, learned: bool | frozenset = True, record: dict | None = None) -> Callable | None:
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The :data:`LEARNED_PARTS` this network has (``prior`` only when trained with one)."""
+        return tuple(part for part in LEARNED_PARTS if part != "prior" or self.prior is not None)
+
+    def hook(self, k: int, learned: bool | frozenset = True, record: dict | None = None,
+             data: CoupledData | None = None) -> Callable | None:
         """The :data:`~fusion_explorer.methods.unmixing.Hook` of layer ``k`` (``None`` = plain MU);
-        ``record``: a dict that receives the matrices and exponents it applies (tensors)."""
-        if not _uses(learned, "preconditioners"):
+        ``record``: a dict that receives the matrices, exponents and prior weights it applies (tensors).
+        ``data``: the layer's data, which the abundance prior (:class:`AbundancePrior`) reads."""
+        precondition = _uses(learned, "preconditioners")
+        prior = self.prior if self.prior is not None and data is not None and _uses(learned, "prior") else None
+        if not (precondition or prior is not None):
             return None
 
         def hook(which: str, num: torch.Tensor, den: torch.Tensor, state: CoupledState):
+            if which == "abundances" and prior is not None:  # the prior is part of the objective: before P
+                num, den, weight, tau = prior.terms(k, num, den, state, data)
+                if record is not None:
+                    record["prior_weight"], record["prior_threshold"] = weight, tau
+            if not precondition:
+                return num, den
             if which == "abundances":  # rows of num/den are endmembers: P acts from the left
                 num, den, mat, exponent = _reweight(self.abundance_nets[k], num, den, state, state.abundances,
                                                     state.msi_endmembers, True)
@@ -511,7 +610,7 @@ class SCALMUNet(nn.Module):
             return None, 0.0, dict
         weight = self.hsi_weight(k, data, learned)
         applied: dict = {}
-        return self.hook(k, learned, applied), weight, lambda: _layer_parts(applied, weight)
+        return self.hook(k, learned, applied, data), weight, lambda: _layer_parts(applied, weight)
 
     def forward(
         self,
@@ -540,12 +639,16 @@ def _layer_parts(applied: dict, weight) -> dict:
     """The trace keys ``learned`` / ``plain`` / ``learned_doc`` of one layer from what its hook applied."""
     if not applied:
         return {}
-    p = applied["abundance_matrix"].shape[-1]
-    learned = {k: v[0] for k, v in applied.items()}
+    learned = {k: v[0] if k in ("abundance_matrix", "abundance_exponent", "endmember_matrix", "endmember_exponent")
+               else v for k, v in applied.items()}
     learned["hsi_weight"] = weight.reshape(-1)[0] if isinstance(weight, torch.Tensor) else weight  # item 0
-    eye, ones = np.eye(p, dtype=np.float32), np.ones(p, dtype=np.float32)
-    plain = {"abundance_matrix": eye, "abundance_exponent": ones, "endmember_matrix": eye,
-             "endmember_exponent": ones, "hsi_weight": 0.0}
+    plain = {"hsi_weight": 0.0}
+    if "abundance_matrix" in applied:
+        p = applied["abundance_matrix"].shape[-1]
+        eye, ones = np.eye(p, dtype=np.float32), np.ones(p, dtype=np.float32)
+        plain.update(abundance_matrix=eye, abundance_exponent=ones, endmember_matrix=eye, endmember_exponent=ones)
+    if "prior_weight" in applied:
+        plain.update(prior_weight=np.zeros(2, np.float32), prior_threshold=applied["prior_threshold"])
     return _parts(learned, plain, LAYER_DOC)
 
 
@@ -576,5 +679,5 @@ def psnr_db(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse)
 
 
-__all__ = ["LEARNED_PARTS", "learned_parts", "SCALMUNet", "PairPreconditioner", "ConsistencyLayer", "fused_loss",
-           "psnr_db", "n_parameters", "HOOKED"]
+__all__ = ["LEARNED_PARTS", "learned_parts", "SCALMUNet", "AbundancePrior", "prior_scale", "prior_terms",
+           "PairPreconditioner", "ConsistencyLayer", "fused_loss", "psnr_db", "n_parameters", "HOOKED"]

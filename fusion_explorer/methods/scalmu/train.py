@@ -76,15 +76,28 @@ class TrainConfig:
     smooth_gate: bool = False
     # the consistency layer's steps, ridge and width fixed at their plain values; only the Wiener gains learned
     fixed_steps: bool = False
+    # every layer's H_m update also pulls it towards the colour-guided transfer of its LR abundances, with
+    # learned weights (model.AbundancePrior)
+    abundance_prior: bool = False
+    # the prior's weights also read the ratio (model.AbundancePrior)
+    prior_ratio: bool = False
+    # every large_every-th zoo item (0: none) is a large_size scene at one of large_ratios: the 64-px items
+    # cannot hold the x32 protocol (2x2 LR pixels)
+    large_every: int = 0
+    large_size: int = 128
+    large_ratios: tuple = (32,)
 
     def __post_init__(self) -> None:
         if not self.spectral_variability >= 0:
             raise ValueError(f"spectral_variability must be >= 0; got {self.spectral_variability!r}")
+        if not self.large_every >= 0:
+            raise ValueError(f"large_every must be >= 0; got {self.large_every!r}")
 
     def model_config(self) -> dict[str, Any]:
         return {"layers": self.layers, "hidden": self.hidden, "max_log_exponent": self.max_log_exponent,
                 "joint": self.joint, "consistency": self.consistency, "noise_aware": self.noise_aware,
-                "smooth_gate": self.smooth_gate, "fixed_steps": self.fixed_steps}
+                "smooth_gate": self.smooth_gate, "fixed_steps": self.fixed_steps,
+                "abundance_prior": self.abundance_prior, "prior_ratio": self.prior_ratio}
 
 
 def _save(checkpoint: dict, path: Path) -> None:
@@ -117,13 +130,15 @@ def zoo_item(seed: int, index: int, cfg: TrainConfig) -> tuple:
         ss = np.random.SeedSequence([int(seed), int(index), attempt])
         rng = np.random.default_rng(ss)
         wl = resolve_wavelength(_wavelength(index), rng)
-        case = sample_cases(1, int(rng.integers(2**31 - 1)), ratios=tuple(cfg.zoo_ratios))[0]
+        large = bool(cfg.large_every) and index % cfg.large_every == cfg.large_every - 1
+        size, ratios = (cfg.large_size, cfg.large_ratios) if large else (cfg.size, cfg.zoo_ratios)
+        case = sample_cases(1, int(rng.integers(2**31 - 1)), ratios=tuple(ratios))[0]
         if cfg.clean_every and index % cfg.clean_every == 0:
             case = case.with_(snr_lr_db=None, snr_msi_db=None)
-        options = random_scene_options(rng, cfg.size)
+        options = random_scene_options(rng, size)
         if cfg.spectral_variability > 0:
             options["spectral_variability"] = float(rng.uniform(0, cfg.spectral_variability))
-        scene = spectral_dead_leaves(cfg.size, wl, seed=rng, **options)
+        scene = spectral_dead_leaves(size, wl, seed=rng, **options)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -190,6 +205,7 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, resume: bool = Fal
         ckpt = read_checkpoint(last)
         # runs saved before the zoo: their items were the protocol ones, their networks not noise-aware
         saved = TrainConfig(**{"data": "protocol", "noise_aware": False, "spectral_variability": 0.0,
+                                 "abundance_prior": False, "prior_ratio": False, "large_every": 0,
                                  **ckpt["config"]["train"]})
         if cfg is not None and cfg.epochs > saved.epochs:
             saved.epochs = cfg.epochs  # resuming may extend the run

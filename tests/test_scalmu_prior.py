@@ -166,3 +166,20 @@ def test_large_training_items_hold_the_x32_protocol():
     assert small_data.lr_hsi.shape[-1] in (16 * 16, 8 * 8, 4 * 4)
     with pytest.raises(ValueError, match="large_every"):
         TrainConfig(large_every=-1)
+
+
+def test_training_scenes_can_hold_more_materials():
+    """``max_endmembers``: the zoo items' material count is drawn in 3..N; the default (10) draws what it always
+    drew (the shipped model's items are unchanged)."""
+    import numpy as np
+
+    from fusion_explorer.methods.scalmu.train import TrainConfig
+    from fusion_explorer.synth import random_scene_options
+
+    default = [random_scene_options(np.random.default_rng(s), 64)["n_endmembers"] for s in range(40)]
+    explicit = [random_scene_options(np.random.default_rng(s), 64, 10)["n_endmembers"] for s in range(40)]
+    more = [random_scene_options(np.random.default_rng(s), 64, 30)["n_endmembers"] for s in range(40)]
+    assert default == explicit and min(default) >= 3 and max(default) <= 10
+    assert max(more) > 10 and min(more) >= 3 and max(more) <= 30
+    with pytest.raises(ValueError, match="max_endmembers"):
+        TrainConfig(max_endmembers=2)

@@ -164,7 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     overrides = {k: getattr(args, k) for k in ("epochs", "layers", "train_batches", "val_batches", "batch_size",
                                                "size", "init_iterations", "lr", "seed", "max_log_exponent", "data",
-                                               "spectral_variability", "large_every")
+                                               "spectral_variability", "large_every", "max_endmembers")
                  if getattr(args, k) is not None}
     if args.noise_aware is not None:
         overrides["noise_aware"] = args.noise_aware
@@ -234,6 +234,8 @@ def _add_train_parser(sub) -> None:
                    help="the abundance prior's weights also read the ratio (with --abundance-prior)")
     s.add_argument("--large-every", type=_number(int, positive=False),
                    help="zoo items: every N-th is a 128-px scene at x32 (0: none; 64-px items cannot hold x32)")
+    s.add_argument("--max-endmembers", type=_number(int),
+                   help="zoo items: materials per scene drawn in 3..N (default 10)")
     s.add_argument("--noise-aware", action=argparse.BooleanOptionalAction, default=None,
                    help="learned steps and HSI weights read the images' estimated noise")
     s.add_argument("--threads", type=_number(int), help="torch CPU threads")

@@ -56,10 +56,11 @@ from .sensors import (  # noqa: F401 - re-exported (old imports from synth.train
 )
 
 
-def random_scene_options(rng: np.random.Generator, size: int) -> dict[str, Any]:
-    """Random :func:`spectral_dead_leaves` settings for training (endmember count, leaf sizes, texture...)."""
+def random_scene_options(rng: np.random.Generator, size: int, max_endmembers: int = 10) -> dict[str, Any]:
+    """Random :func:`spectral_dead_leaves` settings for training (endmember count in ``3..max_endmembers``,
+    leaf sizes, texture...)."""
     return dict(
-        n_endmembers=int(rng.integers(3, 11)),
+        n_endmembers=int(rng.integers(3, int(max_endmembers) + 1)),
         alpha=float(rng.uniform(2.6, 3.4)),
         r_min=float(np.exp(rng.uniform(np.log(1.0), np.log(max(1.5, size / 24))))),
         r_max=float(rng.uniform(0.3, 0.8) * size),

@@ -86,12 +86,17 @@ class TrainConfig:
     large_every: int = 0
     large_size: int = 128
     large_ratios: tuple = (32,)
+    # zoo items: materials per scene drawn in 3..max_endmembers (real scenes hold more, and more of them
+    # share a colour the MSI sees)
+    max_endmembers: int = 10
 
     def __post_init__(self) -> None:
         if not self.spectral_variability >= 0:
             raise ValueError(f"spectral_variability must be >= 0; got {self.spectral_variability!r}")
         if not self.large_every >= 0:
             raise ValueError(f"large_every must be >= 0; got {self.large_every!r}")
+        if not self.max_endmembers >= 3:
+            raise ValueError(f"max_endmembers must be >= 3; got {self.max_endmembers!r}")
 
     def model_config(self) -> dict[str, Any]:
         return {"layers": self.layers, "hidden": self.hidden, "max_log_exponent": self.max_log_exponent,
@@ -135,7 +140,7 @@ def zoo_item(seed: int, index: int, cfg: TrainConfig) -> tuple:
         case = sample_cases(1, int(rng.integers(2**31 - 1)), ratios=tuple(ratios))[0]
         if cfg.clean_every and index % cfg.clean_every == 0:
             case = case.with_(snr_lr_db=None, snr_msi_db=None)
-        options = random_scene_options(rng, size)
+        options = random_scene_options(rng, size, cfg.max_endmembers)
         if cfg.spectral_variability > 0:
             options["spectral_variability"] = float(rng.uniform(0, cfg.spectral_variability))
         scene = spectral_dead_leaves(size, wl, seed=rng, **options)
@@ -205,7 +210,7 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, resume: bool = Fal
         ckpt = read_checkpoint(last)
         # runs saved before the zoo: their items were the protocol ones, their networks not noise-aware
         saved = TrainConfig(**{"data": "protocol", "noise_aware": False, "spectral_variability": 0.0,
-                                 "abundance_prior": False, "prior_ratio": False, "large_every": 0,
+                                 "abundance_prior": False, "prior_ratio": False, "large_every": 0, "max_endmembers": 10,
                                  **ckpt["config"]["train"]})
         if cfg is not None and cfg.epochs > saved.epochs:
             saved.epochs = cfg.epochs  # resuming may extend the run

@@ -24,6 +24,18 @@ def require(path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test (the unrolled networks' results and times do not depend on the
+    machine's core count), then the previous count back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return require(DATA)

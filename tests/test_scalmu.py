@@ -18,13 +18,7 @@ from fusion_explorer.methods.scalmu.train import TrainConfig, train
 from fusion_explorer.methods.unmixing import coupled_step
 from fusion_explorer.synth import random_training_problem, training_batch
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,7 @@ from fusion_explorer.methods.unmixing.guided import transfer
 from fusion_explorer.methods.unmixing.step import joint_abundance_terms, multiplicative
 from fusion_explorer.synth import training_batch
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,11 @@ iterate is from them; at initialisation every fraction is 1, the exact projectio
 MSI correction uses the Wiener gain ``C Rᵀ (R C Rᵀ + κ_m n_m I)⁻¹`` and the HSI solve adds
 ``κ_h n_h`` to its damping (``n`` the estimated noise-to-signal powers, ``κ >= 0`` learned per scene,
 0 at initialisation). The fused cube is its output (clamped at 0); the layers are trained through it.
+
+A network may also carry an :class:`AbundancePrior` (``abundance_prior=True``, learned part ``prior``): each
+layer's ``H_m`` update is pulled towards the colour-guided transfer of its LR abundances with learned weights.
+The shipped network has none: trained on dead leaves, the prior did not transfer to real scenes at x32
+(benchmarks/scalmu_training.md).
 """
 
 from __future__ import annotations

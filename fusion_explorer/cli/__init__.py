@@ -168,14 +168,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                  if getattr(args, k) is not None}
     if args.noise_aware is not None:
         overrides["noise_aware"] = args.noise_aware
-    if args.smooth_gate:
-        overrides["smooth_gate"] = True
-    if args.fixed_steps:
-        overrides["fixed_steps"] = True
-    if args.abundance_prior:
-        overrides["abundance_prior"] = True
-    if args.prior_ratio:
-        overrides["prior_ratio"] = True
+    for flag in ("smooth_gate", "fixed_steps", "abundance_prior", "prior_ratio"):  # store_true: on when given
+        if getattr(args, flag):
+            overrides[flag] = True
     cfg = TrainConfig(**overrides)
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -610,14 +610,15 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     # the joint layers' LR maps (λ Wᵀ Y_h, λ Wᵀ W S(H_m)) for the tiles to read their boxes from, not copies
     # of the boxes in every task (they overlap, and the tasks of a pass are all built before it runs)
     joint_store = lr_store(folder, "joint_maps", 2 * p, grid, "float32")
-    # the abundance prior's S(H_m), for the tiles to read their neighbour boxes from (networks with one)
+    # S(H_m) on the LR grid, for the tiles to read their boxes from: each layer's for the abundance prior
+    # (networks with one), then the last one for the consistency layer's residual
     use_prior = learned and net.prior is not None
-    prior_store = lr_store(folder, "prior_lr_abundances", p, grid, "float32") if use_prior else None
+    lr_abund = lr_store(folder, "lr_abundances", p, grid, "float32")
 
     def prior_for(region, scale, weight, tau):
         """A task's ``prior`` argument (:func:`_prior_on`) for the HR pixels of the LR box ``region``."""
         ny, nx = _neighbour_box(region[0], region[1], h), _neighbour_box(region[2], region[3], w)
-        return (prior_store, msi_box(msi, *_hr((*ny, *nx), ratio)), lr_msi[:, slice(*ny), slice(*nx)].copy(),
+        return (lr_abund, msi_box(msi, *_hr((*ny, *nx), ratio)), lr_msi[:, slice(*ny), slice(*nx)].copy(),
                 (*ny, *nx), offset, scale, weight, tau)
 
     cur, msi_sum = 0, None
@@ -636,7 +637,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
             if use_prior:  # the layer's weights (scene-wide) and the S(H_m) its tiles pull towards
                 prior_weight, tau = net.prior.weights(k, data)
                 prior_args = (float(prior_scale(w_m)), np.ascontiguousarray(prior_weight[0].numpy()), float(tau))
-                prior_store.write_box(slice(None), slice(None), h_h.reshape(p, h, w).numpy())
+                lr_abund.write_box(slice(None), slice(None), h_h.reshape(p, h, w).numpy())
             if joint:  # λ Wᵀ Y_h and λ Wᵀ W H_h on the LR grid (joint_abundance_terms): tiles take Sᵀ of boxes
                 wt = endmembers.transpose(-1, -2)
                 whole = (slice(None), slice(None))
@@ -711,7 +712,6 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     # from here on the LR grid's band-deep arrays live on disk (tiled.consistency): the LR-HSI and S(H_m)
     # for the tasks' residual boxes, r and u for the CG
     lr_hsi = stored_lr(folder, lr, grid)
-    lr_abund = lr_store(folder, "lr_abundances", p, grid, "float32")
     lr_abund.write_box(slice(None), slice(None), s_hm.reshape(p, h, w).numpy())
     del lr, y_lr, y_h32, data, s_hm, sensor
     r_store, u_store = lr_store(folder, "residual", bands, grid), lr_store(folder, "solution", bands, grid)
@@ -729,7 +729,7 @@ def run_scalmu(problem, grid: TileGrid, msi, stats: dict, opts: dict, seed: int,
     rs_all = np.sum(runner.run_tiles(tasks, progress, "consistency: guided + MSI step, S(Z) (tiles)"), axis=0)
     # H_m is not read again: its two stores (p bands over the HR grid, 15 GB at 8192² and p ≈ 38) go before
     # the last pass writes the output beside Z1
-    for store in (*stores, lr_abund, *([prior_store] if prior_store is not None else [])):
+    for store in (*stores, lr_abund):
         store.remove()
     stage("consistency: CG on the LR grid")
     _solve_normal(r_store, grid, spatial, damping, rs_all=rs_all, out=u_store)

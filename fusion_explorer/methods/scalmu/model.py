@@ -477,15 +477,16 @@ class AbundancePrior(nn.Module):
 
     def terms(self, k: int, num: torch.Tensor, den: torch.Tensor, state: CoupledState,
               data: CoupledData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(num + μ A, den + μ H_m, (μ_all, μ_above) of item 0, τ)``; unchanged without colour neighbours."""
+        """``(num + μ A, den + μ H_m, (μ_all, μ_above) (B, 2), τ (B,))``; unchanged without colour neighbours."""
         weight, tau = self.weights(k, data)
+        tau_items = tau.expand(weight.shape[0])  # one τ for every item, per item as the other recorded parts
         if data.neighbours is None:
-            return num, den, weight[0], tau
+            return num, den, weight, tau_items
         with torch.no_grad():  # the prior's target and scale: features, as the other layers' are
             target = transfer(state.abundances_lr, data.neighbours).clamp_min(0)
             scale = prior_scale(state.msi_endmembers)
         num, den = prior_terms(num, den, state.abundances, target, scale, weight, tau)
-        return num, den, weight[0], tau
+        return num, den, weight, tau_items
 
 
 def prior_scale(msi_endmembers: torch.Tensor) -> torch.Tensor:
@@ -644,8 +645,7 @@ def _layer_parts(applied: dict, weight) -> dict:
     """The trace keys ``learned`` / ``plain`` / ``learned_doc`` of one layer from what its hook applied."""
     if not applied:
         return {}
-    learned = {k: v[0] if k in ("abundance_matrix", "abundance_exponent", "endmember_matrix", "endmember_exponent")
-               else v for k, v in applied.items()}
+    learned = {k: v[0] for k, v in applied.items()}
     learned["hsi_weight"] = weight.reshape(-1)[0] if isinstance(weight, torch.Tensor) else weight  # item 0
     plain = {"hsi_weight": 0.0}
     if "abundance_matrix" in applied:
@@ -653,7 +653,7 @@ def _layer_parts(applied: dict, weight) -> dict:
         eye, ones = np.eye(p, dtype=np.float32), np.ones(p, dtype=np.float32)
         plain.update(abundance_matrix=eye, abundance_exponent=ones, endmember_matrix=eye, endmember_exponent=ones)
     if "prior_weight" in applied:
-        plain.update(prior_weight=np.zeros(2, np.float32), prior_threshold=applied["prior_threshold"])
+        plain.update(prior_weight=np.zeros(2, np.float32), prior_threshold=learned["prior_threshold"])
     return _parts(learned, plain, LAYER_DOC)
 
 

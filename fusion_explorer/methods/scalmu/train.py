@@ -210,7 +210,6 @@ def train(out: str | Path, cfg: TrainConfig | None = None, *, resume: bool = Fal
         ckpt = read_checkpoint(last)
         # runs saved before the zoo: their items were the protocol ones, their networks not noise-aware
         saved = TrainConfig(**{"data": "protocol", "noise_aware": False, "spectral_variability": 0.0,
-                                 "abundance_prior": False, "prior_ratio": False, "large_every": 0, "max_endmembers": 10,
                                  **ckpt["config"]["train"]})
         if cfg is not None and cfg.epochs > saved.epochs:
             saved.epochs = cfg.epochs  # resuming may extend the run

@@ -281,6 +281,10 @@ class FusionProblem(PairShape):
         return self.sensors.spatial()
 
 
+#: the ``kind`` attribute of a fused cube (what ``fuse`` writes; ``score`` checks it)
+FUSED_KIND = "fused HR-HSI"
+
+
 @dataclass
 class FusionResult:
     """The fused HR-HSI ``(band, y, x)`` and what the method can show of its work.

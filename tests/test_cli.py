@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -69,6 +70,36 @@ def test_simulate_fuse_score_matches_independent_computation(cave_dir, tmp_path)
     mse = ((est - x) ** 2).mean(axis=(0, 1))
     psnr = np.mean(10 * np.log10(1 / mse))
     assert 25 < psnr < 40  # bicubic on a textured x8 crop: far from perfect, far from noise
+
+
+def test_score_takes_the_ratio_the_estimate_records_and_refuses_swapped_arguments(cave_dir, tmp_path, capsys):
+    sim, fused = tmp_path / "sim", tmp_path / "fused.nc"
+    assert main(["simulate", str(cave_dir / "balloons_ms"), "--protocol", "gaussian-x8", "--crop", "64",
+                 "--save-truth", "--out", str(sim)]) == 0
+    assert main(["fuse", "--lr-hsi", str(sim / "lr_hsi.nc"), "--hr-msi", str(sim / "hr_msi.nc"), "--srf",
+                 str(sim / "srf.nc"), "--method", "bicubic", "--quiet", "--out", str(fused)]) == 0
+    capsys.readouterr()
+    truth = str(sim / "hr_hsi.nc")
+
+    def score(*args: str) -> dict:
+        assert main(["score", *args, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    recorded, given8, given4 = score(truth, str(fused)), score(truth, str(fused), "--ratio", "8"), \
+        score(truth, str(fused), "--ratio", "4")
+    assert recorded == given8
+    # ERGAS = 100 / ratio · sqrt(mean_b RMSE_b² / μ_b²): the ratio really enters, and the recorded one is 8
+    assert given4["ergas"] == pytest.approx(2 * given8["ergas"], rel=1e-4)
+    assert given4["psnr"] == given8["psnr"]
+
+    # the fused cube first: one line, naming the order
+    assert main(["score", str(fused), truth]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the truth comes first" in err[0] and "bicubic" in err[0]
+    # nothing records a ratio: ask for it
+    assert main(["score", truth, truth]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "give --ratio" in err[0] and "records none" in err[0]
 
 
 @pytest.mark.parametrize(

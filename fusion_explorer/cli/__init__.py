@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from ..errors import FusionExplorerError, WriteError
+from ..errors import FusionExplorerError, ProblemError, WriteError
 from ..memory import keep_freed_memory
 from .common import _check_outputs, _load_truth, _number, _pair, _parse_options, _progress, psf_from_args
 from .tiled import fuse_tiled_command
@@ -125,12 +126,32 @@ def cmd_fuse(args: argparse.Namespace) -> int:
     return 0
 
 
+def score_ratio(ratio: float | None, estimate, path: str) -> float:
+    """ERGAS's ratio: ``ratio`` when given, else the one the estimate records (``simulate`` writes it on the
+    LR-HSI and ``fuse`` carries the LR-HSI's attributes over)."""
+    if ratio is not None:
+        return ratio
+    recorded = estimate.attrs.get("ratio")
+    try:
+        value = float(recorded)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value >= 1):
+        why = "records none" if recorded is None else f"records {recorded!r}, not a ratio"
+        raise ProblemError(f"give --ratio (the HR/LR size ratio, for ERGAS): {path} {why}")
+    return value
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from ..io import open_cube
     from ..metrics import evaluate
+    from ..problem import FUSED_KIND
 
     truth, est = open_cube(args.truth), open_cube(args.estimate)
-    scores = evaluate(truth, est, args.ratio)
+    if truth.attrs.get("kind") == FUSED_KIND and est.attrs.get("kind") != FUSED_KIND:
+        raise ProblemError(f"{args.truth} is a fused cube (method {truth.attrs.get('method', '?')}) and "
+                           f"{args.estimate} is not: the truth comes first (score TRUTH ESTIMATE)")
+    scores = evaluate(truth, est, score_ratio(args.ratio, est, args.estimate))
     print(
         json.dumps({k: round(v, 6) for k, v in scores.items()})
         if args.json
@@ -310,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("score", help="metrics of an estimate against the truth")
     s.add_argument("truth")
     s.add_argument("estimate")
-    s.add_argument("--ratio", type=_number(float), required=True)
+    s.add_argument("--ratio", type=_number(float),
+                   help="HR/LR size ratio for ERGAS (default: the one the estimate records, as fuse writes it)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_score)
 

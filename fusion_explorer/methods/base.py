@@ -28,6 +28,7 @@ import torch
 
 from ..cube import resolve_device, with_pixel_coords
 from ..errors import CubeError, ProblemError
+from ..problem import FUSED_KIND
 from ..problem import FusionProblem as FusionProblem
 from ..problem import FusionResult as FusionResult
 
@@ -230,7 +231,7 @@ def fuse(
         )
     attrs = {k: v for k, v in problem.lr_hsi.attrs.items() if k not in ("kind",)}
     attrs.update(
-        kind="fused HR-HSI",
+        kind=FUSED_KIND,
         method=method,
         method_params=repr(result.params),
         seconds=round(result.seconds, 4),

@@ -58,6 +58,7 @@ import xarray as xr
 
 from ..cube import DIMS
 from ..errors import ProblemError
+from ..problem import FUSED_KIND
 from .cnmf_stages import (
     THRESHOLD,
     cnmf_degrade_tile,
@@ -190,7 +191,7 @@ def fuse_tiled(
     bands = problem.hsi_bands
     attrs = {k: v for k, v in problem.lr_hsi.attrs.items() if k not in ("kind",)}
     params = {k: v for k, v in opts.items() if k != "levels"}
-    attrs.update(kind="fused HR-HSI", method=method, method_params=repr({**params, "seed": seed}), ratio=ratio,
+    attrs.update(kind=FUSED_KIND, method=method, method_params=repr({**params, "seed": seed}), ratio=ratio,
                  srf=problem.srf.name, tiled=f"tiles of {tile} px, halo {grid.halo} px", tile=tile)
     if "psf" in problem.attrs and method != "bicubic":
         attrs["psf"] = problem.attrs["psf"]
